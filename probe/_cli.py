@@ -1,0 +1,67 @@
+"""The ``probe`` command line: one verb per module in ``probe/commands``.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Adding a verb is adding a module and one entry to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# verb -> module; modules are imported lazily so that ``probe --help`` stays quick.
+COMMANDS = {
+    "demo": "probe.commands.demo",
+    "train": "probe.commands.train",
+    "layers": "probe.commands.layers",
+    "record": "probe.commands.record",
+    "patches": "probe.commands.patches",
+}
+
+# Errors that come from the user's input; they are printed as one line, without a traceback.
+USER_ERRORS = (ValueError, LookupError, OSError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with one sub-parser per available verb."""
+    parser = argparse.ArgumentParser(
+        prog="probe",
+        description="Neuroscience-style analysis of neural networks: train, record, analyse, report.",
+    )
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+    verbs = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for verb, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name == module_name:  # verb not built yet
+                continue
+            raise
+        sub = verbs.add_parser(verb, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``probe`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("probe: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as err:
+        if args.traceback:
+            raise
+        print(f"probe {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

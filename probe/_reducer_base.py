@@ -1,0 +1,75 @@
+"""The reducer contract: what a recording keeps of each batch, computed where the batch lives.
+
+A recording is one pass over the data. For every batch, each reducer is handed the raw output of
+its layer (or of all recorded layers) on the model's device, and keeps only what its analysis
+needs: pooled activations, a running top-k, running moments, Gram-matrix sums. Adding a reducer
+is one small subclass of ``Reducer`` (one layer at a time) or ``MultiLayerReducer`` (all recorded
+layers of a batch at once, for cross-layer statistics such as streaming CKA).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import torch
+
+__all__ = ["Reducer", "MultiLayerReducer"]
+
+
+class Reducer(abc.ABC):
+    """Consumes one layer's output batch by batch.
+
+    The recording engine calls ``start`` once before the pass, ``update`` once per batch and
+    ``result`` once after the last batch. A fresh instance is made per layer (reducers are passed
+    to ``probe.record`` as factories), so an instance may keep per-layer state freely.
+    """
+
+    layer: str = ""
+    n_stimuli: int = 0
+    device: torch.device = torch.device("cpu")
+
+    def start(self, layer: str, n_stimuli: int, device: torch.device) -> None:
+        """Called once before the first batch; the default stores its arguments."""
+        self.layer, self.n_stimuli, self.device = layer, n_stimuli, device
+
+    @abc.abstractmethod
+    def update(self, activations: torch.Tensor, stimulus_index: torch.Tensor) -> None:
+        """Consume one batch.
+
+        Parameters
+        ----------
+        activations
+            The layer's output for the batch, detached, on the model's device: shape (batch, ...)
+            such as (batch, C, H, W) for conv maps or (batch, tokens, dim) for ViT blocks.
+        stimulus_index
+            int64 tensor of shape (batch,) on the same device: each row's index in the dataset.
+        """
+
+    @abc.abstractmethod
+    def result(self) -> Any:
+        """Return what the pass kept (NumPy arrays or small result objects, on the CPU)."""
+
+
+class MultiLayerReducer(abc.ABC):
+    """Consumes the outputs of all recorded layers of each batch together.
+
+    Same life cycle as ``Reducer``, but one instance serves the whole recording and ``update``
+    receives a dict ``{layer name: activations}``.
+    """
+
+    layers: tuple[str, ...] = ()
+    n_stimuli: int = 0
+    device: torch.device = torch.device("cpu")
+
+    def start(self, layers: tuple[str, ...], n_stimuli: int, device: torch.device) -> None:
+        """Called once before the first batch; the default stores its arguments."""
+        self.layers, self.n_stimuli, self.device = tuple(layers), n_stimuli, device
+
+    @abc.abstractmethod
+    def update(self, activations: dict[str, torch.Tensor], stimulus_index: torch.Tensor) -> None:
+        """Consume one batch: raw outputs per layer (as in ``Reducer.update``)."""
+
+    @abc.abstractmethod
+    def result(self) -> Any:
+        """Return what the pass kept."""

@@ -1,0 +1,1 @@
+"""One module per ``probe`` verb; see ``probe._cli.COMMANDS``."""

@@ -1,0 +1,19 @@
+"""Reports: self-contained HTML pages built from analyses' result objects.
+
+A report is a list of ``Section`` objects. A section builder takes result objects, draws figures
+(seaborn/matplotlib) and renders a Jinja2 template with autoescaping; it never recomputes an
+analysis. Adding a section is one function and one template in ``reports/templates/sections``.
+"""
+
+from reports._render import figure_to_data_uri, image_grid, image_to_data_uri, render_fragment, table_html
+from reports._report import Report, Section
+
+__all__ = [
+    "Report",
+    "Section",
+    "render_fragment",
+    "figure_to_data_uri",
+    "image_to_data_uri",
+    "image_grid",
+    "table_html",
+]
