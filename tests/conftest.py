@@ -13,3 +13,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """Run ``probe demo --quick`` once per test session; returns its output folder."""
+    from probe._cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    return out

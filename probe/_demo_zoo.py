@@ -1,0 +1,135 @@
+"""The demo's first step: train one model of every family (every autoencoder variant too)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+import zoo
+from probe._demo import DemoContext
+from reports import Section
+from reports._zoo_section import ModelSummary, Reconstructions, zoo_section
+
+__all__ = ["DemoModel", "DEMO_MODELS", "zoo_step"]
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """One model the demo trains: run name, zoo model, dataset, epochs (full and quick), model options."""
+
+    run: str
+    model: str
+    dataset: str = "digits"
+    epochs: int = 10
+    quick_epochs: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+# Sized so that the whole zoo trains in about a minute on 2 CPU cores.
+DEMO_MODELS: tuple[DemoModel, ...] = (
+    DemoModel("cnn", "cnn", epochs=8),
+    DemoModel("mlp", "mlp", epochs=8),
+    DemoModel("simclr", "simclr", epochs=15),
+    DemoModel("ae-linear", "ae-linear", epochs=10),
+    DemoModel("ae-mlp", "ae-mlp", epochs=10),
+    DemoModel("ae-conv", "ae-conv", epochs=10),
+    DemoModel("ae-denoising", "ae-denoising", epochs=10),
+    DemoModel("ae-sparse", "ae-sparse", epochs=10),
+    DemoModel("ae-contractive", "ae-contractive", epochs=10),
+    DemoModel("ae-vae", "ae-vae", epochs=10),
+    DemoModel("mae", "mae", epochs=15),
+    DemoModel("ae-conv-patches", "ae-conv", dataset="natural-patches", epochs=10),
+)
+
+# Dataset options the demo uses; natural patches get a train and a held-out draw.
+DEMO_DATASETS: dict[tuple[str, str], dict[str, Any]] = {
+    ("digits", "train"): {},
+    ("digits", "test"): {},
+    ("natural-patches", "train"): {},
+    ("natural-patches", "test"): {},
+}
+
+N_RECONSTRUCTIONS = 8
+
+
+def _load_datasets(ctx: DemoContext) -> None:
+    for (name, split), options in DEMO_DATASETS.items():
+        if (name, split) not in ctx.datasets:
+            ctx.datasets[name, split] = zoo.load_dataset(name, split=split, **options)
+
+
+def _display(dataset, images: torch.Tensor) -> np.ndarray:
+    """Map normalised (n, C, H, W) images to display arrays (n, H, W[, C]) in [0, 1]."""
+    shown = dataset.info.denormalize(images.detach().cpu().float()).clamp(0, 1).numpy()
+    shown = np.moveaxis(shown, 1, -1)
+    return shown[..., 0] if shown.shape[-1] == 1 else shown
+
+
+def _pixel_mask(mask: torch.Tensor, image_shape: tuple[int, int]) -> np.ndarray:
+    """Turn a per-patch mask (n, n_patches) into a per-pixel mask (n, H, W)."""
+    mask = mask.detach().cpu().float()
+    if mask.dim() == 3:
+        return mask.numpy()
+    height, width = image_shape
+    side = int(round(mask.shape[1] ** 0.5))
+    grid = mask.reshape(-1, side, side)
+    return grid.repeat_interleave(height // side, 1).repeat_interleave(width // side, 2).numpy()
+
+
+def _reconstructions(model: torch.nn.Module, dataset) -> Reconstructions | None:
+    if not hasattr(model, "reconstruct"):
+        return None
+    images = torch.stack([dataset[i][0] for i in range(N_RECONSTRUCTIONS)])
+    device = next(model.parameters()).device
+    torch.manual_seed(0)  # the MAE's mask is random: draw the same one every time
+    with torch.no_grad():
+        output = model.reconstruct(images.to(device))
+    masks = None
+    if isinstance(output, tuple):
+        output, mask = output
+        masks = _pixel_mask(mask, tuple(images.shape[-2:]))
+    return Reconstructions(_display(dataset, images), _display(dataset, output), masks)
+
+
+def _summarise(spec: DemoModel, result, seconds: float, dataset) -> ModelSummary:
+    model = result.model
+    return ModelSummary(
+        name=spec.run,
+        family=model.family,
+        dataset=spec.dataset,
+        architecture=str(model),
+        n_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        history=result.history,
+        metrics=dict(result.metrics),
+        train_seconds=seconds,
+        reconstructions=_reconstructions(model, dataset),
+    )
+
+
+def zoo_step(ctx: DemoContext) -> list[Section]:
+    """Train every model in ``DEMO_MODELS`` into ``ctx.out / "runs"`` and summarise them."""
+    _load_datasets(ctx)
+    summaries = []
+    for spec in DEMO_MODELS:
+        started = time.perf_counter()
+        result = zoo.train(
+            spec.model,
+            dataset=spec.dataset,
+            out=ctx.out / "runs" / spec.run,
+            epochs=spec.quick_epochs if ctx.quick else spec.epochs,
+            seed=ctx.seed,
+            device=ctx.device,
+            force=True,
+            **spec.options,
+        )
+        seconds = time.perf_counter() - started
+        ctx.models[spec.run] = result.model.eval()
+        ctx.run_dirs[spec.run] = result.run_dir
+        ctx.results.setdefault("train_seconds", {})[spec.run] = seconds
+        summaries.append(_summarise(spec, result, seconds, ctx.datasets[spec.dataset, "test"]))
+    ctx.results["zoo_summaries"] = summaries
+    return zoo_section(summaries)

@@ -1,0 +1,39 @@
+"""``probe demo``: train a small zoo on the embedded data, analyse it, and write one HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+HELP = "train one model of each family on the embedded data and write runs/demo/report.html"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: runs/demo)")
+    parser.add_argument("--quick", action="store_true", help="a few seconds' version, for tests")
+    parser.add_argument("--seed", type=int, default=0, help="seed for everything trained or sampled")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing demo folder")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(
+            f"{out} already exists and is not empty; pass --force to redo the demo there, or --out another folder"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from probe._demo import DemoContext, run_demo
+    from zoo import resolve_device
+
+    _check_out(args.out, args.force)
+    started = time.perf_counter()
+    ctx = DemoContext(out=args.out, quick=args.quick, seed=args.seed, device=resolve_device(args.device))
+    report = run_demo(ctx)
+    total = time.perf_counter() - started
+    for step, seconds in ctx.timings.items():
+        print(f"  {step:<14} {seconds:7.1f} s")
+    print(f"demo finished in {total:.1f} s; report: {report}")
+    return 0
