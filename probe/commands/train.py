@@ -1,0 +1,185 @@
+"""``probe train``: train a zoo model (or a family's default model) into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+
+HELP = "train a zoo model on a dataset into a run folder (resumable, never pickled)"
+
+# A family name picks the model that best represents it.
+FAMILY_DEFAULT_MODEL = {
+    "supervised": "cnn",
+    "autoencoder": "ae-conv",
+    "mae": "mae",
+    "contrastive": "simclr",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``probe train``'s arguments to ``parser``."""
+    parser.add_argument(
+        "model",
+        metavar="FAMILY_OR_MODEL",
+        help=f"a zoo model name (see zoo.list_models()) or a family ({', '.join(FAMILY_DEFAULT_MODEL)}), "
+        "which picks its default model",
+    )
+    parser.add_argument("--dataset", default=None, help="dataset name (default: digits, or the resumed run's)")
+    parser.add_argument("--out", required=True, help="run folder to write (config.json, log.csv, model.safetensors, state/)")
+    parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the model's own, or the resumed run's)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: 0, or the resumed run's)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with its stored settings (dataset, seed, epochs, --set)",
+    )
+    parser.add_argument("--force", action="store_true", help="delete an earlier run in --out first")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model or training setting, repeatable; VALUE is read as JSON when it parses (3, 0.1, [64,32], true), "
+        "else as a string",
+    )
+    parser.add_argument(
+        "--dataset-option",
+        dest="dataset_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dataset option, repeatable, e.g. --dataset-option patch_size=12 for natural-patches",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def resolve_model_name(name: str) -> str:
+    """Map a family name to its default model; check a model name against the registry.
+
+    Raises
+    ------
+    LookupError
+        If ``name`` is neither a family nor a registered model; the message lists the nearest names.
+    """
+    import zoo
+
+    if name in FAMILY_DEFAULT_MODEL:
+        return FAMILY_DEFAULT_MODEL[name]
+    models = list(zoo.list_models())
+    if name in models:
+        return name
+    valid = list(FAMILY_DEFAULT_MODEL) + models
+    near = difflib.get_close_matches(name, valid, n=4, cutoff=0.4)
+    hint = f"did you mean {', '.join(near)}? " if near else ""
+    raise LookupError(
+        f"unknown family or model {name!r}; {hint}families: {', '.join(FAMILY_DEFAULT_MODEL)}; models: {', '.join(models)}"
+    )
+
+
+def parse_settings(settings: list[str], flag: str = "--set") -> dict:
+    """Turn ``["lr=0.1", "hidden=[64,32]", "activation=relu"]`` into a dict of typed values.
+
+    Raises
+    ------
+    ValueError
+        If an item has no ``=`` or an empty key.
+    """
+    parsed = {}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{flag} expects KEY=VALUE (for example {flag} name=3), got {item!r}")
+        try:
+            parsed[key] = json.loads(text)
+        except json.JSONDecodeError:
+            parsed[key] = text
+    return parsed
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise LookupError listing the valid dataset names when ``name`` is not one of them."""
+    import zoo
+
+    names = [valid for valid in zoo.list_datasets() if valid != "imagefolder:PATH"]
+    if name in names or name.startswith("imagefolder:"):
+        return
+    near = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
+    hint = f"did you mean {', '.join(near)}? " if near else ""
+    raise LookupError(f"unknown dataset {name!r}; {hint}valid datasets: {', '.join(names)}, imagefolder:PATH")
+
+
+def stored_run_settings(out: str) -> dict:
+    """The settings a run was started with, read from its ``config.json``, so that ``--resume`` needs no repeats.
+
+    Returns
+    -------
+    dict
+        Any of ``dataset``, ``dataset_options``, ``seed``, ``epochs`` and ``settings`` (the model
+        options and training hyper-parameters, as ``--set`` would give them); {} when ``out``
+        holds no config (``zoo.train`` then reports that there is nothing to resume).
+    """
+    import zoo
+
+    run = zoo.RunDir(out)
+    if not run.config_path.is_file():
+        return {}
+    config = run.read_config()
+    model = dict(config.get("model") or {})
+    training = dict(config.get("training") or {})
+    dataset = config.get("dataset") or {}
+    # Shapes and class counts follow from the dataset; the objective from the model.
+    settings = {k: v for k, v in model.items() if k not in ("name", "input_shape", "n_classes")}
+    settings.update({k: v for k, v in training.items() if k not in ("seed", "epochs", "objective")})
+    stored = {"settings": settings, "dataset_options": dict(dataset.get("options") or {})}
+    stored.update({key: training[key] for key in ("seed", "epochs") if key in training})
+    if "name" in dataset:
+        stored["dataset"] = dataset["name"]
+    return stored
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, then print where the run was written and its final metrics.
+
+    Returns 0 on success and 1 when training diverged (its last good checkpoint is kept).
+    """
+    import zoo
+
+    model_name = resolve_model_name(args.model)
+    stored = stored_run_settings(args.out) if args.resume else {}
+    dataset = args.dataset or stored.get("dataset", "digits")
+    check_dataset_name(dataset)
+    dataset_options = {**stored.get("dataset_options", {}), **parse_settings(args.dataset_options, flag="--dataset-option")}
+    settings = {**stored.get("settings", {}), **parse_settings(args.settings)}
+    try:
+        result = zoo.train(
+            model_name,
+            dataset=dataset,
+            out=args.out,
+            epochs=args.epochs if args.epochs is not None else stored.get("epochs"),
+            seed=args.seed if args.seed is not None else stored.get("seed", 0),
+            device=args.device,
+            resume=args.resume,
+            force=args.force,
+            progress=not args.quiet,
+            dataset_options=dataset_options,
+            **settings,
+        )
+    except zoo.TrainingDivergedError as err:
+        if getattr(args, "traceback", False):
+            raise
+        print(f"probe train: error: {err}", file=sys.stderr)
+        return 1
+    print(f"trained {model_name!r} on {dataset!r}; run written to {result.run_dir}")
+    metrics = {key: value for key, value in (result.metrics or {}).items() if isinstance(value, (int, float))}
+    if metrics:
+        print("final metrics: " + ", ".join(f"{key}={_format(value)}" for key, value in metrics.items()))
+    return 0
+
+
+def _format(value: float | int) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

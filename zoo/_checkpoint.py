@@ -1,0 +1,723 @@
+"""Run directories: config, training log, resumable checkpoints and final weights — never a pickle.
+
+A run directory looks like this::
+
+    run/
+      config.json          how the model was built and trained
+      log.csv              one row per epoch, rewritten atomically
+      model.safetensors    final weights (written by ``save_final``)
+      metrics.json         final metrics
+      state/
+        LATEST             name of the current checkpoint folder, written last
+        epoch-000003/      one complete checkpoint
+          model.safetensors (a plain state dict), state.json (epoch, history),
+          optimizer / scheduler / extra .json + .safetensors (structure + tensors)
+
+A checkpoint is written into a hidden temporary folder, renamed into place, and only then made
+current by rewriting ``state/LATEST`` atomically; the previous checkpoint is deleted after that.
+A process killed at any instant therefore leaves either the old complete checkpoint or the new
+complete one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+
+from zoo._io import atomic_path, atomic_write_json, atomic_write_text
+
+__all__ = [
+    "RunDir",
+    "save_tensor_file",
+    "load_tensor_file",
+    "pack_tensors",
+    "unpack_tensors",
+    "model_state_for_saving",
+    "read_tensor_metadata",
+]
+
+CONFIG_FILE = "config.json"
+LOG_FILE = "log.csv"
+MODEL_FILE = "model.safetensors"
+METRICS_FILE = "metrics.json"
+STATE_DIR = "state"
+LATEST_FILE = "LATEST"
+
+_CHECKPOINT_PREFIX = "epoch-"
+_TEMP_PREFIX = ".tmp-"
+_TENSOR_TAG = "__tensor__"
+_TUPLE_TAG = "__tuple__"
+_ITEMS_TAG = "__items__"
+_FLOAT_TAG = "__float__"
+
+
+# --------------------------------------------------------------------------- tensor files
+
+
+def save_tensor_file(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    """Write ``tensors`` to a safetensors file atomically.
+
+    Tensors are copied to the CPU and made contiguous; tensors that share storage (tied weights)
+    are stored once each, so the file loads back into a state dict with every key present.
+    """
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        safetensors.torch.save_file(_storable(tensors), str(tmp), metadata=metadata)
+
+
+def load_tensor_file(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a truncated or corrupt file raises a ValueError that says how to recover.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a readable safetensors file (truncated by a crash, or damaged).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    try:
+        return safetensors.torch.load_file(str(path), device=str(device))
+    except (safetensors.SafetensorError, ValueError, RuntimeError, OSError) as err:
+        raise ValueError(
+            f"{str(path)!r} is damaged (not a complete safetensors file: {err}); "
+            "recover by re-running the training with --resume (it restarts from the last checkpoint in state/) "
+            "or by retraining with --force"
+        ) from err
+
+
+def read_tensor_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata stored in a safetensors file's header ({} when none or unreadable)."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (safetensors.SafetensorError, ValueError, RuntimeError, OSError):
+        return {}
+
+
+def model_state_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with every tensor detached (buffers included)."""
+    return {name: tensor.detach() for name, tensor in model.state_dict().items()}
+
+
+def _weights_metadata(model: torch.nn.Module) -> dict[str, str]:
+    # The architecture travels with the weights, so that a mismatch can name where they came from.
+    metadata = {"format": "pt"}
+    config = getattr(model, "config", None)
+    if isinstance(config, dict):
+        metadata["config"] = json.dumps(config, sort_keys=True, default=str)
+        if "name" in config:
+            metadata["architecture"] = str(config["name"])
+    return metadata
+
+
+# --------------------------------------------------------------------------- nested state <-> JSON + tensors
+
+
+def pack_tensors(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Split a nested structure into a JSON-able skeleton and a flat dict of its tensors.
+
+    Dicts (with any JSON-scalar keys, e.g. the integer parameter ids of an optimizer state),
+    lists, tuples, numbers, strings, None, NumPy arrays and tensors are supported; the skeleton
+    keeps each tensor's place as ``{"__tensor__": key}``. ``unpack_tensors`` inverts it exactly.
+
+    Raises
+    ------
+    TypeError
+        If the structure holds an object that cannot be stored without pickling (a function, a
+        custom class); the message names where it is.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+
+    def encode(value: Any, where: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            key = where or "tensor"
+            while key in tensors:  # {"a.b": x, "a": {"b": y}} would otherwise collide
+                key += "'"
+            tensors[key] = value
+            return {_TENSOR_TAG: key}
+        if isinstance(value, np.ndarray):
+            return encode(torch.from_numpy(np.ascontiguousarray(value)), where)
+        if isinstance(value, np.generic):
+            return encode(value.item(), where)
+        if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+            return value
+        if isinstance(value, float):
+            return value if math.isfinite(value) else {_FLOAT_TAG: repr(value)}
+        if isinstance(value, (list, tuple)):
+            items = [encode(item, f"{where}.{i}" if where else str(i)) for i, item in enumerate(value)]
+            return {_TUPLE_TAG: items} if isinstance(value, tuple) else items
+        if isinstance(value, dict):
+            plain = all(isinstance(k, str) and not k.startswith("__") for k in value)
+            pairs = []
+            for k, v in value.items():
+                if not isinstance(k, (str, int, float, bool)) and k is not None:
+                    raise TypeError(f"cannot store the dict key {k!r} at {where or 'top level'!r} without pickling")
+                pairs.append((k, encode(v, f"{where}.{k}" if where else str(k))))
+            return dict(pairs) if plain else {_ITEMS_TAG: [list(pair) for pair in pairs]}
+        raise TypeError(
+            f"cannot store {type(value).__name__} at {where or 'top level'!r} in a checkpoint without pickling; "
+            "keep only tensors, numbers, strings, lists and dicts in the state"
+        )
+
+    skeleton = encode(obj, prefix)
+    return skeleton, tensors
+
+
+def unpack_tensors(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Rebuild the structure that ``pack_tensors`` split."""
+    if isinstance(skeleton, list):
+        return [unpack_tensors(item, tensors) for item in skeleton]
+    if isinstance(skeleton, dict):
+        if set(skeleton) == {_TENSOR_TAG}:
+            return tensors[skeleton[_TENSOR_TAG]]
+        if set(skeleton) == {_TUPLE_TAG}:
+            return tuple(unpack_tensors(item, tensors) for item in skeleton[_TUPLE_TAG])
+        if set(skeleton) == {_FLOAT_TAG}:
+            return float(skeleton[_FLOAT_TAG])
+        if set(skeleton) == {_ITEMS_TAG}:
+            return {key: unpack_tensors(value, tensors) for key, value in skeleton[_ITEMS_TAG]}
+        return {key: unpack_tensors(value, tensors) for key, value in skeleton.items()}
+    return skeleton
+
+
+def _save_packed(folder: Path, stem: str, obj: Any) -> None:
+    skeleton, tensors = pack_tensors(obj)
+    _write_durably(folder / f"{stem}.json", json.dumps(skeleton, indent=1).encode())
+    _write_tensors_durably(folder / f"{stem}.safetensors", tensors)
+
+
+def _load_packed(folder: Path, stem: str) -> Any:
+    skeleton = json.loads((folder / f"{stem}.json").read_text())
+    tensors = load_tensor_file(folder / f"{stem}.safetensors")
+    return unpack_tensors(skeleton, tensors)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    # Files inside a temporary checkpoint folder need no rename of their own: the folder is
+    # renamed as a whole. They must be on disk before the folder becomes current, hence fsync.
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_tensors_durably(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    safetensors.torch.save_file(_storable(tensors), str(path), metadata=metadata)
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, detached tensors, none sharing memory with another (safetensors' rules).
+
+    Copies only where needed: tensors on another device, non-contiguous ones, and the second and
+    later tensors of a shared storage (tied weights).
+    """
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in tensors.items():
+        cpu = tensor.detach().to("cpu").contiguous()
+        pointer = cpu.untyped_storage().data_ptr()
+        if pointer in seen and cpu.numel() > 0:
+            cpu = cpu.clone()
+            pointer = cpu.untyped_storage().data_ptr()
+        seen.add(pointer)
+        out[name] = cpu
+    return out
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- random number generators
+
+
+def _capture_rng() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": list(np.random.get_state()),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    cuda_states = state.get("cuda")
+    if cuda_states is not None:
+        if torch.cuda.is_available() and torch.cuda.device_count() == len(cuda_states):
+            torch.cuda.set_rng_state_all(list(cuda_states))
+        else:
+            warnings.warn(
+                "the checkpoint holds CUDA random states that cannot be restored on this machine; "
+                "the resumed run will not be bit-identical to an uninterrupted one",
+                stacklevel=3,
+            )
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+class RunDir:
+    """A training run's folder: config, log, checkpoints and final weights.
+
+    Use ``RunDir.create`` to start (or resume) a run and ``RunDir.open`` to read a finished one.
+
+    Attributes
+    ----------
+    path
+        The run's folder.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ----------------------------------------------------------------- creation
+
+    @classmethod
+    def create(cls, out: str | os.PathLike, resume: bool = False, force: bool = False) -> "RunDir":
+        """Create the run folder, or reopen it to resume, or wipe an old run with ``force``.
+
+        Parameters
+        ----------
+        out
+            The run's folder.
+        resume
+            Continue the run in ``out`` from its last checkpoint.
+        force
+            Delete the old run in ``out`` first. Only a folder that looks like a run (it holds
+            ``config.json`` or ``state/``) or an empty one is deleted, never other files.
+
+        Raises
+        ------
+        FileExistsError
+            If ``out`` is not empty and neither ``resume`` nor ``force`` is given, or if ``force``
+            is given for a folder that does not look like a run.
+        FileNotFoundError
+            If ``resume`` is given but ``out`` holds no checkpoint.
+        ValueError
+            If both ``resume`` and ``force`` are given.
+        """
+        run = cls(out)
+        path = run.path
+        if resume and force:
+            raise ValueError(
+                "--resume and --force contradict each other: --resume continues the run, --force deletes it; choose one"
+            )
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"{str(path)!r} exists and is a file, not a run folder; choose another --out")
+        if resume:
+            if not run.has_checkpoint():
+                where = "does not exist" if not path.exists() else "holds no checkpoint (no state/LATEST)"
+                raise FileNotFoundError(
+                    f"cannot resume: {str(path)!r} {where}; start a new run by dropping --resume"
+                )
+            return run
+        if path.exists() and any(path.iterdir()):
+            if not force:
+                raise FileExistsError(
+                    f"output folder {str(path)!r} already exists and is not empty; "
+                    "pass --resume to continue its run or --force to overwrite it (or choose another --out)"
+                )
+            if not run.looks_like_run():
+                raise FileExistsError(
+                    f"refusing to --force-delete {str(path)!r}: it is not empty and does not look like a run "
+                    f"folder (no {CONFIG_FILE} or {STATE_DIR}/); choose another --out"
+                )
+            run._wipe()
+        path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "RunDir":
+        """Open an existing run folder for reading.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the folder does not exist.
+        """
+        run = cls(path)
+        if not run.path.is_dir():
+            raise FileNotFoundError(
+                f"run folder {str(run.path)!r} does not exist; train one with `probe train` or check the path"
+            )
+        return run
+
+    def looks_like_run(self) -> bool:
+        """True when the folder holds a ``config.json`` or a ``state/`` folder."""
+        return (self.path / CONFIG_FILE).is_file() or (self.path / STATE_DIR).is_dir()
+
+    def _wipe(self) -> None:
+        # Delete the contents rather than the folder (which may be a symlink or a mount point), and
+        # config.json last, so that a folder whose wipe was interrupted still looks like a run.
+        entries = sorted(self.path.iterdir(), key=lambda entry: entry.name == CONFIG_FILE)
+        for entry in entries:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    # ----------------------------------------------------------------- config, log, final
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG_FILE
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / STATE_DIR
+
+    def write_config(self, config: dict) -> None:
+        """Write ``config.json`` atomically.
+
+        Raises
+        ------
+        TypeError
+            If ``config`` holds something JSON cannot represent.
+        """
+        try:
+            text = json.dumps(config, indent=2, sort_keys=True)
+        except TypeError as err:
+            raise TypeError(f"the run config must be JSON-able: {err}") from err
+        atomic_write_text(self.config_path, text + "\n")
+
+    def read_config(self) -> dict:
+        """Read ``config.json``.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the run has no ``config.json``.
+        ValueError
+            If ``config.json`` is not valid JSON.
+        """
+        if not self.config_path.is_file():
+            raise FileNotFoundError(f"{str(self.config_path)!r} is missing; the folder is not a complete run")
+        try:
+            return json.loads(self.config_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{str(self.config_path)!r} is damaged (invalid JSON: {err}); retrain with --force") from err
+
+    def config_differences(self, config: dict, ignore: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
+        """Settings whose values differ between ``config.json`` and ``config``.
+
+        Nested dicts are compared key by key, so the result names the exact settings, e.g.
+        ``{"training.lr": (0.002, 0.003)}`` as ``{dotted key: (stored, given)}``. Useful before
+        resuming: a run resumed with other settings is not the run that was started.
+
+        Parameters
+        ----------
+        ignore
+            Dotted keys (or top-level keys) to leave out of the comparison.
+        """
+        stored = _flatten(json.loads(json.dumps(self.read_config())))
+        given = _flatten(json.loads(json.dumps(config)))
+        missing = object()
+        differences = {}
+        for key in sorted(set(stored) | set(given)):
+            if key in ignore or key.split(".")[0] in ignore:
+                continue
+            old, new = stored.get(key, missing), given.get(key, missing)
+            if old != new:
+                differences[key] = (None if old is missing else old, None if new is missing else new)
+        return differences
+
+    def append_log(self, row: dict) -> None:
+        """Append one row to ``log.csv`` (rewritten atomically; new columns are added as they appear)."""
+        rows = self.read_log_rows()
+        rows.append({key: _csv_value(value) for key, value in row.items()})
+        self._write_log(rows)
+
+    def read_log_rows(self) -> list[dict[str, str]]:
+        """The rows of ``log.csv`` as dicts of strings ([] when there is no log yet)."""
+        if not self.log_path.is_file():
+            return []
+        with open(self.log_path, newline="") as handle:
+            return [dict(row) for row in csv.DictReader(handle)]
+
+    def _write_log(self, rows: list[dict[str, Any]]) -> None:
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(key for key in row if key not in columns)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.log_path, buffer.getvalue())
+
+    def _truncate_log(self, last_epoch: int) -> None:
+        # Rows logged after the checkpoint belong to epochs that the resumed run will redo.
+        rows = self.read_log_rows()
+        if not rows or "epoch" not in rows[0]:
+            return
+        kept = [row for row in rows if _as_number(row.get("epoch")) is None or _as_number(row["epoch"]) <= last_epoch]
+        if len(kept) != len(rows):
+            self._write_log(kept)
+
+    def save_final(self, model: torch.nn.Module, metrics: dict) -> None:
+        """Write the final weights (``model.safetensors``) and metrics (``metrics.json``) atomically."""
+        save_tensor_file(self.model_path, model_state_for_saving(model), metadata=_weights_metadata(model))
+        atomic_write_json(self.metrics_path, json.loads(json.dumps(_plain(metrics))))
+
+    def read_metrics(self) -> dict:
+        """Read ``metrics.json`` ({} when the run has not finished)."""
+        if not self.metrics_path.is_file():
+            return {}
+        return json.loads(self.metrics_path.read_text())
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def _latest_name(self) -> str | None:
+        pointer = self.state_path / LATEST_FILE
+        if not pointer.is_file():
+            return None
+        name = pointer.read_text().strip()
+        return name or None
+
+    def checkpoint_path(self) -> Path | None:
+        """The folder of the current checkpoint, or None when there is none."""
+        name = self._latest_name()
+        if name is None or not (self.state_path / name).is_dir():
+            return None
+        return self.state_path / name
+
+    def has_checkpoint(self) -> bool:
+        """True when the run holds a complete checkpoint."""
+        return self.checkpoint_path() is not None
+
+    def save_checkpoint(
+        self,
+        *,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        scheduler: Any | None,
+        epoch: int,
+        history: list[dict],
+        extra: dict | None = None,
+        rng: bool = True,
+        check_finite: bool = True,
+    ) -> Path:
+        """Save a complete, resumable checkpoint atomically; returns its folder.
+
+        Parameters
+        ----------
+        model, optimizer, scheduler
+            What to save; their state dicts are split into tensors (safetensors) and structure
+            (JSON). ``optimizer`` and ``scheduler`` may be None.
+        epoch
+            The number of epochs completed.
+        history
+            One dict per completed epoch (losses, metrics).
+        extra
+            Anything else the training loop needs to resume (tensors allowed, e.g. the state of a
+            ``torch.Generator``).
+        rng
+            Also save the global torch / CUDA / NumPy / Python random states, so that a resumed run
+            draws the same numbers as an uninterrupted one.
+        check_finite
+            Refuse to save weights that hold NaN or infinity, so the last good checkpoint survives
+            a diverged run.
+
+        Raises
+        ------
+        ValueError
+            If ``check_finite`` and the model's parameters are not finite.
+        """
+        if check_finite:
+            bad = [name for name, tensor in model.state_dict().items()
+                   if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+            if bad:
+                previous = self.checkpoint_path()
+                kept = f"the last good checkpoint ({previous.name}) is kept" if previous else "no checkpoint was written"
+                raise ValueError(
+                    f"training diverged: after epoch {epoch} the weights {bad[:3]} hold NaN or infinity; {kept}. "
+                    "Lower the learning rate (--set lr=...) and retrain, or --resume from the last good checkpoint"
+                )
+        state_dir = self.state_path
+        state_dir.mkdir(parents=True, exist_ok=True)
+        current = self._latest_name()
+        name = f"{_CHECKPOINT_PREFIX}{int(epoch):06d}"
+        if name == current:  # saving the same epoch twice: keep the old one current until the new one is complete
+            name = f"{name}-{uuid.uuid4().hex[:8]}"
+        tmp = state_dir / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            save = {
+                "optimizer": {"state": optimizer.state_dict() if optimizer is not None else None},
+                "scheduler": {"state": scheduler.state_dict() if scheduler is not None else None},
+                "extra": {"state": extra or {}, "rng": _capture_rng() if rng else None},
+            }
+            for stem, obj in save.items():
+                _save_packed(tmp, stem, obj)
+            # the weights are a plain state-dict file, loadable on their own (zoo.load(..., checkpoint=True))
+            _write_tensors_durably(tmp / MODEL_FILE, model_state_for_saving(model), _weights_metadata(model))
+            info = {"epoch": int(epoch), "history": _plain(history), "format": 1}
+            _write_durably(tmp / "state.json", json.dumps(info, indent=1).encode())
+            _fsync_dir(tmp)
+            target = state_dir / name
+            if target.exists():  # left over by a run killed before it pointed LATEST at it
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+            _fsync_dir(state_dir)
+            atomic_write_text(state_dir / LATEST_FILE, name + "\n")
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        self._remove_stale_checkpoints(keep=name)
+        return state_dir / name
+
+    def _remove_stale_checkpoints(self, keep: str) -> None:
+        # Older checkpoints, and leftovers of saves killed mid-way (temporary folders and pointer files).
+        for entry in self.state_path.iterdir():
+            if entry.is_dir() and entry.name != keep and entry.name.startswith((_CHECKPOINT_PREFIX, _TEMP_PREFIX)):
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.is_file() and entry.name.startswith(f".{LATEST_FILE}."):
+                entry.unlink(missing_ok=True)
+
+    def load_checkpoint(
+        self,
+        *,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        scheduler: Any | None,
+        restore_rng: bool = True,
+    ) -> dict:
+        """Load the current checkpoint into ``model``, ``optimizer`` and ``scheduler``.
+
+        Tensors are read to the CPU and copied onto the model's (and optimizer's) device. Rows of
+        ``log.csv`` logged after the checkpoint's epoch are dropped, since the resumed run redoes
+        those epochs.
+
+        Returns
+        -------
+        dict
+            ``{"epoch": int, "history": list[dict], "extra": dict}``.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the run has no checkpoint.
+        ValueError
+            If a checkpoint file is damaged, or the weights do not fit ``model``.
+        """
+        folder = self.checkpoint_path()
+        if folder is None:
+            raise FileNotFoundError(
+                f"{str(self.path)!r} holds no checkpoint (no {STATE_DIR}/{LATEST_FILE}); start the run without --resume"
+            )
+        try:
+            info = json.loads((folder / "state.json").read_text())
+            model_state = load_tensor_file(folder / MODEL_FILE)
+            optimizer_state = _load_packed(folder, "optimizer")["state"]
+            scheduler_state = _load_packed(folder, "scheduler")["state"]
+            extra = _load_packed(folder, "extra")
+        except (FileNotFoundError, json.JSONDecodeError, KeyError) as err:
+            raise ValueError(
+                f"the checkpoint {str(folder)!r} is damaged ({type(err).__name__}: {err}); retrain with --force"
+            ) from err
+        from zoo._load import load_weights  # the loader owns the mismatch diagnostics
+
+        load_weights(model, model_state, source_name=str(folder / "model.safetensors"))
+        if optimizer is not None:
+            if optimizer_state is None:
+                raise ValueError(f"the checkpoint {str(folder)!r} holds no optimizer state, but an optimizer was given")
+            optimizer.load_state_dict(optimizer_state)
+        if scheduler is not None:
+            if scheduler_state is None:
+                raise ValueError(f"the checkpoint {str(folder)!r} holds no scheduler state, but a scheduler was given")
+            scheduler.load_state_dict(scheduler_state)
+        if restore_rng and extra.get("rng") is not None:
+            _restore_rng(extra["rng"])
+        self._truncate_log(int(info["epoch"]))
+        return {"epoch": int(info["epoch"]), "history": info["history"], "extra": extra["state"]}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _plain(obj: Any) -> Any:
+    """Turn NumPy / torch scalars inside nested dicts and lists into Python numbers for JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _csv_value(value: Any) -> Any:
+    value = _plain(value)
+    return repr(value) if isinstance(value, float) else value
+
+
+def _as_number(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
