@@ -19,8 +19,8 @@ COMMANDS = {
     "patches": "probe.commands.patches",
 }
 
-# Errors that come from the user's input; they are printed as one line, without a traceback.
-USER_ERRORS = (ValueError, LookupError, OSError)
+# Errors that come from the user's input or a diverged run; printed as one line, without a traceback.
+USER_ERRORS = (ValueError, LookupError, OSError, FloatingPointError)
 
 
 def build_parser() -> argparse.ArgumentParser:

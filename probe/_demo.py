@@ -34,6 +34,8 @@ class DemoContext:
         Seed for everything the demo trains or samples.
     device
         Where models train and record.
+    progress
+        Show progress bars for long steps.
     models
         Trained zoo models by run name (for example ``"cnn"``, ``"ae-linear"``), in eval mode.
     run_dirs
@@ -52,6 +54,7 @@ class DemoContext:
     quick: bool = False
     seed: int = 0
     device: torch.device = torch.device("cpu")
+    progress: bool = True
     models: dict[str, torch.nn.Module] = field(default_factory=dict)
     run_dirs: dict[str, Path] = field(default_factory=dict)
     datasets: dict[tuple[str, str], Any] = field(default_factory=dict)

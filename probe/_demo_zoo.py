@@ -28,6 +28,10 @@ class DemoModel:
     quick_epochs: int = 1
     options: dict[str, Any] = field(default_factory=dict)
 
+    def dataset_options(self, quick: bool) -> dict[str, Any]:
+        """Options for ``zoo.load_dataset``; quick runs draw fewer natural patches."""
+        return dict(QUICK_DATASET_OPTIONS.get(self.dataset, {})) if quick else {}
+
 
 # Sized so that the whole zoo trains in about a minute on 2 CPU cores.
 DEMO_MODELS: tuple[DemoModel, ...] = (
@@ -45,20 +49,23 @@ DEMO_MODELS: tuple[DemoModel, ...] = (
     DemoModel("ae-conv-patches", "ae-conv", dataset="natural-patches", epochs=10),
 )
 
-# Dataset options the demo uses; natural patches get a train and a held-out draw.
-DEMO_DATASETS: dict[tuple[str, str], dict[str, Any]] = {
-    ("digits", "train"): {},
-    ("digits", "test"): {},
-    ("natural-patches", "train"): {},
-    ("natural-patches", "test"): {},
-}
+# The datasets the demo loads; natural patches have a training draw and a held-out draw.
+DEMO_DATASETS: tuple[tuple[str, str], ...] = (
+    ("digits", "train"),
+    ("digits", "test"),
+    ("natural-patches", "train"),
+    ("natural-patches", "test"),
+)
+# ``probe demo --quick`` trains on fewer natural patches so that it finishes in seconds.
+QUICK_DATASET_OPTIONS: dict[str, dict[str, Any]] = {"natural-patches": {"n_patches": 256}}
 
 N_RECONSTRUCTIONS = 8
 
 
 def _load_datasets(ctx: DemoContext) -> None:
-    for (name, split), options in DEMO_DATASETS.items():
+    for name, split in DEMO_DATASETS:
         if (name, split) not in ctx.datasets:
+            options = QUICK_DATASET_OPTIONS.get(name, {}) if ctx.quick else {}
             ctx.datasets[name, split] = zoo.load_dataset(name, split=split, **options)
 
 
@@ -124,6 +131,8 @@ def zoo_step(ctx: DemoContext) -> list[Section]:
             seed=ctx.seed,
             device=ctx.device,
             force=True,
+            progress=ctx.progress,
+            dataset_options=spec.dataset_options(ctx.quick),
             **spec.options,
         )
         seconds = time.perf_counter() - started

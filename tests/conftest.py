@@ -21,5 +21,5 @@ def quick_demo(tmp_path_factory):
     from probe._cli import main
 
     out = tmp_path_factory.mktemp("demo") / "demo"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
     return out

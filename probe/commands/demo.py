@@ -15,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for everything trained or sampled")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
     parser.add_argument("--force", action="store_true", help="overwrite an existing demo folder")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -30,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
 
     _check_out(args.out, args.force)
     started = time.perf_counter()
-    ctx = DemoContext(out=args.out, quick=args.quick, seed=args.seed, device=resolve_device(args.device))
+    ctx = DemoContext(
+        out=args.out, quick=args.quick, seed=args.seed, device=resolve_device(args.device), progress=args.progress
+    )
     report = run_demo(ctx)
     total = time.perf_counter() - started
     for step, seconds in ctx.timings.items():
