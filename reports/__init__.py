@@ -7,6 +7,7 @@ analysis. Adding a section is one function and one template in ``reports/templat
 
 from reports._render import figure_to_data_uri, image_grid, image_to_data_uri, render_fragment, table_html
 from reports._report import Report, Section
+from reports._units_section import save_unit_grids, units_section
 
 __all__ = [
     "Report",
@@ -16,4 +17,6 @@ __all__ = [
     "image_to_data_uri",
     "image_grid",
     "table_html",
+    "units_section",
+    "save_unit_grids",
 ]

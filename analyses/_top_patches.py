@@ -1,0 +1,589 @@
+"""Top-activating patches per unit (Zeiler & Fergus 2014; Zhou et al. 2015), cropped to the exact field.
+
+``top_patches`` makes one streaming pass (``probe.record`` with a ``probe.TopK`` reducer) on the
+device (O(units x k) memory, plus the pooled response of every stimulus for histograms and class
+selectivity, O(n_stimuli x units)), then a second, small pass over the winning stimuli only: it
+crops each winner's receptive field from its stimulus, and re-runs the layer on a few of them to
+check that the recorded values are reproducible.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
+
+from analyses._receptive_field import ReceptiveField, _run_to_layer, find_layer, receptive_field
+
+__all__ = ["TopPatches", "ClassSelectivity", "top_patches", "class_selectivity", "crop_boxes"]
+
+# Padding outside the image is drawn as a grey checkerboard, a pattern natural images rarely hold.
+_CHECKER = (0.42, 0.58)
+
+
+@dataclass
+class ClassSelectivity:
+    """Class-selectivity index per unit (Morcos et al. 2018).
+
+    ``index = (mu_max - mu_rest) / (mu_max + mu_rest)``, with ``mu_max`` the largest class-conditional
+    mean response and ``mu_rest`` the mean of the other classes' means. The index is defined for
+    non-negative responses (0: no preference, 1: responds to one class only). For a unit with a
+    negative class mean, the class means are first shifted by their minimum (so the least-driving
+    class sits at 0) and ``shifted`` is True: the index then measures the preferred class's lead over
+    the others relative to the response range, and always lies in [0, 1]. A unit whose class means
+    are all equal gets 0.
+
+    Attributes
+    ----------
+    index
+        Array of shape (n_units,).
+    preferred_class
+        Array of shape (n_units,): the class with the largest mean.
+    class_means
+        Array of shape (n_classes, n_units).
+    shifted
+        Boolean array of shape (n_units,).
+    class_names
+        One name per class, or None.
+    """
+
+    index: np.ndarray
+    preferred_class: np.ndarray
+    class_means: np.ndarray
+    shifted: np.ndarray
+    class_names: tuple[str, ...] | None = None
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per unit: unit, selectivity, preferred class (and its name), shifted."""
+        frame = pd.DataFrame(
+            {
+                "unit": np.arange(self.index.size),
+                "selectivity": self.index,
+                "preferred_class": self.preferred_class,
+                "shifted": self.shifted,
+            }
+        )
+        if self.class_names is not None:
+            frame["preferred_name"] = [self.class_names[c] for c in self.preferred_class]
+        return frame
+
+
+def class_selectivity(
+    responses: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None = None
+) -> ClassSelectivity:
+    """Morcos et al.'s class-selectivity index of every unit.
+
+    Parameters
+    ----------
+    responses
+        Array of shape (n_stimuli, n_units), e.g. each unit's max-over-space response per stimulus.
+    labels
+        Integer array of shape (n_stimuli,); -1 marks unlabelled stimuli, which are left out.
+    class_names
+        Optional names of the classes 0..n_classes-1.
+
+    Returns
+    -------
+    ClassSelectivity
+        See its docstring for the treatment of negative responses.
+    """
+    responses = np.asarray(responses, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    if responses.ndim != 2 or labels.shape[0] != responses.shape[0]:
+        raise ValueError(
+            f"responses must have shape (n_stimuli, n_units) and labels shape (n_stimuli,), "
+            f"got {responses.shape} and {labels.shape}"
+        )
+    known = labels >= 0
+    classes = np.unique(labels[known])
+    if classes.size < 2:
+        raise ValueError(f"class selectivity needs at least 2 labelled classes, found {classes.size}")
+    class_means = np.stack([responses[labels == c].mean(axis=0) for c in classes])
+    shifted = class_means.min(axis=0) < 0
+    means = np.where(shifted, class_means - class_means.min(axis=0), class_means)
+    best = means.argmax(axis=0)
+    mu_max = means.max(axis=0)
+    mu_rest = (means.sum(axis=0) - mu_max) / (classes.size - 1)
+    denominator = mu_max + mu_rest
+    index = np.divide(mu_max - mu_rest, denominator, out=np.zeros_like(mu_max), where=denominator > 0)
+    names = None if class_names is None else tuple(class_names)
+    return ClassSelectivity(index, classes[best], class_means, shifted, names)
+
+
+def crop_boxes(
+    images: np.ndarray, boxes: np.ndarray, size: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Crop boxes that may run past the border; the outside is a grey checkerboard.
+
+    Parameters
+    ----------
+    images
+        Array of shape (n, C, H, W) in display space [0, 1].
+    boxes
+        Int array of shape (n, 4): (top, left, bottom, right), half-open; all boxes the same size.
+    size
+        (h, w) of the crops; default the first box's size.
+
+    Returns
+    -------
+    patches
+        Array of shape (n, C, h, w).
+    masks
+        Bool array of shape (n, h, w): True where the pixel lies inside the image.
+    """
+    images = np.asarray(images)
+    n, channels, height, width = images.shape
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(n, 4)
+    if size is None:
+        size = (int(boxes[0, 2] - boxes[0, 0]), int(boxes[0, 3] - boxes[0, 1])) if n else (0, 0)
+    h, w = size
+    checker = np.where((np.arange(h)[:, None] + np.arange(w)[None, :]) % 2 == 0, *_CHECKER)
+    patches = np.broadcast_to(checker, (n, channels, h, w)).astype(np.float32)
+    masks = np.zeros((n, h, w), dtype=bool)
+    for i, (top, left, bottom, right) in enumerate(boxes):
+        if (bottom - top, right - left) != (h, w):
+            raise ValueError(f"box {i} has size {(bottom - top, right - left)}, expected {(h, w)}")
+        src_top, src_left = max(top, 0), max(left, 0)
+        src_bottom, src_right = min(bottom, height), min(right, width)
+        if src_top >= src_bottom or src_left >= src_right:
+            continue
+        dst = (slice(src_top - top, src_bottom - top), slice(src_left - left, src_right - left))
+        patches[i, :, dst[0], dst[1]] = images[i, :, src_top:src_bottom, src_left:src_right]
+        masks[i, dst[0], dst[1]] = True
+    return patches, masks
+
+
+@dataclass
+class TopPatches:
+    """The stimuli and patches that drive each unit of a layer most (and least).
+
+    Attributes
+    ----------
+    layer
+        The layer's module name.
+    topk
+        The streaming pass's ``probe.TopKResult`` (values, stimuli, positions, pooled responses).
+    patches, masks
+        Arrays of shape (n_units, k, C, h, w) in display space [0, 1] and (n_units, k, h, w)
+        (True inside the image) for the top entries, best first.
+    bottom_patches, bottom_masks
+        The same for the bottom (most suppressive) entries, lowest first.
+    boxes, bottom_boxes
+        Int arrays of shape (n_units, k, 4): each crop's (top, left, bottom, right) in the stimulus.
+    field
+        The receptive field (maps), or None (units and tokens: whole stimuli or token patches).
+    labels
+        Int array of shape (n_stimuli,), -1 where unknown.
+    selectivity
+        ``ClassSelectivity`` of the pooled responses when at least two classes are labelled, else None.
+    class_names
+        The dataset's class names, or None.
+    max_recheck_error
+        Largest absolute difference between recorded values and a re-run of the layer on the best
+        and worst stimulus of each unit (at most 64 stimuli): 0 up to rounding for deterministic data.
+    """
+
+    layer: str
+    topk: Any
+    patches: np.ndarray
+    masks: np.ndarray
+    bottom_patches: np.ndarray
+    bottom_masks: np.ndarray
+    boxes: np.ndarray
+    bottom_boxes: np.ndarray
+    field: ReceptiveField | None
+    labels: np.ndarray = field(repr=False)
+    selectivity: ClassSelectivity | None = None
+    class_names: tuple[str, ...] | None = None
+    max_recheck_error: float = 0.0
+
+    @property
+    def n_units(self) -> int:
+        """Number of units of the layer."""
+        return self.topk.n_units
+
+    @property
+    def k(self) -> int:
+        """Top entries per unit."""
+        return self.topk.top_values.shape[1]
+
+    @property
+    def pooled(self) -> np.ndarray | None:
+        """Array of shape (n_stimuli, n_units): each stimulus's pooled response (max or mean over space)."""
+        return self.topk.pooled
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per entry: layer, unit, kind, rank, stimulus, position, y, x, value, top, left, bottom, right, label."""
+        frame = self.topk.to_frame()
+        boxes = np.concatenate([b.reshape(-1, 4) for b in (self.boxes, self.bottom_boxes) if b.size])
+        frame[["top", "left", "bottom", "right"]] = boxes
+        frame["label"] = self.labels[frame["stimulus"].to_numpy()]
+        return frame
+
+    def select_units(
+        self,
+        units: Literal["selective", "random", "strongest"] | Sequence[int] = "selective",
+        n_units: int = 8,
+        seed: int = 0,
+    ) -> np.ndarray:
+        """Choose units to show.
+
+        Parameters
+        ----------
+        units
+            ``"selective"``: the most class-selective (needs labels; else the strongest);
+            ``"strongest"``: largest top value; ``"random"``: a seeded sample; or explicit indices.
+        n_units
+            How many (ignored for explicit indices).
+        seed
+            Seed of the random sample.
+
+        Returns
+        -------
+        numpy.ndarray
+            Int array of unit indices.
+        """
+        n_units = min(int(n_units), self.n_units)
+        if not isinstance(units, str):
+            chosen = np.asarray(units, dtype=np.int64).ravel()
+            if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= self.n_units:
+                raise ValueError(f"unit indices must lie in [0, {self.n_units}), got {chosen.tolist()}")
+            return chosen
+        if units == "selective" and self.selectivity is None:
+            units = "strongest"
+        scores = {
+            "selective": lambda: self.selectivity.index if self.selectivity is not None else None,
+            "strongest": lambda: self.topk.top_values[:, 0] if self.k else -self.topk.bottom_values[:, 0],
+            "random": lambda: np.random.default_rng(seed).permutation(self.n_units)[::-1].astype(float),
+        }
+        if units not in scores:
+            raise ValueError(f"units must be 'selective', 'strongest', 'random' or a list of indices, got {units!r}")
+        # stable sort on the negated score: ties keep the lower unit index first
+        return np.argsort(-scores[units](), kind="stable")[:n_units]
+
+    def grid(
+        self, units: Sequence[int], which: Literal["top", "bottom"] = "top", padding: int = 1, stretch: bool = False
+    ) -> np.ndarray:
+        """Tile patches into one image: one row per unit, one column per rank.
+
+        Parameters
+        ----------
+        units
+            Unit indices, one row each.
+        which
+            Top or bottom entries.
+        padding
+            White pixels between patches.
+        stretch
+            Stretch each patch's in-image pixels to [0, 1] (display only; the padding keeps its
+            checkerboard). Helps to see the structure of low-contrast patches.
+
+        Returns
+        -------
+        numpy.ndarray
+            Array of shape (rows, columns) for one channel or (rows, columns, 3), values in [0, 1].
+        """
+        patches = {"top": self.patches, "bottom": self.bottom_patches}[which][np.asarray(units)]
+        masks = {"top": self.masks, "bottom": self.bottom_masks}[which][np.asarray(units)]
+        if patches.shape[1] == 0:
+            raise ValueError(f"no {which} patches were kept; pass k / bottom_k >= 1 to top_patches")
+        patches = patches.astype(np.float64)
+        if stretch:
+            inside = np.broadcast_to(masks[:, :, None], patches.shape)
+            low = np.where(inside, patches, np.inf).min(axis=(2, 3, 4), keepdims=True)
+            high = np.where(inside, patches, -np.inf).max(axis=(2, 3, 4), keepdims=True)
+            scale = np.where(high > low, high - low, 1.0)
+            patches = np.where(inside, (patches - np.where(np.isfinite(low), low, 0)) / scale, patches)
+        n_rows, n_columns, channels, h, w = patches.shape
+        grid = np.ones((n_rows * (h + padding) - padding, n_columns * (w + padding) - padding, channels))
+        for row in range(n_rows):
+            for column in range(n_columns):
+                top, left = row * (h + padding), column * (w + padding)
+                grid[top : top + h, left : left + w] = np.moveaxis(patches[row, column], 0, -1)
+        return grid[..., 0] if channels == 1 else grid
+
+    def histogram(self, unit: int, bins: int = 30) -> tuple[np.ndarray, np.ndarray]:
+        """Histogram of a unit's pooled response over all stimuli: (counts, bin edges)."""
+        if self.pooled is None:
+            raise ValueError("pooled responses were not kept; run top_patches with keep_pooled=True")
+        return np.histogram(self.pooled[:, unit], bins=bins)
+
+
+# ----------------------------------------------------------------------------------------------
+# data access
+
+
+class _Stimuli:
+    """Sequential batches and random access over a Dataset, a sequential DataLoader or a tensor."""
+
+    def __init__(self, data: Dataset | DataLoader | torch.Tensor, batch_size: int):
+        if isinstance(data, DataLoader):
+            if not isinstance(data.sampler, SequentialSampler):
+                raise ValueError("top_patches needs a DataLoader without shuffling (stimulus i must be dataset[i])")
+            batch_size, data = data.batch_size or batch_size, data.dataset
+        if isinstance(data, np.ndarray):
+            data = torch.from_numpy(data)
+        self.data, self.batch_size = data, int(batch_size)
+        if len(data) == 0:
+            raise ValueError("the dataset is empty")
+        self.info = getattr(data, "info", None)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def get(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.data, torch.Tensor):
+            return self.data[indices].float(), torch.full((len(indices),), -1, dtype=torch.int64)
+        if hasattr(self.data, "get_batch"):
+            images, labels = self.data.get_batch(indices)
+            return images, torch.as_tensor(labels, dtype=torch.int64)
+        items = [self.data[int(i)] for i in indices]
+        images = torch.stack([torch.as_tensor(item[0] if isinstance(item, (tuple, list)) else item) for item in items])
+        labels = [int(item[1]) if isinstance(item, (tuple, list)) and len(item) > 1 else -1 for item in items]
+        return images.float(), torch.as_tensor(labels, dtype=torch.int64)
+
+    def display(self, images: torch.Tensor) -> np.ndarray:
+        """Images in [0, 1]: the dataset's ``info.denormalize`` when it has one, else min-max per image."""
+        if self.info is not None and hasattr(self.info, "denormalize"):
+            return self.info.denormalize(images.float()).clamp(0, 1).numpy()
+        flat = images.float().flatten(1)
+        low, high = flat.min(dim=1).values, flat.max(dim=1).values
+        scale = torch.where(high > low, high - low, torch.ones_like(high))
+        shape = (-1,) + (1,) * (images.ndim - 1)
+        return ((images.float() - low.view(shape)) / scale.view(shape)).numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# boxes per layout
+
+
+def _token_grid(model: nn.Module, n_tokens: int, image_hw: tuple[int, int], patch_size: int | None):
+    patch_size = patch_size or getattr(model, "patch_size", None) or getattr(model, "config", {}).get("patch_size")
+    if patch_size is None:
+        raise ValueError(
+            "the layer outputs tokens (batch, T, D): pass patch_size= (the ViT's patch side in pixels), "
+            "or layout='maps' if it is a Conv1d output (batch, C, L)"
+        )
+    patch = tuple(patch_size) if isinstance(patch_size, (tuple, list)) else (int(patch_size), int(patch_size))
+    grid = (image_hw[0] // patch[0], image_hw[1] // patch[1])
+    n_extra = n_tokens - grid[0] * grid[1]
+    if n_extra < 0:
+        raise ValueError(f"{n_tokens} tokens is fewer than the {grid[0]}x{grid[1]} patch grid of patch size {patch}")
+    return patch, grid, n_extra
+
+
+def _boxes(result, field_, stimulus_hw, which, model, patch_size):
+    """(boxes (units, k, 4), crop size) for the kept entries of one kind."""
+    y, x = result.coordinates(which)
+    height, width = stimulus_hw
+    if result.layout == "maps":
+        return field_.boxes(y, x), field_.size
+    if result.layout == "units":
+        whole = np.broadcast_to(np.array([0, 0, height, width]), (*y.shape, 4))
+        return whole.copy(), (height, width)
+    patch, grid, n_extra = _token_grid(model, result.map_shape[0], stimulus_hw, patch_size)
+    token = y - n_extra
+    row, column = np.divmod(np.maximum(token, 0), grid[1])
+    top, left = row * patch[0], column * patch[1]
+    boxes = np.stack([top, left, top + patch[0], left + patch[1]], axis=-1)
+    boxes[token < 0] = (0, 0, height, width)  # class/register tokens see the whole image
+    return boxes, patch
+
+
+def _render(stimuli: _Stimuli, stimulus: np.ndarray, boxes: np.ndarray, size: tuple[int, int]):
+    """Crops (n_units, k, C, h, w) and masks (n_units, k, h, w), loading the winners chunk by chunk."""
+    n_units, k = stimulus.shape
+    channels = stimuli.get(torch.tensor([0]))[0].shape[1]
+    crops = np.empty((n_units * k, channels, *size), np.float32)
+    masks = np.ones((n_units * k, *size), bool)
+    unique, inverse = np.unique(stimulus.ravel(), return_inverse=True)
+    flat_boxes = boxes.reshape(-1, 4)
+    for chunk_start in range(0, unique.size, stimuli.batch_size):
+        chunk = unique[chunk_start : chunk_start + stimuli.batch_size]
+        images = stimuli.display(stimuli.get(torch.as_tensor(chunk))[0])
+        if images.ndim == 3:  # 1-d stimuli (C, L) are shown as one row
+            images = images[:, :, None]
+        entries = np.flatnonzero((inverse >= chunk_start) & (inverse < chunk_start + chunk.size))
+        local = inverse[entries] - chunk_start
+        whole = np.all(flat_boxes[entries] == [0, 0, images.shape[2], images.shape[3]], axis=1)
+        if tuple(size) != images.shape[2:] and whole.any():  # class tokens: the whole image, resized
+            resized = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(images[local[whole]]), size)
+            crops[entries[whole]] = resized.numpy()
+            entries, local = entries[~whole], local[~whole]
+        if entries.size:
+            crops[entries], masks[entries] = crop_boxes(images[local], flat_boxes[entries], size)
+    return crops.reshape(n_units, k, channels, *size), masks.reshape(n_units, k, *size)
+
+
+def _recheck(model, stimuli, layer, result, device, max_stimuli: int = 64) -> float:
+    """Spot check: re-run the layer on the best (and worst) stimulus of each unit, up to ``max_stimuli``
+    stimuli in all; returns the largest |recorded - recomputed| value."""
+    stimulus, position, values = [], [], []
+    for which in ("top", "bottom"):
+        kept = getattr(result, f"{which}_values")
+        if kept.size:
+            stimulus.append(getattr(result, f"{which}_stimulus")[:, 0])
+            position.append(getattr(result, f"{which}_position")[:, 0])
+            values.append(kept[:, 0])
+    stimulus, position, values = (np.concatenate(a) for a in (stimulus, position, values))
+    units = np.tile(np.arange(result.n_units), len(stimulus) // result.n_units)
+    unique = np.unique(stimulus)[:max_stimuli]
+    checked = np.isin(stimulus, unique)
+    with torch.inference_mode():
+        output = _run_to_layer(model, layer, stimuli.get(torch.as_tensor(unique))[0].to(device)).float()
+    if result.layout == "tokens":
+        output = output.transpose(1, 2)
+    output = output.reshape(output.shape[0], output.shape[1], -1).cpu().numpy()  # (n, units, positions)
+    recomputed = output[np.searchsorted(unique, stimulus[checked]), units[checked], position[checked]]
+    return float(np.abs(recomputed - values[checked]).max(initial=0.0))
+
+
+def top_patches(
+    model: nn.Module,
+    data: Dataset | DataLoader | torch.Tensor,
+    layer: str | Sequence[str],
+    k: int = 9,
+    bottom_k: int = 0,
+    *,
+    distinct_stimuli: bool = True,
+    pool: Literal["max", "mean"] = "max",
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    patch_size: int | None = None,
+    field_method: Literal["auto", "exact", "gradient"] = "auto",
+    amp: bool = False,
+    layout: Literal["auto", "maps", "tokens", "units"] = "auto",
+    progress: bool = True,
+) -> TopPatches | dict[str, TopPatches]:
+    """The top-k (and bottom-k) stimuli of every unit of a layer, cropped to their receptive fields.
+
+    Parameters
+    ----------
+    model
+        Any module; it is moved to ``device`` and put in eval mode.
+    data
+        A Dataset returning ``(image, label)`` (zoo datasets), a DataLoader without shuffling, or a
+        tensor of shape (n_stimuli, C, H, W).
+    layer
+        Module name, or a list of names (recorded in the same single pass). Maps (batch, C, H, W)
+        give (stimulus, y, x) entries cropped to the exact receptive field; tokens (batch, T, D) give (stimulus, token) entries cropped to the token's
+        patch (class tokens: the whole image, resized); vectors (batch, D) give whole stimuli.
+    k, bottom_k
+        Entries per unit with the largest and the smallest values.
+    distinct_stimuli
+        One entry per stimulus and unit, at its best position (default), or let every
+        (stimulus, position) compete (see ``probe.TopK``).
+    pool
+        ``"max"`` or ``"mean"`` over space for the per-stimulus responses (histograms, selectivity).
+    batch_size
+        Stimuli per forward pass.
+    device
+        Where the streaming pass runs (``"auto"``: CUDA when present); ``probe.record`` puts the
+        model back where it was afterwards, and the small second pass runs there.
+    patch_size
+        ViT patch side in pixels (default: the model's ``patch_size`` attribute or config entry).
+    field_method
+        How the receptive field is obtained (see ``analyses.receptive_field``).
+    amp
+        Run the streaming pass under autocast (float16 on CUDA): faster on large models, values
+        ranked at half precision.
+    layout
+        How to read the layer's output (see ``probe.TopK``): 3-d outputs are tokens by default;
+        pass ``"maps"`` for Conv1d outputs (batch, C, L).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    TopPatches
+        Or ``{layer: TopPatches}`` when ``layer`` is a list.
+
+    Raises
+    ------
+    KeyError
+        Unknown layer.
+    ValueError
+        k larger than the dataset; a layer without unit structure; a receptive field that can be
+        neither computed nor measured.
+    """
+    from probe import TopK, record
+
+    layers = [layer] if isinstance(layer, str) else list(layer)
+    if not layers:
+        raise ValueError("top_patches needs at least one layer name")
+    for name in layers:
+        find_layer(model, name)
+    stimuli = _Stimuli(data, batch_size)
+    if max(k, bottom_k) > len(stimuli):
+        raise ValueError(
+            f"k={max(k, bottom_k)} is larger than the dataset ({len(stimuli)} stimuli); pass k <= {len(stimuli)}"
+        )
+    recording = record(
+        model,
+        data,
+        layers,
+        reducers={"topk": lambda: TopK(k, bottom_k=bottom_k, distinct_stimuli=distinct_stimuli, pool=pool, layout=layout)},
+        batch_size=batch_size,
+        device=device,
+        amp=amp,
+        progress=progress,
+    )
+    labels = np.asarray(recording.labels, dtype=np.int64)
+    results = {
+        name: _second_pass(model, stimuli, name, recording.extras["topk"][name], labels, patch_size, field_method, amp)
+        for name in layers
+    }
+    return results[layer] if isinstance(layer, str) else results
+
+
+def _second_pass(model, stimuli, layer, result, labels, patch_size, field_method, amp) -> TopPatches:
+    """Receptive field, crops of the winners, re-check of their values, class selectivity."""
+    first_image = stimuli.get(torch.tensor([0]))[0][0]
+    image_hw = ((1,) + tuple(first_image.shape[1:]))[-2:]
+    field_ = None
+    if result.layout == "maps":
+        field_ = receptive_field(model, layer, tuple(first_image.shape), method=field_method)
+    boxes, size = _boxes(result, field_, image_hw, "top", model, patch_size)
+    bottom_boxes, _ = _boxes(result, field_, image_hw, "bottom", model, patch_size)
+    patches, masks = _render(stimuli, result.top_stimulus, boxes, size)
+    bottom_patches, bottom_masks = _render(stimuli, result.bottom_stimulus, bottom_boxes, size)
+
+    # the second pass runs where the model lives, in eval mode like the first
+    was_training, model_device = model.training, next(iter(model.parameters()), torch.empty(0)).device
+    try:
+        recheck = _recheck(model.eval(), stimuli, layer, result, model_device)
+    finally:
+        model.train(was_training)
+    scale = max(float(np.abs(result.top_values).max(initial=0)), float(np.abs(result.bottom_values).max(initial=0)), 1.0)
+    if recheck > (3e-2 if amp else 1e-3) * scale:  # the re-check runs in float32
+        warnings.warn(
+            f"re-running layer {layer!r} on the winning stimuli changed their values by up to {recheck:.3g}: "
+            "the data or the model is not deterministic (random augmentation? dropout in train mode?)",
+            stacklevel=3,
+        )
+    info = stimuli.info
+    class_names = getattr(info, "class_names", None)
+    selectivity = None
+    if result.pooled is not None and np.unique(labels[labels >= 0]).size >= 2:
+        selectivity = class_selectivity(result.pooled, labels, class_names)
+    return TopPatches(
+        layer=layer,
+        topk=result,
+        patches=patches,
+        masks=masks,
+        bottom_patches=bottom_patches,
+        bottom_masks=bottom_masks,
+        boxes=boxes,
+        bottom_boxes=bottom_boxes,
+        field=field_,
+        labels=labels,
+        selectivity=selectivity,
+        class_names=None if class_names is None else tuple(class_names),
+        max_recheck_error=recheck,
+    )

@@ -1,0 +1,91 @@
+"""``probe patches``: top-activating patches of a trained run's layer, as PNG grids and a CSV table."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "top-k (and bottom-k) image patches per unit of a layer, cropped to receptive fields: PNG grids + CSV"
+
+
+def _units(text: str) -> str | list[int]:
+    if text in ("selective", "random", "strongest"):
+        return text
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--units must be 'selective', 'strongest', 'random' or comma-separated unit indices, got {text!r}"
+        ) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``probe patches``'s arguments to ``parser``."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a trained run folder (from probe train)")
+    parser.add_argument("--layer", required=True, action="append", help="module name to analyse (repeatable)")
+    parser.add_argument("--dataset", default=None, help="dataset name (default: the run's training dataset)")
+    parser.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default: test)")
+    parser.add_argument("--k", type=int, default=9, help="top stimuli per unit (default: 9)")
+    parser.add_argument("--bottom-k", type=int, default=0, help="most suppressive stimuli per unit (default: 0)")
+    parser.add_argument("--units", type=_units, default="selective", help="selective | strongest | random | 0,5,7")
+    parser.add_argument("--n-units", type=int, default=16, help="units per grid (default: 16)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random unit sample (default: 0)")
+    parser.add_argument("--stretch", action="store_true", help="stretch each patch's contrast in the PNG grids")
+    parser.add_argument("--batch-size", type=int, default=256, help="stimuli per forward pass (default: 256)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for <layer>_top.png, <layer>_bottom.png and patches.csv"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _training_dataset(run_dir: Path) -> tuple[str, dict]:
+    """The (name, options) of the dataset the run was trained on, from its config.json."""
+    import json
+
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} does not exist; give a run folder written by probe train")
+    dataset = json.loads(config_path.read_text()).get("dataset")
+    if isinstance(dataset, dict) and isinstance(dataset.get("name"), str):
+        return dataset["name"], dict(dataset.get("options") or {})
+    if isinstance(dataset, str):
+        return dataset, {}
+    raise ValueError(f"{config_path} does not name its dataset; pass --dataset")
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    import zoo
+    from analyses import top_patches
+    from reports._units_section import save_unit_grids
+
+    if not args.run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {args.run_dir} does not exist; train one with probe train")
+    model = zoo.load(args.run_dir, device="cpu")
+    name, options = (args.dataset, {}) if args.dataset else _training_dataset(args.run_dir)
+    dataset = zoo.load_dataset(name, split=args.split, **options)
+    results = top_patches(
+        model,
+        dataset,
+        args.layer,
+        k=args.k,
+        bottom_k=args.bottom_k,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    frames = []
+    for layer, result in results.items():
+        written = save_unit_grids(
+            result, args.out, units=args.units, n_units=args.n_units, seed=args.seed, stretch=args.stretch
+        )
+        for path in written.values():
+            print(f"wrote {path}")
+        frames.append(result.to_frame())
+    csv_path = args.out / "patches.csv"
+    with zoo.atomic_path(csv_path, suffix=".csv") as tmp:
+        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
+    print(f"wrote {csv_path}")
+    return 0
