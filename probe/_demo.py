@@ -66,6 +66,11 @@ class DemoContext:
 # (title, "module:function"). Steps run in this order; a step may use what earlier ones added.
 DEMO_STEPS: list[tuple[str, str]] = [
     ("Zoo", "probe._demo_zoo:zoo_step"),
+    ("Layers", "probe._demo_layers:layers_step"),
+    ("Similarity", "probe._demo_similarity:similarity_step"),
+    ("Units", "probe._demo_units:units_step"),
+    ("Subspaces", "probe._demo_subspaces:subspaces_step"),
+    ("Transfer", "probe._demo_transfer:transfer_step"),
 ]
 
 

@@ -15,8 +15,8 @@ from reports._report import Section
 
 __all__ = ["ModelSummary", "Reconstructions", "zoo_section"]
 
-# Columns of a training log that are bookkeeping, not curves worth drawing.
-_NOT_CURVES = {"epoch", "lr", "seconds", "time", "step"}
+# The evaluation curve drawn beside the training loss: the first of these a log has.
+_HEADLINE_METRICS = ("test_accuracy", "knn_accuracy", "recon_ratio", "recon_mse")
 
 
 @dataclass
@@ -74,14 +74,14 @@ class ModelSummary:
 
 
 def _curve_uri(history: pd.DataFrame, title: str) -> str | None:
-    numeric = history.select_dtypes("number")
-    curves = [c for c in numeric.columns if c not in _NOT_CURVES and numeric[c].notna().any()]
-    if not curves or "epoch" not in history:
+    """Training loss and the headline evaluation metric against the epoch."""
+    if "epoch" not in history or "train_loss" not in history:
         return None
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.0 * len(curves), 2.4), squeeze=False)
-    for ax, column in zip(axes[0], curves):
+    panels = ["train_loss"] + [m for m in _HEADLINE_METRICS if m in history and history[m].notna().any()][:1]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 2.5), squeeze=False)
+    for ax, column in zip(axes[0], panels):
         sns.lineplot(x=history["epoch"], y=history[column], marker="o", ax=ax)
-        ax.set_title(column, fontsize=10)
+        ax.set_title(column.replace("_", " "), fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("")
     fig.suptitle(title, fontsize=10)
