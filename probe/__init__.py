@@ -10,7 +10,17 @@ __all__ = ["Reducer", "MultiLayerReducer"]
 
 # Each block below belongs to one part of the package; its owner edits only that block.
 # --- recording engine (issue 3) ---
+from probe._layers import describe_layers, resolve_layers
+from probe._record import record
+from probe._recording import Recording
+from probe._reducers import REDUCTIONS, Moments, MomentsReducer, Reduction
+
+__all__ += ["record", "Recording", "Reduction", "REDUCTIONS", "MomentsReducer", "Moments"]
+__all__ += ["resolve_layers", "describe_layers"]
 # --- end recording engine ---
 
 # --- top-k reducer (issue 5) ---
+from probe._topk import TopK, TopKResult
+
+__all__ += ["TopK", "TopKResult"]
 # --- end top-k reducer ---

@@ -1,0 +1,583 @@
+"""``probe.record``: one streaming pass that records named layers through reducers."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import time
+import weakref
+from contextlib import contextmanager, nullcontext
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from probe._hooks import capture_outputs
+from probe._layers import LayerSelection, resolve_layers
+from probe._reducer_base import MultiLayerReducer, Reducer
+from probe._recording import Recording
+from probe._reducers import Reduction, ReductionOp
+from probe._store import DiskSink, MemorySink
+from zoo._device import resolve_device
+
+__all__ = ["record", "STORED_DTYPES", "model_fingerprint"]
+
+#: Stored dtype name -> (NumPy dtype, torch dtype).
+STORED_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16)}
+_AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
+
+
+# -- describing what is recorded ---------------------------------------------------------------
+def model_fingerprint(model: nn.Module, weights: bool = True) -> dict[str, Any]:
+    """JSON-able description of a model: its name, class, config and a SHA-256 of its weights."""
+    config = getattr(model, "config", None)
+    try:
+        config = json.loads(json.dumps(config)) if config is not None else None
+    except TypeError:
+        config = None
+    description = {
+        "name": (config or {}).get("name") if isinstance(config, dict) else None,
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "config": config,
+    }
+    description["name"] = description["name"] or type(model).__name__
+    if weights:
+        description["weights_sha256"] = _weights_digest(model)
+    return description
+
+
+# model -> (state key, digest). The key holds each tensor's storage address and version counter,
+# which in-place updates (optimizer steps, load_state_dict) bump, so an unchanged model is not
+# hashed again when it is recorded several times.
+_DIGESTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def _weights_digest(model: nn.Module) -> str:
+    state = sorted(model.state_dict(keep_vars=True).items())
+    key = tuple((name, tensor.data_ptr(), tensor._version, tuple(tensor.shape), tensor.dtype) for name, tensor in state)
+    cached = _DIGESTS.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    digest = hashlib.sha256()
+    for name, tensor in state:
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    _DIGESTS[model] = (key, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def _tensor_fingerprint(tensor: torch.Tensor) -> str:
+    flat = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return hashlib.sha256(flat.tobytes()).hexdigest()
+
+
+# -- data --------------------------------------------------------------------------------------
+class _Source:
+    """Batches of (stimuli, labels or None) from a tensor, a Dataset or a DataLoader."""
+
+    def __init__(self, data: Any, batch_size: int, num_workers: int, pin_memory: bool):
+        self.data, self.batch_size, self.num_workers, self.pin_memory = data, batch_size, num_workers, pin_memory
+        if isinstance(data, torch.Tensor):
+            if data.dim() < 1:
+                raise ValueError("a tensor of stimuli needs a batch axis: shape (n_stimuli, ...)")
+            self.n_stimuli = data.shape[0]
+        elif isinstance(data, DataLoader):
+            self.n_stimuli = _loader_length(data)
+        elif isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+            self.n_stimuli = len(data)
+        else:
+            raise ValueError(
+                f"data must be a torch Dataset, a DataLoader or a tensor of stimuli, got {type(data).__name__}"
+            )
+        if self.n_stimuli == 0:
+            raise ValueError("the data holds no stimuli (length 0); pass a non-empty dataset, loader or tensor")
+
+    def describe(self, fingerprint: bool) -> dict[str, Any]:
+        if isinstance(self.data, torch.Tensor):
+            description = {"type": "tensor", "shape": list(self.data.shape), "dtype": str(self.data.dtype)}
+            if fingerprint:
+                description["sha256"] = _tensor_fingerprint(self.data)
+            return description
+        dataset = self.data.dataset if isinstance(self.data, DataLoader) else self.data
+        info = getattr(dataset, "info", None)
+        return {
+            "type": type(dataset).__name__,
+            "name": getattr(info, "name", None),
+            "split": getattr(dataset, "split", None) if isinstance(getattr(dataset, "split", None), str) else None,
+            "n_stimuli": self.n_stimuli,
+        }
+
+    def batches(self, start: int) -> Iterator[tuple[Any, Any]]:
+        """Yield (x, y) batches from stimulus ``start`` on; y is None when the data has no labels."""
+        if isinstance(self.data, torch.Tensor):
+            for first in range(start, self.n_stimuli, self.batch_size):
+                yield self.data[first : first + self.batch_size], None
+            return
+        if isinstance(self.data, DataLoader):
+            loader, position = self.data, 0
+        else:
+            dataset = Subset(self.data, range(start, self.n_stimuli)) if start else self.data
+            loader = DataLoader(
+                dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=self.pin_memory
+            )
+            position = start
+        for batch in loader:
+            x, y = _split_batch(batch)
+            size = len(x)
+            if position + size <= start:  # resuming a DataLoader: skip what is on disk
+                position += size
+                continue
+            if position < start:
+                offset = start - position
+                x, y = x[offset:], (y[offset:] if y is not None else None)
+                position = start
+            position += len(x)
+            yield x, y
+
+
+def _loader_length(loader: DataLoader) -> int:
+    try:
+        if loader.batch_size is not None and not loader.drop_last:
+            return len(loader.sampler)
+        return sum(len(indices) for indices in loader.batch_sampler)
+    except TypeError:
+        raise ValueError(
+            "the DataLoader has no length (an IterableDataset?); recording needs the number of stimuli up "
+            "front: wrap the data in a map-style Dataset"
+        ) from None
+
+
+def _split_batch(batch: Any) -> tuple[torch.Tensor, Any]:
+    if isinstance(batch, torch.Tensor):
+        return batch, None
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    raise ValueError(
+        f"each batch must be a tensor of stimuli or a (stimuli, labels, ...) tuple, got {type(batch).__name__}; "
+        "make the dataset return x or (x, y)"
+    )
+
+
+def _labels_of(y: Any, size: int) -> np.ndarray:
+    if y is not None:
+        y = torch.as_tensor(y) if not isinstance(y, torch.Tensor) else y
+        if y.shape == (size,) and not (y.is_floating_point() or y.is_complex()):
+            return y.cpu().numpy().astype(np.int64)
+    return np.full(size, -1, dtype=np.int64)
+
+
+# -- reductions per layer ----------------------------------------------------------------------
+def _per_layer(option: Any, names: list[str], what: str, default: Any) -> dict[str, Any]:
+    """Expand a single value or a {name or glob: value} dict to one value per recorded layer."""
+    if not isinstance(option, Mapping):
+        return dict.fromkeys(names, option)
+    chosen = dict.fromkeys(names, default)
+    for key, value in option.items():
+        matches = [n for n in names if fnmatch.fnmatchcase(n, key)] if set("*?[") & set(key) else [key] * (key in names)
+        if not matches:
+            raise KeyError(
+                f"{what} names layer {key!r}, which is not among the recorded layers {names}; "
+                "use a recorded layer's name (or a glob matching some)"
+            )
+        for name in matches:
+            chosen[name] = value
+    return chosen
+
+
+def _reductions(reduce: Any, project: Any, seed: int, names: list[str]) -> dict[str, Reduction]:
+    modes = _per_layer(reduce, names, "reduce", "auto")
+    sizes = _per_layer(project, names, "project", None)
+    return {
+        name: modes[name] if isinstance(modes[name], Reduction) else Reduction(modes[name], sizes[name], seed)
+        for name in names
+    }
+
+
+# -- model state -------------------------------------------------------------------------------
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+@contextmanager
+def _prepared(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Eval mode on ``device`` for the block; modes, ``requires_grad`` and device restored after."""
+    training = {module: module.training for module in model.modules()}
+    requires_grad = {param: param.requires_grad for param in model.parameters()}
+    tensors = [*model.parameters(), *model.buffers()]
+    original = tensors[0].device if tensors else None
+    moved = original is not None and not _same_device(original, device)
+    try:
+        if moved:
+            model.to(device)
+        model.eval()
+        yield
+    finally:
+        if moved:
+            model.to(original)
+        for module, was_training in training.items():
+            module.training = was_training
+        for param, flag in requires_grad.items():
+            param.requires_grad_(flag)
+
+
+# -- moving reduced batches to the host ------------------------------------------------------
+class _HostTransfer:
+    """Moves each batch's reduced layers to the host and hands them to the sink.
+
+    On the CPU a reduced layer is written to the sink as soon as its hook has computed it (one
+    copy, and in-place operations later in the forward pass, such as ``ReLU(inplace=True)``,
+    cannot change it). On CUDA the reduced layers of a batch are concatenated into one device
+    tensor and copied with one non-blocking transfer into pinned memory; that copy is written to
+    the sink at the next batch (double buffering), so the GPU never waits for the host.
+    """
+
+    def __init__(self, sink: MemorySink | DiskSink, device: torch.device):
+        self.sink = sink
+        self.cuda = device.type == "cuda"
+        self._items: list[tuple[str, torch.Tensor]] = []
+        self._buffers: list[torch.Tensor | None] = [None, None]
+        self._turn = 0
+        self._pending: tuple | None = None
+
+    def put(self, name: str, start: int, reduced: torch.Tensor, source: torch.Tensor) -> None:
+        """Take one layer's reduced batch (``source`` is the raw output it was computed from)."""
+        if not self.cuda:
+            self.sink.write(name, start, reduced.numpy())
+            return
+        if reduced.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+            reduced = reduced.clone()  # a view (flatten, cls) of a map the forward pass may change in place
+        self._items.append((name, reduced))
+
+    def end_batch(self, start: int, labels: np.ndarray) -> None:
+        """Send the batch on its way (CUDA: one non-blocking copy) and write its labels."""
+        if not self.cuda:
+            self.sink.write_labels(start, labels)
+            return
+        items, self._items = self._items, []
+        flat = torch.cat([tensor for _, tensor in items], dim=1) if len(items) > 1 else items[0][1]
+        size, width = flat.shape
+        self.drain()
+        buffer = self._buffers[self._turn]
+        if buffer is None or buffer.shape[0] < size or buffer.shape[1] != width or buffer.dtype != flat.dtype:
+            buffer = self._buffers[self._turn] = torch.empty((size, width), dtype=flat.dtype, pin_memory=True)
+        target = buffer[:size]
+        target.copy_(flat, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending = (target, event, start, [(name, tensor.shape[1]) for name, tensor in items], labels)
+        self._turn ^= 1
+
+    def drain(self) -> None:
+        """Write the batch whose copy is in flight (waits for that copy only)."""
+        if self._pending is None:
+            return
+        target, event, start, widths, labels = self._pending
+        self._pending = None
+        event.synchronize()
+        rows, column = target.numpy(), 0
+        for name, width in widths:
+            self.sink.write(name, start, rows[:, column : column + width])
+            column += width
+        self.sink.write_labels(start, labels)
+
+
+# -- the pass ----------------------------------------------------------------------------------
+class _Pass:
+    """State of one recording pass: reductions, reducers and the per-batch dispatch."""
+
+    def __init__(
+        self,
+        names: list[str],
+        reductions: dict[str, Reduction],
+        factories: dict[str, Callable[[], Reducer | MultiLayerReducer]],
+        sink: MemorySink | DiskSink,
+        n_stimuli: int,
+        device: torch.device,
+        stored: torch.dtype,
+    ):
+        self.names, self.reductions, self.factories = names, reductions, factories
+        self.sink, self.n_stimuli, self.device, self.stored = sink, n_stimuli, device, stored
+        self.transfer = _HostTransfer(sink, device)
+        self.start = 0
+        self.started = False
+        self.first_calls: dict[str, int] = {}
+        self.expanded: dict[tuple[str, int], str] = {}
+        self.ops: dict[str, ReductionOp] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.per_layer: dict[str, dict[str, Reducer]] = {}
+        self.multi: dict[str, MultiLayerReducer] = {}
+        self._buffer: list[tuple[str, int, torch.Tensor]] = []
+        self.multi_batch: dict[str, torch.Tensor] = {}
+        self.index = torch.empty(0, dtype=torch.int64)
+
+    def on_output(self, base: str, call: int, output: torch.Tensor) -> None:
+        if not self.started:  # names and reducers are known after the first pass; keep a copy till then
+            self._buffer.append((base, call, output.clone()))
+            return
+        name = self.expanded.get((base, call))
+        if name is None:
+            raise ValueError(
+                f"layer {base!r} was called more times in this batch ({call}) than in the first batch "
+                f"({self.first_calls[base]}); recording needs the same calls in every forward pass"
+            )
+        self._consume(name, output)
+
+    def _consume(self, name: str, output: torch.Tensor) -> None:
+        if output.shape[1:] != self.shapes[name]:
+            raise ValueError(
+                f"layer {name!r} produced shape {tuple(output.shape[1:])} per stimulus, but {self.shapes[name]} "
+                "on the first batch; all stimuli must give the same layer shapes"
+            )
+        reduced = self.ops[name](output)
+        self.transfer.put(name, self.start, reduced if reduced.dtype == self.stored else reduced.to(self.stored), output)
+        for reducers in self.per_layer.values():
+            reducers[name].update(output, self.index)
+        if self.multi:  # fed after the pass: a copy, since later in-place operations may change the output
+            self.multi_batch[name] = output.clone()
+
+    def _start(self, calls: dict[str, int]) -> None:
+        missing = [name for name in self.names if calls[name] == 0]
+        if missing:
+            raise ValueError(
+                f"layers {missing} were not called during the forward pass (defined but unused by forward); "
+                "remove them from layers"
+            )
+        self.first_calls = dict(calls)
+        outputs = {(base, call): output for base, call, output in self._buffer}
+        for base in self.names:  # the requested order, each call in call order
+            for call in range(1, calls[base] + 1):
+                name = base if calls[base] == 1 else f"{base}#{call}"
+                self.expanded[(base, call)] = name
+                self.shapes[name] = tuple(outputs[base, call].shape[1:])
+                self.ops[name] = ReductionOp(self.reductions[base], name, self.shapes[name], self.device)
+        layers = {
+            name: {
+                "n_units": self.ops[name].n_units,
+                "shape": list(self.shapes[name]),
+                "reduction": self.ops[name].reduction.describe(),
+            }
+            for name in self.ops
+        }
+        if isinstance(self.sink, DiskSink) and self.sink.layers:  # resuming
+            on_disk = {name: {key: entry[key] for key in ("n_units", "shape", "reduction")} for name, entry in self.sink.layers.items()}
+            if json.loads(json.dumps(layers)) != on_disk:
+                raise ValueError(
+                    f"the model now gives other layers or shapes than the recording being resumed at {self.sink.path}; "
+                    "record again with overwrite=True"
+                )
+        else:
+            self.sink.open_layers(layers)
+        layer_names = tuple(self.ops)
+        for reducer_name, factory in self.factories.items():
+            first = factory()
+            if isinstance(first, MultiLayerReducer):
+                first.start(layer_names, self.n_stimuli, self.device)
+                self.multi[reducer_name] = first
+            elif isinstance(first, Reducer):
+                reducers = {name: (first if i == 0 else factory()) for i, name in enumerate(layer_names)}
+                for name, reducer in reducers.items():
+                    reducer.start(name, self.n_stimuli, self.device)
+                self.per_layer[reducer_name] = reducers
+            else:
+                raise ValueError(
+                    f"reducers[{reducer_name!r}] made a {type(first).__name__}; a reducer factory must return a "
+                    "probe.Reducer or probe.MultiLayerReducer"
+                )
+        self.started = True
+        buffered, self._buffer = self._buffer, []
+        for base, call, output in buffered:
+            self._consume(self.expanded[(base, call)], output)
+
+    def end_batch(self, calls: dict[str, int]) -> None:
+        if not self.started:
+            self._start(calls)
+        elif calls != self.first_calls:
+            changed = {n: (self.first_calls[n], c) for n, c in calls.items() if c != self.first_calls[n]}
+            raise ValueError(
+                f"layers were called a different number of times than in the first batch (first, now): {changed}; "
+                "recording needs the same calls in every forward pass"
+            )
+        if self.multi:
+            for reducer in self.multi.values():
+                reducer.update(self.multi_batch, self.index)
+            self.multi_batch = {}
+
+    def results(self) -> dict[str, Any]:
+        extras: dict[str, Any] = {name: {layer: r.result() for layer, r in rs.items()} for name, rs in self.per_layer.items()}
+        extras.update({name: reducer.result() for name, reducer in self.multi.items()})
+        return extras
+
+
+def record(
+    model: nn.Module,
+    data: Any,
+    layers: LayerSelection,
+    *,
+    reduce: str | Reduction | Mapping[str, str | Reduction] = "auto",
+    batch_size: int = 256,
+    device: str | torch.device | None = "auto",
+    out: str | os.PathLike | None = None,
+    reducers: Mapping[str, Callable[[], Reducer | MultiLayerReducer]] | None = None,
+    dtype: str = "float32",
+    project: int | Mapping[str, int] | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    overwrite: bool = False,
+    amp: bool = False,
+    num_workers: int = 0,
+    flush_every: float = 10.0,
+    progress: bool = True,
+) -> Recording:
+    """Record named layers of a model over a dataset in one streaming pass.
+
+    Parameters
+    ----------
+    model
+        Any ``nn.Module``. It runs in eval mode under ``torch.no_grad``; its train/eval modes,
+        ``requires_grad`` flags and device are restored afterwards.
+    data
+        A Dataset whose items are ``(x, y)`` or ``x``, a DataLoader (iterated as is, so keep it
+        unshuffled for stable stimulus indices), or a tensor of shape (n_stimuli, ...).
+    layers
+        Module name, list of names, glob (``"layer*"``, matched over ``named_modules()``) or a
+        predicate ``(name, module) -> bool``.
+    reduce
+        A reduction mode for every layer or a dict ``{name or glob: mode}`` (others ``"auto"``):
+        ``"auto"`` (spatial mean for 4-D maps, mean over tokens for 3-D, flatten for 2-D),
+        ``"flatten"``, ``"spatial-mean"``/``"mean"``, ``"spatial-max"``/``"max"``,
+        ``"token-mean"``, ``"cls"``, ``"tokens"``; see ``probe._reducers``.
+    batch_size
+        Stimuli per forward pass (for Dataset and tensor data).
+    device
+        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...; reductions run there too.
+    out
+        A folder for an on-disk recording, read back lazily; None keeps everything in memory.
+    reducers
+        Extra streaming reducers, ``{name: factory}``; each factory returns a ``probe.Reducer``
+        (one per layer, fed the raw layer output, e.g. (batch, C, H, W)) or a
+        ``probe.MultiLayerReducer``. Results land in ``recording.extras[name]``.
+    dtype
+        Stored dtype, ``"float32"`` or ``"float16"`` (reductions are computed in float32).
+    project
+        Random-projection width for very wide layers (one int or ``{name or glob: int}``):
+        layers with more reduced units are projected with a Gaussian JL matrix seeded by ``seed``.
+    seed
+        Seed of the random projections.
+    resume, overwrite
+        For ``out``: continue an interrupted recording of the same model, data and layers from its
+        last flushed stimulus, or replace whatever recording is there.
+    amp
+        Run the forward pass under autocast (float16 on CUDA, bfloat16 on CPU).
+    num_workers
+        DataLoader workers for Dataset input.
+    flush_every
+        Seconds between flushes of an on-disk recording (how much a killed pass loses).
+    progress
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    Recording
+        ``rec[layer]`` is an array of shape (n_stimuli, n_units) (a memory map when ``out`` is set).
+
+    Notes
+    -----
+    A module called several times in one forward pass is recorded once per call, as
+    ``name#1``, ``name#2``... For tuple, list or dict outputs the first tensor is recorded.
+    ``nn.TransformerEncoderLayer``'s fused fast path, which skips submodule hooks, is disabled
+    during the pass.
+
+    Raises
+    ------
+    KeyError
+        Unknown layer name (the message lists the nearest names).
+    ValueError
+        Empty data, a stimulus shape the model cannot take (the message names the failing layer and
+        its input shape), bad options.
+    FileExistsError
+        ``out`` holds a different recording (or an incomplete one without ``resume``).
+    """
+    if dtype not in STORED_DTYPES:
+        raise ValueError(f"dtype must be one of {list(STORED_DTYPES)}, got {dtype!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    factories = dict(reducers or {})
+    for name, factory in factories.items():
+        if not callable(factory):
+            raise ValueError(f"reducers[{name!r}] must be a factory (a class or function) returning a reducer")
+    device = resolve_device(device)
+    names = resolve_layers(model, layers)
+    reductions = _reductions(reduce, project, seed, names)
+    source = _Source(data, batch_size, num_workers, pin_memory=device.type == "cuda")
+    model_description = model_fingerprint(model, weights=out is not None)
+    dataset_description = source.describe(fingerprint=out is not None)
+    np_dtype, torch_dtype = STORED_DTYPES[dtype]
+
+    if out is None:
+        sink: MemorySink | DiskSink = MemorySink(source.n_stimuli, np_dtype)
+    else:
+        identity = {
+            "model": model_description,
+            "dataset": dataset_description,
+            "layers": names,
+            "reductions": {name: reductions[name].describe() for name in names},
+            "n_stimuli": source.n_stimuli,
+            "dtype": dtype,
+        }
+        sink = DiskSink(out, identity, resume=resume, overwrite=overwrite)
+        if sink.complete_existing:
+            return Recording.load(out)
+        if sink.n_done and factories:
+            sink.close()
+            raise ValueError(
+                "resume cannot continue custom reducers (their state was not saved); record again with "
+                "overwrite=True, or resume without reducers="
+            )
+
+    run = _Pass(names, reductions, factories, sink, source.n_stimuli, device, torch_dtype)
+    transfer = run.transfer
+    autocast = torch.autocast(device.type, dtype=_AMP_DTYPES.get(device.type, torch.bfloat16)) if amp else nullcontext()
+    start = sink.n_done
+    bar = tqdm(total=source.n_stimuli, initial=start, unit="stimuli", desc="record", disable=not progress)
+    try:
+        with _prepared(model, device), torch.no_grad(), capture_outputs(model, names, run.on_output) as capture:
+            last_flush = time.monotonic()
+            for x, y in source.batches(start):
+                size = len(x)
+                x = x.to(device, non_blocking=True)
+                run.start, run.index = start, torch.arange(start, start + size, device=device)
+                with autocast:
+                    capture.forward(x)
+                run.end_batch(capture.calls)
+                transfer.end_batch(start, _labels_of(y, size))
+                start += size
+                bar.update(size)
+                if out is not None and time.monotonic() - last_flush > flush_every:
+                    transfer.drain()
+                    sink.flush(start)
+                    last_flush = time.monotonic()
+            transfer.drain()
+            extras = run.results()
+        sink.finish(extras)
+    finally:
+        bar.close()
+        sink.close()
+
+    if out is not None:
+        recording = Recording.load(out)
+        recording.extras = extras
+        return recording
+    return Recording(
+        sink.arrays,
+        labels=sink.labels,
+        shapes=run.shapes,
+        reductions={name: op.reduction for name, op in run.ops.items()},
+        extras=extras,
+        model=model_description,
+        dataset=dataset_description,
+    )

@@ -1,0 +1,345 @@
+"""Where recorded activations go: preallocated arrays in memory, or an on-disk store.
+
+On-disk layout (a folder)::
+
+    manifest.json          what was recorded (model, dataset, layers, reductions, n_stimuli),
+                           how far the pass got (n_done) and whether it finished (complete)
+    labels.npy             int64 array of shape (n_stimuli,), -1 where unknown
+    layers/NNN_<name>.npy  one array of shape (n_stimuli, n_units) per layer
+    extras/<reducer>/NNN_<layer>.npz   results of custom reducers that are arrays
+
+Layer files are plain ``.npy`` files: they are created at full size up front and filled with
+positioned writes (``os.pwrite``), so writing keeps the process's memory bounded whatever the
+number of stimuli, and they are read lazily with ``np.load(mmap_mode="r")``. The manifest is
+rewritten atomically at every flush with the number of stimuli safely on disk; ``complete`` is set
+last, after the final flush, so a killed recording is recognised as incomplete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo._io import atomic_write_json
+
+__all__ = ["MANIFEST", "read_manifest", "MemorySink", "DiskSink", "layer_file_name", "save_extras", "load_extras"]
+
+MANIFEST = "manifest.json"
+FORMAT = "probe-recording"
+VERSION = 1
+
+
+def layer_file_name(position: int, layer: str) -> str:
+    """A safe, unique file name for a layer: its position and its name with odd characters replaced."""
+    return f"{position:03d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', layer) or 'root'}"
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a recording folder's manifest.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` holds no recording.
+    """
+    manifest_path = Path(path) / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{path} is not a recording folder (no {MANIFEST}); record one with probe.record(..., out=PATH) "
+            "or `probe record`"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{manifest_path} is not a probe recording manifest (format {manifest.get('format')!r})")
+    return manifest
+
+
+class NpyRowWriter:
+    """Fills the rows of a preallocated ``.npy`` file with positioned writes (no memory map)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype, create: bool = True):
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
+        if create:
+            array = np.lib.format.open_memmap(self.path, mode="w+", dtype=self.dtype, shape=self.shape)
+            del array  # header written and file sized (sparse); rows are filled below
+        with open(self.path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0}.get(version, np.lib.format.read_array_header_2_0)
+            shape_on_disk, _, dtype_on_disk = read_header(handle)
+            self._offset = handle.tell()
+        if tuple(shape_on_disk) != self.shape or np.dtype(dtype_on_disk) != self.dtype:
+            raise ValueError(
+                f"{self.path} holds an array of shape {shape_on_disk} and dtype {dtype_on_disk}, expected "
+                f"{self.shape} {self.dtype}; the recording folder is damaged: record again with overwrite=True"
+            )
+        self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDWR)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        """Write ``rows`` (shape (k, *shape[1:])) at row ``start``."""
+        view = memoryview(np.ascontiguousarray(rows, dtype=self.dtype)).cast("B")
+        position = self._offset + start * self._row_bytes
+        while view:
+            written = os.pwrite(self._fd, view, position)
+            view, position = view[written:], position + written
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class MemorySink:
+    """Keeps reduced activations in preallocated NumPy arrays."""
+
+    def __init__(self, n_stimuli: int, dtype: np.dtype):
+        self.n_stimuli, self.dtype = n_stimuli, np.dtype(dtype)
+        self.arrays: dict[str, np.ndarray] = {}
+        self.labels = np.full(n_stimuli, -1, dtype=np.int64)
+        self.n_done = 0
+
+    def open_layers(self, layers: dict[str, dict[str, Any]]) -> None:
+        """Allocate one array per layer; ``layers[name]["n_units"]`` gives its width."""
+        for name, info in layers.items():
+            self.arrays[name] = np.empty((self.n_stimuli, info["n_units"]), dtype=self.dtype)
+
+    def write(self, layer: str, start: int, rows: np.ndarray) -> None:
+        self.arrays[layer][start : start + len(rows)] = rows
+
+    def write_labels(self, start: int, labels: np.ndarray) -> None:
+        self.labels[start : start + len(labels)] = labels
+
+    def flush(self, n_done: int) -> None:
+        self.n_done = n_done
+
+    def finish(self, extras: dict[str, Any]) -> None:
+        self.n_done = self.n_stimuli
+
+    def close(self) -> None:
+        pass
+
+
+class DiskSink:
+    """Streams reduced activations to a recording folder (see the module docstring).
+
+    Parameters
+    ----------
+    path
+        The recording folder.
+    identity
+        What the recording is (model, dataset, layers, reductions, n_stimuli, dtype); compared
+        with an existing manifest at ``path``.
+    resume
+        Continue an incomplete recording with the same identity from its last flushed stimulus.
+    overwrite
+        Replace whatever recording ``path`` holds.
+    """
+
+    def __init__(self, path: str | os.PathLike, identity: dict[str, Any], resume: bool = False, overwrite: bool = False):
+        self.path = Path(path)
+        self.identity = identity
+        self.n_stimuli = int(identity["n_stimuli"])
+        self.dtype = np.dtype(identity["dtype"])
+        self.writers: dict[str, NpyRowWriter] = {}
+        self.n_done = 0
+        self.complete_existing = False
+        self.manifest: dict[str, Any] = {}
+        self._prepare(resume, overwrite)
+
+    # -- opening -------------------------------------------------------------------------------
+    def _prepare(self, resume: bool, overwrite: bool) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise FileExistsError(f"out path {self.path} is a file; choose a folder path for the recording")
+        if (self.path / MANIFEST).is_file():
+            old = read_manifest(self.path)
+            if overwrite:
+                remove_recording(self.path, old)
+            else:
+                self._adopt(old, resume)
+                return
+        elif self.path.is_dir() and any(self.path.iterdir()):
+            raise FileExistsError(
+                f"out path {self.path} is a non-empty folder that holds no recording; choose another (new or empty) path"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "layers").mkdir(exist_ok=True)
+        self.manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "identity": self.identity,
+            "n_stimuli": self.n_stimuli,
+            "dtype": self.dtype.name,
+            "complete": False,
+            "n_done": 0,
+            "layers": {},
+            "layer_order": [],
+            "labels": "labels.npy",
+            "extras": {},
+        }
+        self._labels = NpyRowWriter(self.path / "labels.npy", (self.n_stimuli,), np.int64)
+        self._labels.write(0, np.full(self.n_stimuli, -1, dtype=np.int64))
+        atomic_write_json(self.path / MANIFEST, self.manifest)
+
+    def _adopt(self, old: dict[str, Any], resume: bool) -> None:
+        differences = describe_differences(old.get("identity", {}), self.identity)
+        if differences:
+            raise FileExistsError(
+                f"out path {self.path} holds a different recording ({'; '.join(differences)}); "
+                "choose another out path or pass overwrite=True to replace it"
+            )
+        if old["complete"]:
+            if not resume:
+                raise FileExistsError(
+                    f"out path {self.path} already holds this complete recording; load it with "
+                    "probe.Recording.load(path), or pass overwrite=True to record again"
+                )
+            self.manifest, self.n_done, self.complete_existing = old, self.n_stimuli, True
+            return
+        if not resume:
+            raise FileExistsError(
+                f"out path {self.path} holds an incomplete recording ({old['n_done']} of {old['n_stimuli']} stimuli "
+                "flushed); pass resume=True to continue it or overwrite=True to start again"
+            )
+        self.manifest, self.n_done = old, int(old["n_done"])
+        self._labels = NpyRowWriter(self.path / old["labels"], (self.n_stimuli,), np.int64, create=False)
+        for name in old["layer_order"]:
+            info = old["layers"][name]
+            self.writers[name] = NpyRowWriter(
+                self.path / info["file"], (self.n_stimuli, info["n_units"]), self.dtype, create=False
+            )
+
+    # -- writing -------------------------------------------------------------------------------
+    @property
+    def layers(self) -> dict[str, dict[str, Any]]:
+        """Layer entries of the manifest (empty until the first batch has run)."""
+        return self.manifest["layers"]
+
+    def open_layers(self, layers: dict[str, dict[str, Any]]) -> None:
+        """Create one file per layer; ``layers[name]`` holds n_units, shape and reduction."""
+        for position, (name, info) in enumerate(layers.items()):
+            entry = dict(info, file=f"layers/{layer_file_name(position, name)}.npy")
+            self.writers[name] = NpyRowWriter(self.path / entry["file"], (self.n_stimuli, info["n_units"]), self.dtype)
+            self.manifest["layers"][name] = entry
+        self.manifest["layer_order"] = list(layers)
+        atomic_write_json(self.path / MANIFEST, self.manifest)
+
+    def write(self, layer: str, start: int, rows: np.ndarray) -> None:
+        self.writers[layer].write(start, rows)
+
+    def write_labels(self, start: int, labels: np.ndarray) -> None:
+        self._labels.write(start, labels)
+
+    def flush(self, n_done: int, write_manifest: bool = True) -> None:
+        """Make the first ``n_done`` stimuli durable, then say so in the manifest."""
+        for writer in [*self.writers.values(), self._labels]:
+            writer.sync()
+        self.n_done = self.manifest["n_done"] = int(n_done)
+        if write_manifest:
+            atomic_write_json(self.path / MANIFEST, self.manifest)
+
+    def finish(self, extras: dict[str, Any]) -> None:
+        """Final flush and extras, then the completion marker (the manifest, written atomically, last)."""
+        self.flush(self.n_stimuli, write_manifest=False)
+        self.manifest["extras"] = save_extras(self.path, extras, self.manifest["layer_order"])
+        for relative in (f for files in self.manifest["extras"].values() for f in files.values()):
+            with open(self.path / relative, "rb") as handle:
+                os.fsync(handle.fileno())
+        self.manifest["complete"] = True
+        atomic_write_json(self.path / MANIFEST, self.manifest)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        if hasattr(self, "_labels"):
+            self._labels.close()
+
+
+def describe_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Human-readable list of the identity fields (dotted paths) that differ between two recordings."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        differences = []
+        for key in sorted(set(old) | set(new), key=str):
+            differences += describe_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return differences
+    if old == new:
+        return []
+    return [f"{prefix.rstrip('.')}: {_short(old)} there vs {_short(new)} now"]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def remove_recording(path: Path, manifest: dict[str, Any]) -> None:
+    """Delete the files a recording manifest lists (and the manifest), nothing else."""
+    (path / MANIFEST).unlink()
+    for entry in manifest.get("layers", {}).values():
+        (path / entry["file"]).unlink(missing_ok=True)
+    (path / manifest.get("labels", "labels.npy")).unlink(missing_ok=True)
+    shutil.rmtree(path / "extras", ignore_errors=True)
+    for folder in ("layers",):
+        if (path / folder).is_dir() and not any((path / folder).iterdir()):
+            (path / folder).rmdir()
+
+
+def _as_arrays(value: Any) -> dict[str, np.ndarray] | None:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, np.ndarray) or np.isscalar(value):
+        return {"value": np.asarray(value)}
+    if isinstance(value, dict) and all(isinstance(v, np.ndarray) or np.isscalar(v) for v in value.values()):
+        return {str(k): np.asarray(v) for k, v in value.items()}
+    return None
+
+
+def save_extras(path: Path, extras: dict[str, Any], layer_order: list[str]) -> dict[str, Any]:
+    """Save custom reducers' results that are arrays, dicts of arrays or dataclasses of arrays.
+
+    Returns the manifest entry ``{reducer: {layer or "*": file}}``. Other results are skipped
+    with a warning (they stay available on the in-memory ``Recording`` returned by ``record``).
+    """
+    entry: dict[str, Any] = {}
+    for reducer, result in extras.items():
+        per_layer = result if isinstance(result, dict) and set(result) <= set(layer_order) and result else {"*": result}
+        for position, (layer, value) in enumerate(per_layer.items()):
+            arrays = _as_arrays(value)
+            if arrays is None:
+                warnings.warn(
+                    f"result of reducer {reducer!r} for {layer!r} ({type(value).__name__}) is not arrays; "
+                    "it is not saved to disk",
+                    stacklevel=3,
+                )
+                continue
+            relative = f"extras/{layer_file_name(0, reducer)[4:]}/{layer_file_name(position, layer)}.npz"
+            (path / relative).parent.mkdir(parents=True, exist_ok=True)
+            with open(path / relative, "wb") as handle:
+                np.savez(handle, **arrays)
+            entry.setdefault(reducer, {})[layer] = relative
+    return entry
+
+
+def load_extras(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Load what ``save_extras`` wrote: dicts of arrays (a single array for plain-array results)."""
+    extras: dict[str, Any] = {}
+    for reducer, files in entry.items():
+        loaded = {}
+        for layer, relative in files.items():
+            with np.load(path / relative, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+            loaded[layer] = arrays["value"] if set(arrays) == {"value"} else arrays
+        extras[reducer] = loaded.get("*") if set(loaded) == {"*"} else loaded
+    return extras

@@ -1,0 +1,31 @@
+"""``probe layers RUN_OR_MODEL``: list a model's recordable layers with output shapes and sizes."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+HELP = "list the recordable layers of a run or zoo model, with output shapes (one dry batch) and parameter counts"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_or_model", metavar="RUN_OR_MODEL", help="a run directory or a zoo model name")
+    parser.add_argument("--dataset", default="digits", help="dataset whose stimuli give the input shape (default digits)")
+    parser.add_argument("--all", action="store_true", help="list every named module, not only the recordable layers")
+
+
+def run(args: argparse.Namespace) -> int:
+    import zoo
+    from probe._cli_helpers import load_run_or_model
+    from probe._layers import describe_layers
+
+    model = load_run_or_model(args.run_or_model)
+    dataset = zoo.load_dataset(args.dataset, split="test")
+    example = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(min(2, len(dataset)))])
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    layers = [name for name, _ in model.named_modules() if name] if args.all else None
+    table = describe_layers(model, example.to(device), layers)
+    print(table.to_string(index=False))
+    print(f"{len(table)} layers; record them with `probe record RUN_DIR --dataset {args.dataset} --layers NAME ...`")
+    return 0
