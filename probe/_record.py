@@ -104,13 +104,20 @@ class _Source:
                 description["sha256"] = _tensor_fingerprint(self.data)
             return description
         dataset = self.data.dataset if isinstance(self.data, DataLoader) else self.data
+        kind, subset = type(dataset).__name__, None
+        while isinstance(dataset, Subset):  # describe the dataset the stimuli come from
+            subset = len(dataset) if subset is None else subset
+            dataset = dataset.dataset
         info = getattr(dataset, "info", None)
-        return {
-            "type": type(dataset).__name__,
+        description = {
+            "type": kind,
             "name": getattr(info, "name", None),
             "split": getattr(dataset, "split", None) if isinstance(getattr(dataset, "split", None), str) else None,
             "n_stimuli": self.n_stimuli,
         }
+        if subset is not None:
+            description["subset_of"] = type(dataset).__name__
+        return description
 
     def batches(self, start: int) -> Iterator[tuple[Any, Any]]:
         """Yield (x, y) batches from stimulus ``start`` on; y is None when the data has no labels."""

@@ -8,6 +8,7 @@ analysis. Adding a section is one function and one template in ``reports/templat
 from reports._render import figure_to_data_uri, image_grid, image_to_data_uri, render_fragment, table_html
 from reports._layers_section import layers_section
 from reports._report import Report, Section
+from reports._similarity_section import similarity_section
 from reports._units_section import save_unit_grids, units_section
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "image_grid",
     "table_html",
     "layers_section",
+    "similarity_section",
     "units_section",
     "save_unit_grids",
 ]

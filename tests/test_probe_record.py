@@ -377,3 +377,13 @@ def test_values_are_taken_before_later_in_place_operations(images):
     assert (expected < 0).any()
     np.testing.assert_array_equal(rec["bn"], expected.numpy())
     np.testing.assert_array_equal(rec.extras["snap"], expected.numpy())
+
+
+def test_a_subset_is_described_by_the_dataset_it_comes_from():
+    import zoo
+    from torch.utils.data import Subset
+
+    model = zoo.create_model("mlp", input_shape=[1, 8, 8], n_classes=10)
+    digits = zoo.load_dataset("digits", split="test")
+    rec = probe.record(model, Subset(digits, range(12)), model.recordable_layers()[:1], progress=False)
+    assert rec.dataset["name"] == "digits" and rec.dataset["n_stimuli"] == 12
