@@ -8,10 +8,79 @@ __all__: list[str] = []
 
 # Each block below belongs to one part of the package; its owner edits only that block.
 # --- similarity: RDMs, RDM comparison, CKA, maps (issue 4) ---
+from analyses._cka import cka
+from analyses._compare import compare_rdms
+from analyses._rdm import RDM, rdm, rdm_chunked
+from analyses._reference_rdm import LayerRanking, load_rdm, rank_layers
+from analyses._rsa_inference import BootstrapResult, PermutationResult, bootstrap_rdm_comparison, permutation_test_rdms
+from analyses._similarity_maps import MDSResult, SimilarityMatrix, cka_matrix, layer_rdms, rdm_mds, rdm_similarity_matrix
+from analyses._streaming_cka import StreamingCKA
+
+__all__ += [
+    "RDM",
+    "rdm",
+    "rdm_chunked",
+    "compare_rdms",
+    "cka",
+    "StreamingCKA",
+    "SimilarityMatrix",
+    "cka_matrix",
+    "layer_rdms",
+    "rdm_similarity_matrix",
+    "MDSResult",
+    "rdm_mds",
+    "BootstrapResult",
+    "bootstrap_rdm_comparison",
+    "PermutationResult",
+    "permutation_test_rdms",
+    "load_rdm",
+    "LayerRanking",
+    "rank_layers",
+]
 # --- end similarity ---
 
 # --- subspaces and transfer (issue 6) ---
+from analyses._linear_autoencoder import LinearAutoencoder
+from analyses._linear_probe import DEFAULT_CS, ProbeResult, knn_accuracy, linear_probe
+from analyses._subspace import (
+    SubspaceComparison,
+    axis_alignment_error,
+    compare_subspaces,
+    principal_angles,
+    subspace_distance,
+)
+from analyses._transfer import LabelEfficiency, LayerTransfer, label_efficiency, probe_layers, resolve_features
+
+__all__ += [
+    "LinearAutoencoder",
+    "principal_angles",
+    "subspace_distance",
+    "axis_alignment_error",
+    "compare_subspaces",
+    "SubspaceComparison",
+    "linear_probe",
+    "knn_accuracy",
+    "ProbeResult",
+    "DEFAULT_CS",
+    "probe_layers",
+    "LayerTransfer",
+    "label_efficiency",
+    "LabelEfficiency",
+    "resolve_features",
+]
 # --- end subspaces and transfer ---
 
 # --- deep-net electrophysiology: receptive fields, top patches (issue 5) ---
+from analyses._receptive_field import ReceptiveField, receptive_field
+from analyses._top_patches import ClassSelectivity, TopPatches, class_selectivity, crop_boxes, top_patches
+
+__all__ += [
+    "ReceptiveField",
+    "receptive_field",
+    "TopPatches",
+    "top_patches",
+    "ClassSelectivity",
+    "class_selectivity",
+    "crop_boxes",
+]
 # --- end electrophysiology ---

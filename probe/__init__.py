@@ -24,3 +24,9 @@ from probe._topk import TopK, TopKResult
 
 __all__ += ["TopK", "TopKResult"]
 # --- end top-k reducer ---
+
+# --- transfer experiments that train zoo models (issue 6) ---
+from probe._transfer import MaskRatioSweep, encode_features, mask_ratio_sweep
+
+__all__ += ["MaskRatioSweep", "encode_features", "mask_ratio_sweep"]
+# --- end transfer experiments ---

@@ -53,10 +53,12 @@ def _digits_recordings(ctx: DemoContext) -> dict[str, Any]:
     if not recordings:
         raise KeyError("the similarity step needs ctx.recordings (the recording step) or trained digits models (the Zoo step)")
     # compare only recordings over the same stimuli: the digits test split
-    digits = {run: rec for run, rec in recordings.items() if (rec.dataset or {}).get("name") == "digits"}
-    if not digits:
+    names = {run: (getattr(rec, "dataset", None) or {}).get("name") for run, rec in recordings.items()}
+    if any(names.values()):
+        recordings = {run: rec for run, rec in recordings.items() if names[run] == "digits"}
+    if not recordings:
         raise KeyError("the similarity step found no recording of the digits stimuli; run the Layers step first")
-    return digits
+    return recordings
 
 
 def similarity_step(ctx: DemoContext) -> list[Section]:

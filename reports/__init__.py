@@ -9,6 +9,8 @@ from reports._render import figure_to_data_uri, image_grid, image_to_data_uri, r
 from reports._layers_section import layers_section
 from reports._report import Report, Section
 from reports._similarity_section import similarity_section
+from reports._subspace_section import subspace_section
+from reports._transfer_section import transfer_section
 from reports._units_section import save_unit_grids, units_section
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "table_html",
     "layers_section",
     "similarity_section",
+    "subspace_section",
+    "transfer_section",
     "units_section",
     "save_unit_grids",
 ]

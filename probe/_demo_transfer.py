@@ -1,0 +1,127 @@
+"""The demo's transfer step: probes per layer, label efficiency vs raw pixels, MAE mask ratio."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from probe._demo import DemoContext
+from reports import Section
+
+__all__ = ["transfer_step"]
+
+LAYER_RUNS = {True: ("cnn",), False: ("cnn", "mlp", "simclr", "mae", "ae-conv")}  # by ctx.quick
+ENCODER_RUNS = {True: ("simclr",), False: ("simclr", "mae", "cnn")}
+BUDGETS = {True: (1, 10, None), False: (1, 5, 10, 50, None)}
+SEEDS = {True: (0,), False: (0, 1, 2)}
+CS = (0.01, 0.1, 1.0, 10.0)
+MASK_RATIOS = (0.25, 0.5, 0.75, 0.9)
+MASK_EPOCHS = 4
+
+
+def _dataset(ctx: DemoContext, split: str) -> Any:
+    if ("digits", split) not in ctx.datasets:
+        import zoo
+
+        ctx.datasets["digits", split] = zoo.load_dataset("digits", split=split)
+    return ctx.datasets["digits", split]
+
+
+def _digits_models(ctx: DemoContext) -> dict[str, Any]:
+    shape = list(_dataset(ctx, "train").info.image_shape)
+    return {run: model for run, model in ctx.models.items()
+            if list(getattr(model, "config", {}).get("input_shape", [])) == shape}
+
+
+def _stratified_halves(labels: np.ndarray, seed: int, train_fraction: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a stratified (train, test) split of one set of stimuli."""
+    rng = np.random.default_rng(seed)
+    train_rows = []
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        train_rows.append(rows[: max(1, int(round(train_fraction * len(rows))))])
+    train_rows = np.sort(np.concatenate(train_rows))
+    return train_rows, np.setdiff1d(np.arange(len(labels)), train_rows)
+
+
+def _recording_pair(ctx: DemoContext, run: str, model: Any) -> tuple[Any, Any]:
+    """(train recording, test recording) of a digits model.
+
+    The full demo records the train split (reusing the recording step's test recording); quick
+    mode splits the test stimuli instead (stratified, seeded), which needs one small recording.
+    """
+    import probe
+
+    test_set = _dataset(ctx, "test")
+    test = ctx.recordings.get(run)
+    if test is None or len(test.labels) != len(test_set):
+        test = probe.record(model, test_set, model.recordable_layers(), device=ctx.device, progress=False)
+    if ctx.quick:
+        train_rows, test_rows = _stratified_halves(np.asarray(test.labels), ctx.seed)
+        return tuple(
+            probe.Recording({layer: np.asarray(test[layer])[rows] for layer in test.layers}, labels=test.labels[rows])
+            for rows in (train_rows, test_rows)
+        )
+    train = probe.record(model, _dataset(ctx, "train"), list(test.layers), device=ctx.device, progress=False)
+    return train, test
+
+
+def _pixels(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+    images = [dataset[i] for i in range(len(dataset))]
+    return (np.stack([np.asarray(x, dtype=np.float64).ravel() for x, _ in images]),
+            np.array([int(y) for _, y in images]))
+
+
+def transfer_step(ctx: DemoContext) -> list[Section]:
+    """Probe every layer of the digits models, label-efficiency curves, and (full mode) the MAE sweep."""
+    from analyses import label_efficiency, probe_layers
+    from probe._transfer import encode_features, mask_ratio_sweep
+    from reports._transfer_section import transfer_section
+
+    models = _digits_models(ctx)
+    # Quick mode fixes C (one fit per probe); the full demo cross-validates it.
+    probe_options = dict(C=1.0) if ctx.quick else dict(Cs=CS, cv=3, max_iter=300)
+    probe_options.update(device=ctx.device, progress=False, tol=1e-5)
+    layer_runs = [run for run in LAYER_RUNS[ctx.quick] if run in models]
+    layer_transfer = None
+    if layer_runs:
+        pairs = {run: _recording_pair(ctx, run, models[run]) for run in layer_runs}
+        layer_transfer = probe_layers(pairs, **probe_options)
+
+    train_set, test_set = _dataset(ctx, "train"), _dataset(ctx, "test")
+    if ctx.quick:  # split the test stimuli, as for the layer probes
+        pixels, labels = _pixels(test_set)
+        train_rows, test_rows = _stratified_halves(labels, ctx.seed)
+        feature_sets = {"raw pixels": ((pixels[train_rows], labels[train_rows]), (pixels[test_rows], labels[test_rows]))}
+    else:
+        feature_sets = {"raw pixels": (_pixels(train_set), _pixels(test_set))}
+    for run in ENCODER_RUNS[ctx.quick]:
+        if run in models:
+            if ctx.quick:
+                features, labels = encode_features(models[run], test_set)
+                feature_sets[f"{run} encoder"] = ((features[train_rows], labels[train_rows]),
+                                                  (features[test_rows], labels[test_rows]))
+            else:
+                feature_sets[f"{run} encoder"] = (encode_features(models[run], train_set),
+                                                  encode_features(models[run], test_set))
+    arrays = {name: (train[0], test[0]) for name, (train, test) in feature_sets.items()}
+    labels_train = feature_sets["raw pixels"][0][1]
+    labels_test = feature_sets["raw pixels"][1][1]
+    efficiency = label_efficiency(arrays, labels_per_class=BUDGETS[ctx.quick], seeds=SEEDS[ctx.quick],
+                                  y_train=labels_train, y_test=labels_test, **probe_options)
+
+    sweep = None
+    if not ctx.quick:
+        sweep = mask_ratio_sweep(MASK_RATIOS, dataset="digits", epochs=MASK_EPOCHS, out=ctx.out / "mask-ratio",
+                                 seed=ctx.seed, device=ctx.device, progress=False)
+    ctx.results["transfer"] = dict(layers=layer_transfer, label_efficiency=efficiency, mask_ratio=sweep)
+    notes = ("Digits, quick mode: probes trained on 60 % of the test split, scored on the other 40 %; "
+             if ctx.quick else
+             f"Digits: probes trained on the train split ({len(train_set)} stimuli), scored on the test split "
+             f"({len(test_set)}); ")
+    notes += ("C = 1 (quick mode)." if ctx.quick
+              else f"C from {list(CS)} by 3-fold cross-validation (C = 1 with a single label per class).")
+    if sweep is not None:
+        notes += f" Mask-ratio sweep: one MAE per ratio, {MASK_EPOCHS} epochs each."
+    return [transfer_section(layer_transfer, efficiency, sweep, notes=notes)]

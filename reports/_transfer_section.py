@@ -1,0 +1,129 @@
+"""Report section for transfer: probe accuracy per layer and model, label efficiency, MAE mask ratio."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+from reports._render import figure_to_data_uri, render_fragment, table_html
+from reports._report import Section
+
+__all__ = ["transfer_section"]
+
+
+def _layer_heatmap(layer_transfer: Any) -> str:
+    frame = layer_transfer.to_frame()
+    table = frame.pivot(index="depth", columns="model", values="accuracy")
+    names = frame.pivot(index="depth", columns="model", values="layer")
+    annotations = np.where(table.notna(), table.map(lambda v: f"{v:.2f}"), "")
+    annotations = np.char.add(np.char.add(annotations.astype(str), "\n"), names.fillna("").astype(str).values)
+    fig, ax = plt.subplots(figsize=(1.9 * table.shape[1] + 2.0, 0.55 * table.shape[0] + 1.5))
+    sns.heatmap(table, ax=ax, vmin=0, vmax=1, cmap="viridis", annot=annotations, fmt="", annot_kws={"fontsize": 6},
+                cbar_kws={"label": "probe accuracy"})
+    ax.set_ylabel("layer (position in the model)")
+    ax.set_xlabel("")
+    return figure_to_data_uri(fig)
+
+
+def _layer_curves(layer_transfer: Any) -> str:
+    frame = layer_transfer.to_frame()
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for model, rows in frame.groupby("model", sort=False):
+        line = ax.plot(rows["depth"], rows["accuracy"], marker="o", label=f"{model} (probe)")[0]
+        if rows["knn_accuracy"].notna().any():
+            ax.plot(rows["depth"], rows["knn_accuracy"], marker="x", ls=":", color=line.get_color(),
+                    label=f"{model} (kNN)")
+    ax.set_xlabel("layer (position in the model)")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=6)
+    sns.despine(fig)
+    return figure_to_data_uri(fig)
+
+
+def _efficiency_figure(label_efficiency: Any) -> str:
+    summary = label_efficiency.summary()
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    for name, rows in summary.groupby("features", sort=False):
+        rows = rows.sort_values("labels_per_class")
+        ax.errorbar(rows["labels_per_class"], rows["accuracy_mean"], yerr=rows["accuracy_sd"], marker="o",
+                    capsize=2, label=name, ls="--" if "pixel" in name.lower() else "-")
+    ax.set_xscale("log")
+    ax.set_xlabel("labels per class (log)")
+    ax.set_ylabel("probe test accuracy (mean ± sd over seeds)")
+    ax.legend(fontsize=7)
+    sns.despine(fig)
+    return figure_to_data_uri(fig)
+
+
+def _mask_ratio_figure(mask_ratio: Any) -> str:
+    frame = mask_ratio.to_frame()
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    ax.plot(frame["mask_ratio"], frame["probe_accuracy"], marker="o", label="linear probe")
+    ax.plot(frame["mask_ratio"], frame["knn_accuracy"], marker="s", label="kNN")
+    ax.axvline(0.75, color="grey", ls=":", lw=1)
+    ax.text(0.75, ax.get_ylim()[0], " MAE paper: 75 %", fontsize=7, color="grey", va="bottom")
+    ax.set_xlabel("MAE mask ratio")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=7)
+    sns.despine(fig)
+    return figure_to_data_uri(fig)
+
+
+def transfer_section(
+    layer_transfer: Any = None,
+    label_efficiency: Any = None,
+    mask_ratio: Any = None,
+    *,
+    title: str = "Transfer: linear probes on frozen features",
+    notes: str = "",
+) -> Section:
+    """Build the section from transfer results; each part is optional but one is required.
+
+    Parameters
+    ----------
+    layer_transfer
+        ``analyses.LayerTransfer``: a layers x models heatmap and per-model accuracy curves.
+    label_efficiency
+        ``analyses.LabelEfficiency``: accuracy vs labels per class, mean ± sd over seeds.
+    mask_ratio
+        Anything whose ``to_frame()`` has columns mask_ratio, probe_accuracy, knn_accuracy
+        (``probe.MaskRatioSweep``).
+    title
+        Section title.
+    notes
+        One paragraph of plain text shown under the introduction (e.g. what was trained).
+    """
+    if layer_transfer is None and label_efficiency is None and mask_ratio is None:
+        raise ValueError("transfer_section needs at least one of layer_transfer, label_efficiency, mask_ratio")
+    items = []
+    summary_parts = []
+    if layer_transfer is not None:
+        frame = layer_transfer.to_frame()
+        items.append(dict(title="Probe accuracy per layer and model", uri=_layer_heatmap(layer_transfer),
+                          caption="Multinomial logistic regression on each layer's frozen features; rows are layer "
+                                  "positions, cells show accuracy and the layer's name."))
+        items.append(dict(title="Accuracy vs depth", uri=_layer_curves(layer_transfer),
+                          caption="Linear probe (solid) and cosine kNN (dotted) per layer.",
+                          table=table_html(frame[["model", "layer", "accuracy", "knn_accuracy", "C", "n_units"]],
+                                           float_format="{:.3g}")))
+        best = frame.loc[frame["accuracy"].idxmax()]
+        summary_parts.append(f"best layer {best['model']}:{best['layer']} at {best['accuracy']:.3f}")
+    if label_efficiency is not None:
+        summary = label_efficiency.summary()
+        items.append(dict(title="Label efficiency", uri=_efficiency_figure(label_efficiency),
+                          caption="Probe trained on n labelled stimuli per class (seeded draws), scored on the "
+                                  "whole test split.",
+                          table=table_html(summary, float_format="{:.3g}")))
+    if mask_ratio is not None:
+        items.append(dict(title="MAE mask ratio", uri=_mask_ratio_figure(mask_ratio),
+                          caption="Encoders pretrained with each mask ratio, then probed on frozen features.",
+                          table=table_html(mask_ratio.to_frame(), float_format="{:.3g}")))
+    body = render_fragment("sections/transfer.html.j2", items=items, notes=notes)
+    return Section(title, body, summary="; ".join(summary_parts))
