@@ -1,0 +1,470 @@
+"""Datasets: the embedded defaults (scikit-learn's digits and photographs) and real ones from a local folder.
+
+Every dataset returns ``(image, label)`` with ``image`` a normalised float32 tensor of shape (C, H, W)
+and ``label`` an int (-1 when the dataset is unlabelled), and describes itself with a
+``DatasetInfo`` so that models and reports adapt to it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = [
+    "DatasetInfo",
+    "ImageTensorDataset",
+    "TransformedDataset",
+    "load_dataset",
+    "list_datasets",
+    "iterate_batches",
+    "default_data_root",
+    "DIGITS_TEST_FRACTION",
+    "DIGITS_SPLIT_SEED",
+]
+
+# The digits split: 20 % of every class held out, drawn with this seed (sklearn's train_test_split).
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+_SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset says about itself.
+
+    Attributes
+    ----------
+    name
+        The name it was loaded by, e.g. ``"digits"``.
+    image_shape
+        (C, H, W) of every image.
+    mean, std
+        Per-channel normalisation: a stored image is ``(pixel - mean) / std`` with pixels in [0, 1].
+    class_names
+        One name per class, or None for unlabelled data.
+    """
+
+    name: str
+    image_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes; 0 for unlabelled data."""
+        return 0 if self.class_names is None else len(self.class_names)
+
+    @property
+    def n_channels(self) -> int:
+        return self.image_shape[0]
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return mean, std
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map pixels in [0, 1], shape (C, H, W) or (n, C, H, W), to the normalised space."""
+        mean, std = self._stats(x)
+        return (x - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map normalised images, shape (C, H, W) or (n, C, H, W), back to pixels (about [0, 1])."""
+        mean, std = self._stats(x)
+        return x * std + mean
+
+
+class ImageTensorDataset(Dataset):
+    """Images held in one tensor; normalised on access.
+
+    Parameters
+    ----------
+    images
+        Tensor of shape (n, C, H, W): uint8 pixels (0..255) or float pixels in [0, 1].
+    labels
+        Integer tensor of shape (n,); -1 for unlabelled items.
+    info
+        The dataset's description; its mean/std normalise the images.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo):
+        if images.dim() != 4 or tuple(images.shape[1:]) != tuple(info.image_shape):
+            raise ValueError(f"images must have shape (n, {', '.join(map(str, info.image_shape))}), got {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must have shape ({images.shape[0]},) to match the images, got {tuple(labels.shape)}")
+        self.images = images
+        self.labels = labels.long()
+        self.info = info
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.float() / 255.0 if pixels.dtype == torch.uint8 else pixels.float()
+        return self.info.normalize(pixels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self._normalise(self.images[index]), int(self.labels[index])
+
+    def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images of shape (len(indices), C, H, W), normalised, and their labels of shape (len(indices),)."""
+        indices = indices.to(self.images.device)
+        return self._normalise(self.images[indices]), self.labels[indices]
+
+    def to(self, device: str | torch.device) -> "ImageTensorDataset":
+        """The same dataset with its tensors on ``device`` (batches are then cut and normalised there)."""
+        return ImageTensorDataset(self.images.to(device), self.labels.to(device), self.info)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the images and labels."""
+        return self.images.element_size() * self.images.nelement() + 8 * self.labels.nelement()
+
+
+class TransformedDataset(Dataset):
+    """A torchvision dataset whose PIL images are turned into normalised tensors on access."""
+
+    def __init__(self, base: Dataset, transform: Callable, info: DatasetInfo):
+        self.base = base
+        self.transform = transform
+        self.info = info
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[index]
+        return self.info.normalize(self.transform(image)), int(label)
+
+
+def iterate_batches(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(images, labels)`` batches; datasets held in one tensor are sliced without a DataLoader.
+
+    Parameters
+    ----------
+    dataset
+        Any dataset returning ``(image, label)``.
+    batch_size
+        Items per batch.
+    shuffle
+        Draw a random order from ``generator`` (required for reproducible shuffling).
+    drop_last
+        Skip a last, incomplete batch.
+    """
+    n = len(dataset)
+    if hasattr(dataset, "get_batch"):
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        stop = n - n % batch_size if drop_last and n >= batch_size else n
+        for start in range(0, stop, batch_size):
+            yield dataset.get_batch(order[start : start + batch_size])
+        return
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last and n >= batch_size)
+    for images, labels in loader:
+        yield images, torch.as_tensor(labels).long()
+
+
+def default_data_root() -> Path:
+    """Where real datasets live unless ``root`` is given: ``$NEUROPROBE_DATA`` or ``~/.cache/neuroprobe/datasets``."""
+    return Path(os.environ.get("NEUROPROBE_DATA", "~/.cache/neuroprobe/datasets")).expanduser()
+
+
+def _check_split(split: str) -> bool:
+    if split not in _SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return split == "train"
+
+
+def _channel_stats(pixels: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of pixels of shape (n, C, H, W)."""
+    mean = pixels.mean(axis=(0, 2, 3))
+    std = pixels.std(axis=(0, 2, 3))
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+# --- embedded data --------------------------------------------------------------------------------
+
+
+def _load_digits(split: str = "train", root=None, download: bool = False) -> ImageTensorDataset:
+    """scikit-learn's 1,797 8x8 digits, split 80/20 per class with seed ``DIGITS_SPLIT_SEED``.
+
+    Pixels (0..16) are scaled to [0, 1] and normalised with the train split's mean and std, for
+    both splits. The data have only 13 writers, so train and test share writers.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    is_train = _check_split(split)
+    digits = load_digits()
+    pixels = (digits.images / 16.0).astype(np.float32)[:, None]
+    indices = np.arange(len(pixels))
+    train_idx, test_idx = train_test_split(
+        indices, test_size=DIGITS_TEST_FRACTION, stratify=digits.target, random_state=DIGITS_SPLIT_SEED
+    )
+    mean, std = _channel_stats(pixels[train_idx])
+    info = DatasetInfo("digits", (1, 8, 8), mean, std, tuple(str(d) for d in range(10)))
+    chosen = np.sort(train_idx if is_train else test_idx)
+    return ImageTensorDataset(torch.from_numpy(pixels[chosen]), torch.from_numpy(digits.target[chosen]), info)
+
+
+_PATCH_COUNTS = {"train": 10_000, "test": 2_000}
+# Train patches come from the left 80 % of each photograph, test patches from the right 20 %.
+_PATCH_TRAIN_WIDTH = 0.8
+
+
+def _load_natural_patches(
+    split: str = "train",
+    root=None,
+    download: bool = False,
+    patch_size: int = 16,
+    n_patches: int | None = None,
+    grayscale: bool = True,
+    remove_patch_mean: bool = True,
+    seed: int = 0,
+) -> ImageTensorDataset:
+    """Random square crops of scikit-learn's two sample photographs (unlabelled).
+
+    Parameters
+    ----------
+    patch_size
+        Side of each crop in pixels.
+    n_patches
+        Number of crops (default 10,000 for train, 2,000 for test).
+    grayscale
+        Luminance (1 channel) rather than RGB (3 channels).
+    remove_patch_mean
+        Subtract each patch's own mean (per channel): the contrast normalisation under which
+        autoencoders learn oriented, edge-like filters. The dataset std is then that of the
+        mean-free patches, so the normalised pixels have unit variance.
+    seed
+        Crops are a deterministic function of (seed, split). Train and test crops come from
+        disjoint regions (the left 80 % and the right 20 % of each photograph).
+    """
+    is_train = _check_split(split)
+    if patch_size < 2:
+        raise ValueError(f"patch_size must be at least 2 pixels, got {patch_size}")
+    n_patches = _PATCH_COUNTS[split] if n_patches is None else int(n_patches)
+    if n_patches < 1:
+        raise ValueError(f"n_patches must be positive, got {n_patches}")
+    photos = _sample_photographs(grayscale)
+    rng = np.random.default_rng([seed, 0 if is_train else 1])
+    patches = np.empty((n_patches, photos[0].shape[-1], patch_size, patch_size), dtype=np.float32)
+    which = rng.integers(0, len(photos), n_patches)
+    for i, photo_index in enumerate(which):
+        photo = photos[photo_index]
+        height, width = photo.shape[:2]
+        split_column = int(width * _PATCH_TRAIN_WIDTH)
+        low, high = (0, split_column - patch_size) if is_train else (split_column, width - patch_size)
+        if high < low or height < patch_size:
+            raise ValueError(f"patch_size {patch_size} is too large for the {split} region of a {height}x{width} photograph")
+        top = rng.integers(0, height - patch_size + 1)
+        left = rng.integers(low, high + 1)
+        patches[i] = photo[top : top + patch_size, left : left + patch_size].transpose(2, 0, 1)
+    # The normalisation is a fixed property of the photographs, the same for both splits.
+    mean = tuple(float(v) for v in np.mean([p.mean(axis=(0, 1)) for p in photos], axis=0))
+    if remove_patch_mean:
+        patches = patches - patches.mean(axis=(2, 3), keepdims=True) + np.asarray(mean, np.float32)[:, None, None]
+        reference = _reference_patch_std(photos, patch_size)
+    else:
+        reference = tuple(float(v) for v in np.mean([p.std(axis=(0, 1)) for p in photos], axis=0))
+    info = DatasetInfo("natural-patches", (patches.shape[1], patch_size, patch_size), mean, reference, None)
+    return ImageTensorDataset(torch.from_numpy(patches), torch.full((n_patches,), -1, dtype=torch.long), info)
+
+
+@functools.lru_cache(maxsize=2)
+def _sample_photographs(grayscale: bool) -> tuple[np.ndarray, ...]:
+    """scikit-learn's two sample photographs as float32 arrays (H, W, C) in [0, 1] (cached; do not modify)."""
+    from sklearn.datasets import load_sample_images
+
+    photos = [np.asarray(image, dtype=np.float32) / 255.0 for image in load_sample_images().images]
+    if grayscale:
+        photos = [(photo @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None] for photo in photos]
+    for photo in photos:
+        photo.setflags(write=False)
+    return tuple(photos)
+
+
+def _reference_patch_std(photos: tuple[np.ndarray, ...], patch_size: int) -> tuple[float, ...]:
+    """Per-channel std of mean-free patches tiling the whole photographs (split-independent)."""
+    values = []
+    for photo in photos:
+        rows, cols = photo.shape[0] // patch_size, photo.shape[1] // patch_size
+        tiles = photo[: rows * patch_size, : cols * patch_size].reshape(rows, patch_size, cols, patch_size, -1)
+        values.append((tiles - tiles.mean(axis=(1, 3), keepdims=True)).reshape(-1, photo.shape[-1]))
+    return tuple(float(v) for v in np.concatenate(values).std(axis=0))
+
+
+# --- real data from a local folder ----------------------------------------------------------------
+
+_MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta")
+# Normalisation constants of the standard training sets (pixels in [0, 1]).
+_STATS = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def _require_files(root: Path, folder: Path, names: tuple[str, ...], dataset: str) -> None:
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{dataset}: missing {len(missing)} file(s) in {folder}: {', '.join(missing)} "
+            f"(expected there: {', '.join(names)}). Copy the files into that folder, pass root= with the "
+            f"folder that holds {folder.relative_to(root)}, or load with download=True."
+        )
+
+
+def _mnist_like(name: str, dataset_class_name: str):
+    def load(split: str = "train", root=None, download: bool = False) -> ImageTensorDataset:
+        from torchvision import datasets
+
+        is_train = _check_split(split)
+        root = Path(root) if root is not None else default_data_root()
+        dataset_class = getattr(datasets, dataset_class_name)
+        if not download:
+            _require_files(root, root / dataset_class_name / "raw", _MNIST_FILES, name)
+        base = dataset_class(str(root), train=is_train, download=download)
+        mean, std = _STATS[name]
+        info = DatasetInfo(name, (1, 28, 28), mean, std, tuple(str(c) for c in base.classes))
+        return ImageTensorDataset(base.data[:, None].contiguous(), base.targets.clone(), info)
+
+    load.__doc__ = f"torchvision's {dataset_class_name} from ``root/{dataset_class_name}/raw`` (IDX files)."
+    return load
+
+
+def _cifar10_class():
+    from torchvision import datasets
+
+    class LocalCIFAR10(datasets.CIFAR10):
+        """torchvision's CIFAR10 that checks local batch files for presence only.
+
+        The archive's checksum is still verified by torchvision when downloading; skipping the
+        per-file MD5 lets a subset or a re-packed copy of the batches load.
+        """
+
+        train_list = [[name, None] for name, _ in datasets.CIFAR10.train_list]
+        test_list = [[name, None] for name, _ in datasets.CIFAR10.test_list]
+        meta = {**datasets.CIFAR10.meta, "md5": None}
+
+        def download(self) -> None:  # download the real files, with torchvision's checks
+            checked = datasets.CIFAR10(self.root, train=self.train, download=True)
+            del checked
+
+    return LocalCIFAR10
+
+
+def _load_cifar10(split: str = "train", root=None, download: bool = False) -> ImageTensorDataset:
+    """torchvision's CIFAR10 from ``root/cifar-10-batches-py`` (pickled batches)."""
+    is_train = _check_split(split)
+    root = Path(root) if root is not None else default_data_root()
+    if not download:
+        _require_files(root, root / "cifar-10-batches-py", _CIFAR10_FILES, "cifar10")
+    base = _cifar10_class()(str(root), train=is_train, download=download)
+    mean, std = _STATS["cifar10"]
+    info = DatasetInfo("cifar10", (3, 32, 32), mean, std, tuple(base.classes))
+    images = torch.from_numpy(base.data).permute(0, 3, 1, 2).contiguous()
+    return ImageTensorDataset(images, torch.as_tensor(base.targets), info)
+
+
+def _load_image_folder(
+    path: str, split: str = "train", root=None, download: bool = False, image_size: int = 32, grayscale: bool = False
+) -> TransformedDataset:
+    """torchvision's ImageFolder (one sub-folder per class), resized and centre-cropped to ``image_size``.
+
+    If ``PATH/train`` and ``PATH/test`` exist they are the splits; otherwise ``PATH`` itself is the
+    train split and asking for ``split="test"`` is an error. Normalised with ImageNet's statistics.
+    """
+    from torchvision import datasets, transforms
+
+    _check_split(split)
+    folder = Path(path).expanduser()
+    if root is not None and not folder.is_absolute():
+        folder = Path(root) / folder
+    if not folder.is_dir():
+        raise FileNotFoundError(f"imagefolder: folder {folder} does not exist; give imagefolder:PATH with PATH a folder of class sub-folders")
+    if (folder / split).is_dir():
+        folder = folder / split
+    elif split == "test":
+        raise FileNotFoundError(
+            f"imagefolder: no test split: expected {folder / 'test'} (and {folder / 'train'}) with one sub-folder per class"
+        )
+    steps = [transforms.Resize(image_size), transforms.CenterCrop(image_size)]
+    if grayscale:
+        steps.append(transforms.Grayscale(1))
+    steps.append(transforms.ToTensor())
+    base = datasets.ImageFolder(str(folder))
+    mean, std = _STATS["imagefolder"]
+    if grayscale:
+        mean, std = (float(np.mean(mean)),), (float(np.mean(std)),)
+    channels = 1 if grayscale else 3
+    info = DatasetInfo(f"imagefolder:{path}", (channels, image_size, image_size), mean, std, tuple(base.classes))
+    return TransformedDataset(base, transforms.Compose(steps), info)
+
+
+_LOADERS: dict[str, Callable[..., Dataset]] = {
+    "digits": _load_digits,
+    "natural-patches": _load_natural_patches,
+    "mnist": _mnist_like("mnist", "MNIST"),
+    "fashion-mnist": _mnist_like("fashion-mnist", "FashionMNIST"),
+    "cifar10": _load_cifar10,
+}
+
+
+def list_datasets() -> list[str]:
+    """Names ``load_dataset`` accepts (plus ``"imagefolder:PATH"``)."""
+    return sorted(_LOADERS) + ["imagefolder:PATH"]
+
+
+def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, download: bool = False, **options):
+    """Load a dataset by name.
+
+    Parameters
+    ----------
+    name
+        ``"digits"`` and ``"natural-patches"`` (embedded, offline); ``"mnist"``, ``"fashion-mnist"``,
+        ``"cifar10"`` (from ``root``); ``"imagefolder:PATH"`` (a folder of class sub-folders).
+    split
+        ``"train"`` or ``"test"``.
+    root
+        Folder holding real datasets (default: ``default_data_root()``).
+    download
+        Let torchvision download a missing real dataset into ``root``.
+    **options
+        Dataset-specific options, e.g. ``patch_size`` and ``n_patches`` for natural patches.
+
+    Returns
+    -------
+    Dataset
+        ``dataset[i] -> (image float32 of shape (C, H, W), label int)``, with ``dataset.info``.
+
+    Raises
+    ------
+    KeyError
+        Unknown name (the message lists the nearest valid names).
+    FileNotFoundError
+        A real dataset's files are missing (the message lists them and the folder).
+    """
+    if name.startswith("imagefolder:"):
+        return _load_image_folder(name.split(":", 1)[1], split=split, root=root, download=download, **options)
+    if name not in _LOADERS:
+        nearest = difflib.get_close_matches(name, list(_LOADERS), n=3, cutoff=0.0)
+        raise KeyError(f"unknown dataset {name!r}; nearest: {', '.join(nearest)}; all: {', '.join(list_datasets())}")
+    return _LOADERS[name](split=split, root=root, download=download, **options)

@@ -1,0 +1,192 @@
+"""Evaluating a trained zoo model: kNN accuracy of frozen features, accuracy, reconstruction error.
+
+Which measures apply follows from the model's family (a dict lookup), and kNN accuracy is added
+wherever the data are labelled. Reconstruction errors are mean squared errors per pixel in the
+normalised input space, reported beside the error of predicting the mean training image, so that
+their ratio (below 1 = better than the mean image) is visible.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from zoo._data import iterate_batches
+
+__all__ = ["evaluate_model", "extract_features", "knn_predict", "knn_accuracy", "PRIMARY_METRIC", "EVAL_MASK_SEED"]
+
+# The MAE's masks during evaluation are drawn from this seed, so every evaluation sees the same masks.
+EVAL_MASK_SEED = 12345
+
+# The measure each family is judged by (logged per epoch under this name).
+PRIMARY_METRIC = {
+    "supervised": "test_accuracy",
+    "autoencoder": "recon_ratio",
+    "mae": "recon_ratio",
+    "contrastive": "knn_accuracy",
+}
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, dataset, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model.encode`` of every image, in eval mode, on the model's device.
+
+    Returns
+    -------
+    features
+        Float tensor of shape (n_stimuli, d) on the model's device.
+    labels
+        Long tensor of shape (n_stimuli,) on the CPU.
+    """
+    device = _model_device(model)
+    features, labels = [], []
+    for images, batch_labels in iterate_batches(dataset, batch_size):
+        features.append(model.encode(images.to(device)).float().flatten(1))
+        labels.append(batch_labels.cpu())
+    return torch.cat(features), torch.cat(labels)
+
+
+@torch.no_grad()
+def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, query_features: torch.Tensor, k: int = 5, chunk: int = 1024) -> torch.Tensor:
+    """Majority vote of the ``k`` nearest training items by cosine similarity (ties: the smallest class).
+
+    Parameters
+    ----------
+    train_features
+        Tensor of shape (n_train, d).
+    train_labels
+        Long tensor of shape (n_train,), values >= 0.
+    query_features
+        Tensor of shape (n_query, d), on the same device as ``train_features``.
+    k
+        Number of neighbours.
+
+    Returns
+    -------
+    Long tensor of shape (n_query,) on the CPU.
+    """
+    if k < 1 or k > train_features.shape[0]:
+        raise ValueError(f"k must be between 1 and the number of training items ({train_features.shape[0]}), got {k}")
+    device = train_features.device
+    train = torch.nn.functional.normalize(train_features.float(), dim=1)
+    labels = train_labels.to(device)
+    n_classes = int(labels.max()) + 1
+    predictions = []
+    for start in range(0, query_features.shape[0], chunk):
+        query = torch.nn.functional.normalize(query_features[start : start + chunk].float().to(device), dim=1)
+        neighbours = (query @ train.T).topk(k, dim=1).indices
+        votes = torch.nn.functional.one_hot(labels[neighbours], n_classes).sum(1)
+        predictions.append(votes.argmax(1).cpu())
+    return torch.cat(predictions)
+
+
+def knn_accuracy(model: nn.Module, train_set, test_set, k: int = 5) -> float:
+    """Accuracy on ``test_set`` of a k-nearest-neighbour vote over ``model.encode`` features of ``train_set``."""
+    train_features, train_labels = extract_features(model, train_set)
+    test_features, test_labels = extract_features(model, test_set)
+    predicted = knn_predict(train_features, train_labels, test_features, k)
+    return float((predicted == test_labels).float().mean())
+
+
+@torch.no_grad()
+def _supervised(model: nn.Module, train_set, test_set) -> dict[str, float]:
+    device = _model_device(model)
+    correct = total = 0
+    for images, labels in iterate_batches(test_set, 512):
+        correct += int((model(images.to(device)).argmax(1).cpu() == labels.cpu()).sum())
+        total += len(labels)
+    return {"test_accuracy": correct / total}
+
+
+@torch.no_grad()
+def _mean_image(dataset, device) -> torch.Tensor:
+    total, count = None, 0
+    for images, _ in iterate_batches(dataset, 1024):
+        batch_sum = images.to(device).double().sum(0)
+        total = batch_sum if total is None else total + batch_sum
+        count += images.shape[0]
+    return (total / count).float()
+
+
+@torch.no_grad()
+def _autoencoder(model: nn.Module, train_set, test_set) -> dict[str, float]:
+    device = _model_device(model)
+    mean_image = _mean_image(train_set, device)
+    recon = baseline = 0.0
+    n_values = 0
+    for images, _ in iterate_batches(test_set, 512):
+        images = images.to(device)
+        recon += float((model.reconstruct(images).float() - images).pow(2).sum())
+        baseline += float((mean_image - images).pow(2).sum())
+        n_values += images.numel()
+    return {"recon_mse": recon / n_values, "mean_image_mse": baseline / n_values, "recon_ratio": recon / baseline}
+
+
+@torch.no_grad()
+def _mae(model: nn.Module, train_set, test_set) -> dict[str, float]:
+    """Errors on the hidden patches only (what the MAE predicts), with masks from ``EVAL_MASK_SEED``."""
+    from zoo.models.mae import patchify
+
+    device = _model_device(model)
+    mean_patches = patchify(_mean_image(train_set, device)[None], model.patch_size)
+    recon = baseline = 0.0
+    n_hidden = 0.0
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(EVAL_MASK_SEED)
+        for images, _ in iterate_batches(test_set, 512):
+            images = images.to(device)
+            x_hat, mask = model.reconstruct(images)
+            target = patchify(images, model.patch_size)
+            error = (patchify(x_hat.float(), model.patch_size) - target).pow(2).mean(-1)
+            recon += float((error * mask).sum())
+            baseline += float(((mean_patches - target).pow(2).mean(-1) * mask).sum())
+            n_hidden += float(mask.sum())
+    return {"recon_mse": recon / n_hidden, "mean_image_mse": baseline / n_hidden, "recon_ratio": recon / baseline}
+
+
+_FAMILY_MEASURES: dict[str, Callable[[nn.Module, object, object], dict[str, float]]] = {
+    "supervised": _supervised,
+    "autoencoder": _autoencoder,
+    "mae": _mae,
+    "contrastive": lambda model, train_set, test_set: {},
+}
+
+
+def evaluate_model(model: nn.Module, train_set, test_set, k: int = 5) -> dict[str, float]:
+    """All measures that apply to ``model`` on the given splits, computed in eval mode on the model's device.
+
+    Parameters
+    ----------
+    model
+        A zoo model (its ``family`` picks the measures).
+    train_set, test_set
+        The training split (kNN memory, mean image) and the held-out split (scored).
+    k
+        Neighbours for the kNN accuracy.
+
+    Returns
+    -------
+    dict
+        ``knn_accuracy`` (labelled data), ``test_accuracy`` (supervised), ``recon_mse``,
+        ``mean_image_mse`` and ``recon_ratio`` (autoencoders, MAE).
+    """
+    family = getattr(model, "family", None)
+    if family not in _FAMILY_MEASURES:
+        raise ValueError(f"cannot evaluate a model of family {family!r}; known families: {', '.join(_FAMILY_MEASURES)}")
+    was_training = model.training
+    model.eval()
+    try:
+        metrics = dict(_FAMILY_MEASURES[family](model, train_set, test_set))
+        if train_set.info.n_classes > 0:
+            metrics["knn_accuracy"] = knn_accuracy(model, train_set, test_set, k)
+    finally:
+        model.train(was_training)
+    return metrics

@@ -1,0 +1,146 @@
+"""The model registry: names -> model builders, objectives and training defaults.
+
+Adding a model is one decorated class in ``zoo/models/<family>.py``::
+
+    @register_model("cnn", objective=classification_objective, defaults=TrainDefaults(epochs=30, lr=3e-3))
+    class SmallCNN(ZooModel): ...
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+__all__ = [
+    "TrainDefaults",
+    "ModelEntry",
+    "register_model",
+    "list_models",
+    "create_model",
+    "get_objective",
+    "train_defaults",
+    "model_entry",
+]
+
+# objective(model, images, labels) -> (loss, {metric name: detached 0-d tensor})
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    """Training hyper-parameters a model uses unless ``zoo.train`` is told otherwise.
+
+    Attributes
+    ----------
+    epochs
+        Passes over the training set.
+    lr
+        Peak learning rate of AdamW (reached after the warm-up, then cosine decay to ``lr * 0.01``).
+    batch_size
+        Images per step.
+    weight_decay
+        AdamW's decoupled weight decay.
+    warmup_epochs
+        Linear warm-up length, as a fraction of ``epochs`` when below 1 or in epochs otherwise.
+    """
+
+    epochs: int = 20
+    lr: float = 1e-3
+    batch_size: int = 128
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.05
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its builder, family, objective and training defaults."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str
+    objective: Objective
+    defaults: TrainDefaults
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, objective: Objective, defaults: TrainDefaults | None = None, family: str | None = None):
+    """Class decorator that registers a model under ``name``.
+
+    Parameters
+    ----------
+    name
+        The zoo name (``create_model(name)``).
+    objective
+        The loss of this model: ``objective(model, images, labels) -> (loss, metrics)``.
+    defaults
+        Training hyper-parameters for ``zoo.train``.
+    family
+        Defaults to the class's ``family`` attribute.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is already registered.
+    """
+
+    def decorate(builder):
+        if name in _REGISTRY:
+            raise ValueError(f"a model named {name!r} is already registered ({_REGISTRY[name].builder!r}); choose another name")
+        model_family = family or getattr(builder, "family", None)
+        if not model_family:
+            raise ValueError(f"model {name!r} needs a family: set a `family` class attribute or pass family=")
+        _REGISTRY[name] = ModelEntry(name, builder, model_family, objective, defaults or TrainDefaults())
+        return builder
+
+    return decorate
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Registered model names (of one family if given), sorted."""
+    return sorted(name for name, entry in _REGISTRY.items() if family is None or entry.family == family)
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; an unknown name raises KeyError listing the nearest names."""
+    if name not in _REGISTRY:
+        nearest = difflib.get_close_matches(name, list(_REGISTRY), n=len(_REGISTRY), cutoff=0.0)
+        raise KeyError(f"unknown model {name!r}; valid names, nearest first: {', '.join(nearest)}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **config: Any) -> nn.Module:
+    """Build a fresh (untrained) zoo model.
+
+    Parameters
+    ----------
+    name
+        A name from ``list_models()``.
+    **config
+        Model options, e.g. ``input_shape=(1, 8, 8)``, ``n_classes=10``, ``code_dim=16``.
+
+    Returns
+    -------
+    nn.Module
+        The model, with ``family``, ``config`` (including ``"name"``), ``encode`` and ``recordable_layers``.
+    """
+    entry = model_entry(name)
+    model = entry.builder(**config)
+    model.config = {"name": name, **model.config}
+    return model
+
+
+def get_objective(model_or_name: nn.Module | str) -> Objective:
+    """The objective of a model (or model name)."""
+    name = model_or_name if isinstance(model_or_name, str) else model_or_name.config["name"]
+    return model_entry(name).objective
+
+
+def train_defaults(name: str) -> TrainDefaults:
+    """The training defaults of a model name."""
+    return model_entry(name).defaults

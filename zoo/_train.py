@@ -1,0 +1,289 @@
+"""One training loop for every zoo model: the objective is looked up per model.
+
+AdamW with a linear warm-up and a cosine decay, per-epoch evaluation, a CSV log row and an atomic
+checkpoint after every epoch, mixed precision on CUDA. Every epoch starts by seeding all random
+number generators from (seed, epoch) and shuffles with its own ``torch.Generator``, so a run
+resumed at an epoch boundary reproduces an uninterrupted run exactly (on the CPU).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from zoo._checkpoint import RunDir
+from zoo._data import ImageTensorDataset, iterate_batches, load_dataset
+from zoo._device import resolve_device
+from zoo._evaluate import PRIMARY_METRIC, evaluate_model
+from zoo._registry import TrainDefaults, create_model, model_entry
+
+__all__ = ["TrainResult", "TrainingDivergedError", "train", "default_run_dir", "seed_everything"]
+
+_TRAINING_KEYS = {f.name for f in fields(TrainDefaults)} - {"epochs"}
+_FINAL_LR_FRACTION = 0.01
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite; the run's last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    """What ``zoo.train`` returns.
+
+    Attributes
+    ----------
+    model
+        The trained model, in eval mode, on the training device.
+    run_dir
+        The run directory (config.json, log.csv, model.safetensors, metrics.json, state/).
+    history
+        One row per epoch: epoch, train_loss, the objective's metrics, evaluation metrics, lr, seconds.
+    metrics
+        Final evaluation metrics (see ``zoo.evaluate_model``).
+    """
+
+    model: nn.Module
+    run_dir: Path
+    history: pd.DataFrame
+    metrics: dict[str, float]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) random number generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def default_run_dir(model_name: str, dataset: str, seed: int) -> Path:
+    """``runs/<model>-<dataset>-seed<seed>`` (the dataset name made safe for a folder name)."""
+    safe_dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset).strip("_")
+    return Path("runs") / f"{model_name}-{safe_dataset}-seed{seed}"
+
+
+def _model_config(model_name: str, info, settings: dict[str, Any]) -> dict[str, Any]:
+    """The model's options: the data's shape (and class count) where the model takes them, plus ``settings``."""
+    entry = model_entry(model_name)
+    accepted = inspect.signature(entry.builder).parameters
+    unknown = sorted(set(settings) - set(accepted))
+    if unknown:
+        valid = sorted(set(accepted) - {"input_shape", "n_classes"}) + sorted(_TRAINING_KEYS)
+        raise ValueError(f"unknown setting(s) {unknown} for model {model_name!r}; valid: {', '.join(valid)}")
+    config: dict[str, Any] = {"input_shape": list(info.image_shape)}
+    if "n_classes" in accepted:
+        if info.n_classes == 0:
+            raise ValueError(f"model {model_name!r} is supervised but dataset {info.name!r} is unlabelled; choose a labelled dataset such as 'digits'")
+        config["n_classes"] = info.n_classes
+    config.update(settings)
+    return config
+
+
+# Datasets held in one tensor and smaller than this are copied to the GPU once, not batch by batch.
+_MAX_DEVICE_DATASET_BYTES = 2 * 1024**3
+
+
+def _to_device(dataset, device: torch.device):
+    if isinstance(dataset, ImageTensorDataset) and dataset.nbytes <= _MAX_DEVICE_DATASET_BYTES:
+        return dataset.to(device)
+    return dataset
+
+
+def _lr_schedule(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return _FINAL_LR_FRACTION + (1 - _FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    # Biases, norm scales and embeddings-like vectors are not decayed (as in most vision recipes).
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def train(
+    model_name: str,
+    dataset: str = "digits",
+    out: str | os.PathLike | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    dataset_options: dict[str, Any] | None = None,
+    eval_every: int = 1,
+    **settings: Any,
+) -> TrainResult:
+    """Train a zoo model with its objective and write a run directory.
+
+    Parameters
+    ----------
+    model_name
+        A name from ``zoo.list_models()``.
+    dataset
+        A name for ``zoo.load_dataset`` (its train split trains, its test split evaluates).
+    out
+        The run directory (default: ``default_run_dir(model_name, dataset, seed)``).
+    epochs
+        Passes over the training set (default: the model's own, see ``zoo.train_defaults``).
+    seed
+        Seeds the initial weights, the shuffling, augmentations, masks and dropout.
+    device
+        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...; mixed precision is used on CUDA.
+    resume
+        Continue the run in ``out`` from its last checkpoint (the settings must be the same).
+    force
+        Replace an earlier run in ``out``.
+    progress
+        Show a progress bar with the running loss.
+    dataset_options
+        Options for ``zoo.load_dataset`` (e.g. ``{"patch_size": 8}`` for natural patches).
+    eval_every
+        Evaluate on the test split every this many epochs (always after the last one).
+    **settings
+        Training settings (``lr``, ``batch_size``, ``weight_decay``, ``warmup_epochs``) and model
+        options (e.g. ``code_dim=8``).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    TrainingDivergedError
+        If the loss becomes NaN or infinite (the last good checkpoint stays in ``out/state``).
+    ValueError
+        Unknown settings, a resumed run whose settings differ, or a supervised model on unlabelled data.
+    """
+    entry = model_entry(model_name)
+    training_settings = {key: settings.pop(key) for key in list(settings) if key in _TRAINING_KEYS}
+    hyper = replace(entry.defaults, **training_settings)
+    if epochs is not None:
+        hyper = replace(hyper, epochs=int(epochs))
+    if hyper.epochs < 1 or hyper.batch_size < 1 or hyper.lr <= 0:
+        raise ValueError(f"epochs and batch_size must be positive and lr > 0, got {asdict(hyper)}")
+    if eval_every < 1:
+        raise ValueError(f"eval_every must be at least 1, got {eval_every}")
+    device = resolve_device(device)
+    dataset_options = dict(dataset_options or {})
+    train_set = load_dataset(dataset, split="train", **dataset_options)
+    test_set = load_dataset(dataset, split="test", **dataset_options)
+    model_config = _model_config(model_name, train_set.info, settings)
+    if device.type != "cpu":
+        train_set, test_set = _to_device(train_set, device), _to_device(test_set, device)
+
+    seed_everything(seed)
+    model = create_model(model_name, **model_config).to(device)
+    run = RunDir.create(out if out is not None else default_run_dir(model_name, dataset, seed), resume=resume, force=force)
+    config = {
+        "model": model.config,
+        "training": {**asdict(hyper), "seed": seed, "objective": entry.objective.__name__},
+        "dataset": {"name": dataset, "options": dataset_options},
+    }
+    if resume:
+        differences = run.config_differences(config)
+        if differences:
+            raise ValueError(
+                f"cannot resume {str(run.path)!r} with other settings: {differences} (stored, given); "
+                "resume with the original settings or start a new run with force=True"
+            )
+    else:
+        run.write_config(config)
+
+    objective = entry.objective
+    optimizer = _optimizer(model, hyper.lr, hyper.weight_decay)
+    n_train = len(train_set)
+    drop_last = n_train >= hyper.batch_size  # equal batches (BatchNorm, NT-Xent) when the data allow
+    steps_per_epoch = n_train // hyper.batch_size if drop_last else 1
+    warmup = hyper.warmup_epochs if hyper.warmup_epochs >= 1 else hyper.warmup_epochs * hyper.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_schedule(hyper.epochs * steps_per_epoch, max(1, round(warmup * steps_per_epoch)))
+    )
+    start_epoch, history = 0, []
+    final_evaluation: dict[str, float] | None = None
+    if resume:
+        state = run.load_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler)
+        start_epoch, history = state["epoch"], list(state["history"])
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    primary = PRIMARY_METRIC[model.family]
+
+    bar = tqdm(total=hyper.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
+               desc=f"train {model_name}", unit="step", leave=False)
+    try:
+        for epoch in range(start_epoch, hyper.epochs):
+            started = time.perf_counter()
+            epoch_seed = _epoch_seed(seed, epoch)
+            seed_everything(epoch_seed)
+            generator = torch.Generator().manual_seed(epoch_seed)
+            model.train()
+            sums: dict[str, torch.Tensor] = {}
+            n_steps = 0
+            for images, labels in iterate_batches(train_set, hyper.batch_size, shuffle=True, generator=generator, drop_last=drop_last):
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    loss, step_metrics = objective(model, images, labels)
+                if not bool(torch.isfinite(loss.detach())):
+                    checkpoint = run.checkpoint_path()
+                    kept = f"the last good checkpoint {checkpoint} is kept" if checkpoint else "no checkpoint had been written yet"
+                    raise TrainingDivergedError(
+                        f"training {model_name!r} diverged: the loss became {float(loss.detach())} at epoch {epoch + 1}, step {n_steps + 1}; "
+                        f"{kept}. Lower lr (now {hyper.lr:g}) and retrain with force=True, or resume=True to retry from the checkpoint"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                for name, value in {"loss": loss.detach(), **step_metrics}.items():
+                    sums[name] = sums.get(name, 0.0) + value.detach().float()
+                n_steps += 1
+                bar.update(1)
+                if progress and n_steps % 10 == 0:
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.4f}")
+            row: dict[str, Any] = {"epoch": epoch + 1}
+            row.update({f"train_{name}": float(total) / n_steps for name, total in sums.items()})
+            if epoch + 1 == hyper.epochs or (epoch + 1) % eval_every == 0:
+                final_evaluation = evaluate_model(model, train_set, test_set)
+                row.update(final_evaluation)
+                if primary in row:
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.4f}", **{primary: f"{row[primary]:.4f}"})
+            row["lr"] = optimizer.param_groups[0]["lr"]
+            row["seconds"] = time.perf_counter() - started
+            history.append(row)
+            # Log first: a crash before the checkpoint leaves a row that resuming truncates, never a gap.
+            run.append_log(row)
+            run.save_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1, history=history)
+    finally:
+        bar.close()
+
+    if final_evaluation is None:  # resumed a run whose epochs were all done
+        final_evaluation = evaluate_model(model, train_set, test_set)
+    metrics = {**final_evaluation, "train_loss": history[-1]["train_loss"], "epochs": hyper.epochs}
+    model.eval()
+    run.save_final(model, metrics)
+    return TrainResult(model=model, run_dir=run.path, history=pd.DataFrame(history), metrics=metrics)

@@ -1,0 +1,169 @@
+"""Supervised classifiers: a small CNN, an MLP, and ResNet-18 adapted to small images."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
+
+from zoo._registry import TrainDefaults, register_model
+from zoo.models._base import ZooModel, check_input_shape
+
+__all__ = ["SmallCNN", "MLPClassifier", "SmallImageResNet18", "classification_objective"]
+
+
+def classification_objective(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
+    """Cross-entropy of the model's logits; also reports the batch accuracy.
+
+    Parameters
+    ----------
+    model
+        A classifier: ``model(images)`` gives logits of shape (batch, n_classes).
+    images
+        Tensor of shape (batch, C, H, W).
+    labels
+        Integer tensor of shape (batch,), all >= 0.
+    """
+    if labels.numel() and int(labels.min()) < 0:
+        raise ValueError("a supervised model needs labelled data (labels >= 0); use a labelled dataset such as 'digits'")
+    logits = model(images)
+    loss = F.cross_entropy(logits, labels)
+    accuracy = (logits.argmax(1) == labels).float().mean()
+    return loss, {"accuracy": accuracy.detach()}
+
+
+_SUPERVISED = dict(objective=classification_objective)
+
+
+@register_model("cnn", defaults=TrainDefaults(epochs=20, lr=3e-3, batch_size=64, weight_decay=5e-4), **_SUPERVISED)
+class SmallCNN(ZooModel):
+    """Three 3x3 conv layers (BatchNorm, ReLU) and a two-layer classifier head.
+
+    Parameters
+    ----------
+    input_shape
+        (C, H, W) of the images.
+    n_classes
+        Number of output classes.
+    width
+        Channels of the first conv layer (then 2x and 4x).
+    hidden
+        Width of the hidden fully connected layer, whose output ``encode`` returns.
+    """
+
+    family = "supervised"
+
+    def __init__(self, input_shape: Sequence[int] = (1, 8, 8), n_classes: int = 10, width: int = 32, hidden: int = 128):
+        super().__init__()
+        channels, height, width_px = check_input_shape(input_shape, min_side=2)
+        self.config = {"input_shape": [channels, height, width_px], "n_classes": n_classes, "width": width, "hidden": hidden}
+        self.features = nn.Sequential(
+            OrderedDict(
+                conv1=nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                bn1=nn.BatchNorm2d(width),
+                relu1=nn.ReLU(),
+                conv2=nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
+                bn2=nn.BatchNorm2d(2 * width),
+                relu2=nn.ReLU(),
+                pool2=nn.MaxPool2d(2),
+                conv3=nn.Conv2d(2 * width, 4 * width, 3, padding=1, bias=False),
+                bn3=nn.BatchNorm2d(4 * width),
+                relu3=nn.ReLU(),
+                pool3=nn.AdaptiveAvgPool2d(2),
+            )
+        )
+        self.fc1 = nn.Linear(4 * width * 4, hidden)
+        self.relu_fc1 = nn.ReLU()
+        self.dropout = nn.Dropout(0.2)
+        self.fc2 = nn.Linear(hidden, n_classes)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu_fc1(self.fc1(self.features(x).flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(self.encode(x)))
+
+    def recordable_layers(self) -> list[str]:
+        return ["features.relu1", "features.relu2", "features.relu3", "relu_fc1", "fc2"]
+
+
+@register_model("mlp", defaults=TrainDefaults(epochs=40, lr=2e-3, batch_size=64, weight_decay=1e-3), **_SUPERVISED)
+class MLPClassifier(ZooModel):
+    """A fully connected classifier: flatten, hidden layers with ReLU, linear read-out.
+
+    Parameters
+    ----------
+    hidden
+        Widths of the hidden layers; ``encode`` returns the last one's ReLU output.
+    """
+
+    family = "supervised"
+
+    def __init__(self, input_shape: Sequence[int] = (1, 8, 8), n_classes: int = 10, hidden: Sequence[int] = (256, 128)):
+        super().__init__()
+        shape = check_input_shape(input_shape)
+        hidden = [int(h) for h in hidden]
+        if not hidden:
+            raise ValueError("hidden must list at least one layer width")
+        self.config = {"input_shape": list(shape), "n_classes": n_classes, "hidden": hidden}
+        layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+        previous = shape[0] * shape[1] * shape[2]
+        for i, size in enumerate(hidden, start=1):
+            layers[f"fc{i}"] = nn.Linear(previous, size)
+            layers[f"relu{i}"] = nn.ReLU()
+            previous = size
+        self.body = nn.Sequential(layers)
+        self.dropout = nn.Dropout(0.1)
+        self.head = nn.Linear(previous, n_classes)
+        self._n_hidden = len(hidden)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.body(x)))
+
+    def recordable_layers(self) -> list[str]:
+        return [f"body.relu{i}" for i in range(1, self._n_hidden + 1)] + ["head"]
+
+
+@register_model("resnet18", defaults=TrainDefaults(epochs=15, lr=2e-3, batch_size=128, weight_decay=5e-4), **_SUPERVISED)
+class SmallImageResNet18(ResNet, ZooModel):
+    """torchvision's ResNet-18 for small images: a 3x3 stride-1 stem and no max-pool.
+
+    Module names are torchvision's (``conv1``, ``layer1.0.conv1``, ..., ``fc``), so a torchvision
+    state_dict maps onto it (all but ``conv1``, whose kernel is 3x3 here, and ``fc`` when the class
+    count differs).
+
+    Parameters
+    ----------
+    input_shape
+        (C, H, W); any number of channels.
+    n_classes
+        Outputs of ``fc``.
+    """
+
+    family = "supervised"
+
+    def __init__(self, input_shape: Sequence[int] = (1, 8, 8), n_classes: int = 10):
+        super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=n_classes)
+        shape = check_input_shape(input_shape)
+        self.config = {"input_shape": list(shape), "n_classes": n_classes}
+        self.conv1 = nn.Conv2d(shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.maxpool = nn.Identity()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.encode(x))
+
+    def recordable_layers(self) -> list[str]:
+        return ["relu", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
