@@ -11,7 +11,7 @@ from torch import nn
 
 from zoo._augment import augment, augmentation_for
 from zoo._registry import TrainDefaults, register_model
-from zoo.models._base import ZooModel, check_input_shape
+from zoo.models._base import ZooModel, check_input_shape, conv_trunk
 
 __all__ = ["SimCLR", "nt_xent", "simclr_objective"]
 
@@ -109,17 +109,7 @@ class SimCLR(ZooModel):
         }
         self.features = nn.Sequential(
             OrderedDict(
-                conv1=nn.Conv2d(channels, width, 3, padding=1, bias=False),
-                bn1=nn.BatchNorm2d(width),
-                relu1=nn.ReLU(),
-                conv2=nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
-                bn2=nn.BatchNorm2d(2 * width),
-                relu2=nn.ReLU(),
-                pool2=nn.MaxPool2d(2),
-                conv3=nn.Conv2d(2 * width, 4 * width, 3, padding=1, bias=False),
-                bn3=nn.BatchNorm2d(4 * width),
-                relu3=nn.ReLU(),
-                pool3=nn.AdaptiveAvgPool2d(2),
+                **conv_trunk(channels, width),
                 flatten=nn.Flatten(),
                 fc=nn.Linear(4 * width * 4, feature_dim, bias=False),
                 bn_fc=nn.BatchNorm1d(feature_dim),

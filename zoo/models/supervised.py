@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from zoo._registry import TrainDefaults, register_model
-from zoo.models._base import ZooModel, check_input_shape
+from zoo.models._base import ZooModel, check_input_shape, conv_trunk
 
 __all__ = ["SmallCNN", "MLPClassifier", "SmallImageResNet18", "classification_objective"]
 
@@ -61,21 +61,7 @@ class SmallCNN(ZooModel):
         super().__init__()
         channels, height, width_px = check_input_shape(input_shape, min_side=2)
         self.config = {"input_shape": [channels, height, width_px], "n_classes": n_classes, "width": width, "hidden": hidden}
-        self.features = nn.Sequential(
-            OrderedDict(
-                conv1=nn.Conv2d(channels, width, 3, padding=1, bias=False),
-                bn1=nn.BatchNorm2d(width),
-                relu1=nn.ReLU(),
-                conv2=nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
-                bn2=nn.BatchNorm2d(2 * width),
-                relu2=nn.ReLU(),
-                pool2=nn.MaxPool2d(2),
-                conv3=nn.Conv2d(2 * width, 4 * width, 3, padding=1, bias=False),
-                bn3=nn.BatchNorm2d(4 * width),
-                relu3=nn.ReLU(),
-                pool3=nn.AdaptiveAvgPool2d(2),
-            )
-        )
+        self.features = nn.Sequential(conv_trunk(channels, width))
         self.fc1 = nn.Linear(4 * width * 4, hidden)
         self.relu_fc1 = nn.ReLU()
         self.dropout = nn.Dropout(0.2)
