@@ -26,7 +26,7 @@ __all__ += ["TopK", "TopKResult"]
 # --- end top-k reducer ---
 
 # --- transfer experiments that train zoo models (issue 6) ---
-from probe._transfer import MaskRatioSweep, encode_features, mask_ratio_sweep
+from probe._transfer import ClassSplitTransfer, MaskRatioSweep, class_split_transfer, encode_features, mask_ratio_sweep
 
-__all__ += ["MaskRatioSweep", "encode_features", "mask_ratio_sweep"]
+__all__ += ["MaskRatioSweep", "encode_features", "mask_ratio_sweep", "ClassSplitTransfer", "class_split_transfer"]
 # --- end transfer experiments ---

@@ -1,4 +1,4 @@
-"""Transfer experiments that train zoo models: the MAE mask-ratio sweep.
+"""Transfer experiments that train zoo models: the MAE mask-ratio sweep and class-split transfer.
 
 These orchestrate ``zoo`` (training) and ``analyses`` (probes); the measures themselves live in
 ``analyses._transfer``.
@@ -6,6 +6,7 @@ These orchestrate ``zoo`` (training) and ``analyses`` (probes); the measures the
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
-__all__ = ["encode_features", "MaskRatioSweep", "mask_ratio_sweep"]
+__all__ = ["encode_features", "MaskRatioSweep", "mask_ratio_sweep", "ClassSplitTransfer", "class_split_transfer"]
+
+# Metrics of a finished run copied into the sweep's table (those the zoo reports for the model).
+_RUN_METRICS = ("recon_mse", "mean_image_mse", "recon_ratio", "knn_accuracy", "test_accuracy")
 
 
 def encode_features(model: torch.nn.Module, dataset: Any, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -39,8 +44,10 @@ class MaskRatioSweep:
     Attributes
     ----------
     frame
-        One row per mask ratio: mask_ratio, probe_accuracy, knn_accuracy, C, reconstruction
-        metrics of the training run (when the zoo reports them), run_dir.
+        One row per mask ratio: mask_ratio, probe_accuracy, knn_accuracy, C, the training run's
+        final evaluation as run_recon_mse, run_mean_image_mse, run_recon_ratio (error on the
+        masked patches at that run's own mask ratio, over the mean image's) and run_knn_accuracy,
+        then run_dir.
     dataset
         The dataset pretrained on and probed.
     """
@@ -53,13 +60,46 @@ class MaskRatioSweep:
         return self.frame.copy()
 
 
-def _trained_mae(run_dir: Path, **train_options: Any) -> torch.nn.Module:
-    """Load a finished run, resume an interrupted one, or train a new one."""
+def _check_reusable(run_dir: Path, model_name: str, expected: dict[str, Any]) -> None:
+    """Refuse to reuse a finished run trained with other settings than those asked for now."""
+    import zoo
+
+    config = zoo.RunDir.open(run_dir).read_config()
+    stored = {
+        "model": config["model"].get("name"),
+        "dataset": config["dataset"]["name"],
+        "dataset options": config["dataset"].get("options", {}),
+        "epochs": config["training"]["epochs"],
+        "seed": config["training"]["seed"],
+    }
+    wanted = {"model": model_name, **expected}
+    differences = {key: (stored[key], value) for key, value in wanted.items() if stored[key] != value}
+    if differences:
+        raise ValueError(
+            f"the finished run in {str(run_dir)!r} was trained with other settings: {differences} (stored, asked); "
+            "pass another out= folder or delete that run"
+        )
+
+
+def _trained_model(model_name: str, run_dir: Path, **train_options: Any) -> torch.nn.Module:
+    """Load a finished run (checked against ``train_options``), resume an interrupted one, or train a new one."""
     import zoo
 
     if (run_dir / "model.safetensors").exists():
+        epochs = train_options["epochs"] if train_options["epochs"] is not None else zoo.train_defaults(model_name).epochs
+        options = json.loads(json.dumps(train_options.get("dataset_options") or {}))
+        _check_reusable(run_dir, model_name, {"dataset": train_options["dataset"], "dataset options": options,
+                                              "epochs": int(epochs), "seed": train_options["seed"]})
         return zoo.load(run_dir, device=zoo.resolve_device(train_options["device"]))
-    return zoo.train("mae", out=run_dir, resume=run_dir.exists(), **train_options).model
+    return zoo.train(model_name, out=run_dir, resume=run_dir.exists(), **train_options).model
+
+
+def _run_metrics(run_dir: Path) -> dict[str, float]:
+    """The final evaluation metrics of a finished run that the sweep tables report."""
+    import zoo
+
+    metrics = zoo.RunDir.open(run_dir).read_metrics()
+    return {name: float(metrics[name]) for name in _RUN_METRICS if name in metrics}
 
 
 def mask_ratio_sweep(
@@ -114,13 +154,173 @@ def mask_ratio_sweep(
     rows = []
     for ratio in ratios:
         run_dir = Path(out) / f"mae-ratio-{ratio:g}"
-        model = _trained_mae(run_dir, dataset=dataset, epochs=epochs, seed=seed, device=device, progress=progress,
-                             mask_ratio=ratio, **model_options)
+        model = _trained_model("mae", run_dir, dataset=dataset, epochs=epochs, seed=seed, device=device,
+                               progress=progress, mask_ratio=ratio, **model_options)
         X_train, y_train = encode_features(model, train_set)
         X_test, y_test = encode_features(model, test_set)
         probe = linear_probe(X_train, y_train, X_test, y_test, C=C, random_state=seed, device=device,
                              model=f"mae-{ratio:g}")
         rows.append(dict(mask_ratio=ratio, probe_accuracy=probe.accuracy,
                          knn_accuracy=knn_accuracy(X_train, y_train, X_test, y_test, k=knn_k, device=device),
-                         C=probe.C, run_dir=str(run_dir)))
+                         C=probe.C, **{f"run_{name}": value for name, value in _run_metrics(run_dir).items()},
+                         run_dir=str(run_dir)))
     return MaskRatioSweep(frame=pd.DataFrame(rows), dataset=dataset)
+
+
+_DEFAULT_CLASS_SPLIT_OUT = "runs/class-split"
+
+
+@dataclass
+class ClassSplitTransfer:
+    """Frozen features of a model pretrained on some classes, probed on other, unseen classes.
+
+    Attributes
+    ----------
+    frame
+        One row per representation -- ``"pretrained"`` (the trained encoder), ``"random weights"``
+        (the same architecture at its initial, untrained weights) and ``"raw pixels"`` -- with
+        probe_accuracy (linear probe), knn_accuracy, C (the probe's inverse penalty), n_features.
+    model_name, dataset
+        What was pretrained, on which dataset.
+    pretrain_classes, probe_classes
+        Labels used for pretraining and for probing (disjoint).
+    run_dir
+        The pretraining run directory (its config records ``dataset.options.classes``).
+    pretrain_metrics
+        The run's final evaluation on the pretrain classes' test split (see ``zoo.evaluate_model``).
+    chance
+        Accuracy of guessing among the probe classes, 1 / len(probe_classes).
+    """
+
+    frame: pd.DataFrame
+    model_name: str
+    dataset: str
+    pretrain_classes: tuple[int, ...]
+    probe_classes: tuple[int, ...]
+    run_dir: Path
+    pretrain_metrics: dict[str, float]
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / len(self.probe_classes)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The per-representation table (a copy), with model, dataset and chance columns."""
+        frame = self.frame.copy()
+        frame.insert(0, "model", self.model_name)
+        frame["chance"] = self.chance
+        return frame
+
+
+def _checked_class_split(pretrain_classes: Sequence[int], probe_classes: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    pretrain, probe = tuple(sorted({int(c) for c in pretrain_classes})), tuple(sorted({int(c) for c in probe_classes}))
+    if not pretrain or len(probe) < 2:
+        raise ValueError(f"need at least one pretrain class and two probe classes; got pretrain {pretrain}, probe {probe}")
+    shared = sorted(set(pretrain) & set(probe))
+    if shared:
+        raise ValueError(f"classes {shared} are in both pretrain_classes and probe_classes; the split must be disjoint "
+                         "so that the probe measures transfer to unseen classes")
+    return pretrain, probe
+
+
+def _class_split_run_dir(out: str | os.PathLike | None, model_name: str, dataset: str, pretrain: tuple[int, ...], seed: int) -> Path:
+    if out is not None:
+        return Path(out)
+    import zoo
+
+    base = zoo.default_run_dir(model_name, dataset, seed).name
+    return Path(_DEFAULT_CLASS_SPLIT_OUT) / f"{base}-classes-{'-'.join(map(str, pretrain))}"
+
+
+def class_split_transfer(
+    model_name: str,
+    pretrain_classes: Sequence[int] = (0, 1, 2, 3, 4),
+    probe_classes: Sequence[int] = (5, 6, 7, 8, 9),
+    *,
+    dataset: str = "digits",
+    epochs: int | None = None,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    C: float | None = None,
+    knn_k: int = 5,
+    progress: bool = True,
+    **settings: Any,
+) -> ClassSplitTransfer:
+    """Pretrain a zoo model on some classes, freeze it, and probe its features on other classes.
+
+    The probe (``analyses.linear_probe``, then ``analyses.knn_accuracy``) is fit on the probe
+    classes' train split and scored on their test split. Two references are probed the same way:
+    raw pixels, and the same architecture at its initial weights (the exact weights the
+    pretraining started from, as both are drawn from ``seed``).
+
+    Parameters
+    ----------
+    model_name
+        A name from ``zoo.list_models()``; supervised models keep the full dataset's head.
+    pretrain_classes, probe_classes
+        Disjoint labels (at least two probe classes).
+    dataset
+        Zoo dataset name (must be labelled).
+    epochs
+        Pretraining epochs (None: the zoo's default for the model).
+    seed
+        Seed of the initial weights, training and the probe's folds.
+    out
+        The pretraining run directory (default ``runs/class-split/<model>-<dataset>-seed<seed>-classes-0-1-2-3-4``);
+        a finished run trained with the same settings is loaded, an interrupted one resumed.
+    device
+        Where to train and probe (``"auto"``: CUDA when present).
+    C
+        Probe inverse penalty; None: cross-validated on the training split.
+    knn_k
+        Neighbours of the cosine kNN read-out.
+    progress
+        Progress bars.
+    **settings
+        Training settings and model options passed to ``zoo.train`` (e.g. ``lr``, ``width``).
+
+    Returns
+    -------
+    ClassSplitTransfer
+
+    Raises
+    ------
+    ValueError
+        Overlapping or too few classes, an unlabelled dataset, or a finished run in ``out``
+        trained with other settings.
+    """
+    import zoo
+    from analyses import knn_accuracy, linear_probe
+
+    pretrain, probe = _checked_class_split(pretrain_classes, probe_classes)
+    probe_train = zoo.load_dataset(dataset, split="train", classes=list(probe))
+    probe_test = zoo.load_dataset(dataset, split="test", classes=list(probe))
+    run_dir = _class_split_run_dir(out, model_name, dataset, pretrain, seed)
+    pretrained = _trained_model(model_name, run_dir, dataset=dataset, epochs=epochs, seed=seed, device=device,
+                                progress=progress, dataset_options={"classes": list(pretrain)}, **settings)
+    pretrained.eval()
+    architecture = {key: value for key, value in pretrained.config.items() if key != "name"}
+    zoo.seed_everything(seed)  # as zoo.train does before building the model: the run's initial weights
+    untrained = zoo.create_model(model_name, **architecture).to(next(pretrained.parameters()).device).eval()
+
+    def pixels(dataset_split) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = zip(*(batch for batch in zoo.iterate_batches(dataset_split, 1024)))
+        return torch.cat(images).flatten(1).double().cpu().numpy(), torch.cat(labels).cpu().numpy()
+
+    representations = {
+        "pretrained": lambda split: encode_features(pretrained, split),
+        "random weights": lambda split: encode_features(untrained, split),
+        "raw pixels": pixels,
+    }
+    rows = []
+    for name, features_of in tqdm(representations.items(), desc="class-split probes", disable=not progress, leave=False):
+        X_train, y_train = features_of(probe_train)
+        X_test, y_test = features_of(probe_test)
+        result = linear_probe(X_train, y_train, X_test, y_test, C=C, random_state=seed, device=device,
+                              model=f"{model_name} ({name})")
+        rows.append(dict(representation=name, probe_accuracy=result.accuracy,
+                         knn_accuracy=knn_accuracy(X_train, y_train, X_test, y_test, k=knn_k, device=device),
+                         C=result.C, n_features=X_train.shape[1]))
+    return ClassSplitTransfer(frame=pd.DataFrame(rows), model_name=model_name, dataset=dataset, pretrain_classes=pretrain,
+                              probe_classes=probe, run_dir=run_dir, pretrain_metrics=_run_metrics(run_dir))

@@ -448,7 +448,11 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     download
         Let torchvision download a missing real dataset into ``root``.
     **options
-        Dataset-specific options, e.g. ``patch_size`` and ``n_patches`` for natural patches.
+        Dataset-specific options, e.g. ``patch_size`` and ``n_patches`` for natural patches, and
+        for every labelled dataset ``classes``: a sequence of labels (ints, or class names) whose
+        stimuli alone are kept, in their original order. Labels keep their original values and
+        ``info.class_names`` / ``info.n_classes`` stay those of the full dataset, so a model head
+        built for the full dataset still fits (e.g. pretrain on digits 0-4, probe on 5-9).
 
     Returns
     -------
@@ -461,10 +465,48 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
         Unknown name (the message lists the nearest valid names).
     FileNotFoundError
         A real dataset's files are missing (the message lists them and the folder).
+    ValueError
+        ``classes`` given for an unlabelled dataset, empty, or naming a class the dataset lacks.
     """
+    classes = options.pop("classes", None)
     if name.startswith("imagefolder:"):
-        return _load_image_folder(name.split(":", 1)[1], split=split, root=root, download=download, **options)
-    if name not in _LOADERS:
+        dataset = _load_image_folder(name.split(":", 1)[1], split=split, root=root, download=download, **options)
+    elif name not in _LOADERS:
         nearest = difflib.get_close_matches(name, list(_LOADERS), n=3, cutoff=0.0)
         raise KeyError(f"unknown dataset {name!r}; nearest: {', '.join(nearest)}; all: {', '.join(list_datasets())}")
-    return _LOADERS[name](split=split, root=root, download=download, **options)
+    else:
+        dataset = _LOADERS[name](split=split, root=root, download=download, **options)
+    return dataset if classes is None else _keep_classes(dataset, classes)
+
+
+def _class_labels(info: DatasetInfo, classes) -> list[int]:
+    """The integer labels of ``classes`` (labels or class names), checked against ``info``."""
+    if info.n_classes == 0:
+        raise ValueError(f"dataset {info.name!r} is unlabelled, so it cannot be filtered by classes; drop classes= or pick a labelled dataset")
+    if isinstance(classes, (str, int, np.integer)):
+        classes = [classes]
+    by_name = {class_name: label for label, class_name in enumerate(info.class_names)}
+    valid = f"valid labels: 0..{info.n_classes - 1}, class names: {', '.join(info.class_names)}"
+    labels = []
+    for wanted in classes:
+        if isinstance(wanted, (int, np.integer)) and not isinstance(wanted, bool) and 0 <= wanted < info.n_classes:
+            labels.append(int(wanted))
+        elif isinstance(wanted, str) and wanted in by_name:
+            labels.append(by_name[wanted])
+        else:
+            raise ValueError(f"dataset {info.name!r} has no class {wanted!r}; {valid}")
+    if not labels:
+        raise ValueError(f"classes is empty, which would keep no stimuli of {info.name!r}; {valid}")
+    return sorted(set(labels))
+
+
+def _keep_classes(dataset: Dataset, classes) -> Dataset:
+    """The stimuli of ``dataset`` whose label is in ``classes``, in their original order, same ``info``."""
+    labels = _class_labels(dataset.info, classes)
+    if isinstance(dataset, ImageTensorDataset):
+        keep = torch.isin(dataset.labels, torch.as_tensor(labels, device=dataset.labels.device))
+        return ImageTensorDataset(dataset.images[keep], dataset.labels[keep], dataset.info)
+    # ImageFolder-like bases list their labels in ``targets`` without loading any image.
+    targets = np.asarray(dataset.base.targets)
+    kept = np.flatnonzero(np.isin(targets, labels)).tolist()
+    return TransformedDataset(torch.utils.data.Subset(dataset.base, kept), dataset.transform, dataset.info)
