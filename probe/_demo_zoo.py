@@ -36,7 +36,7 @@ class DemoModel:
 # Sized so that the whole zoo trains in about a minute on 2 CPU cores (epochs from the zoo's
 # measured learning curves: the CNN passes 0.98 test accuracy by epoch 3, SimCLR's kNN accuracy
 # passes 0.96 from epoch 1; the MAE needs about 30 epochs to beat the mean image and its default
-# 100 to reach 0.6 of it, more than the demo can afford, so its demo reconstructions stay blurry).
+# 100 to reach 0.6 of it, so its demo reconstructions stay blurry).
 DEMO_MODELS: tuple[DemoModel, ...] = (
     DemoModel("cnn", "cnn", epochs=5),
     DemoModel("mlp", "mlp", epochs=8),
@@ -48,7 +48,7 @@ DEMO_MODELS: tuple[DemoModel, ...] = (
     DemoModel("ae-sparse", "ae-sparse", epochs=8),
     DemoModel("ae-contractive", "ae-contractive", epochs=8),
     DemoModel("ae-vae", "ae-vae", epochs=8),
-    DemoModel("mae", "mae", epochs=12),
+    DemoModel("mae", "mae", epochs=30),
     DemoModel("ae-conv-patches", "ae-conv", dataset="natural-patches", epochs=8),
 )
 
