@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from torch import nn
@@ -12,6 +11,7 @@ from probe._demo import DemoContext
 from probe._record import record
 from reports import Section
 from reports._layers_section import layers_section
+from zoo import RunDir
 
 __all__ = ["layers_step"]
 
@@ -23,9 +23,9 @@ def _trained_on(ctx: DemoContext, name: str, model: nn.Module) -> str:
     """The dataset a model was trained on: its run's config.json, else the one whose shape fits."""
     run_dir = ctx.run_dirs.get(name)
     if run_dir is not None and (run_dir / "config.json").is_file():
-        dataset = json.loads((run_dir / "config.json").read_text()).get("dataset", {})
-        if isinstance(dataset, dict) and (dataset.get("name"), "test") in ctx.datasets:
-            return dataset["name"]
+        dataset_name, _ = RunDir(run_dir).training_dataset()
+        if (dataset_name, "test") in ctx.datasets:
+            return dataset_name
     input_shape = list(getattr(model, "config", {}).get("input_shape", []))
     for dataset_name in ("digits", "natural-patches"):
         held_out = ctx.datasets.get((dataset_name, "test"))

@@ -19,20 +19,7 @@ from analyses import (
     rdm_mds,
     rdm_similarity_matrix,
 )
-
-
-class FakeRecording:
-    """The Recording interface the maps rely on: .layers, rec[layer], .labels."""
-
-    def __init__(self, arrays, labels):
-        self._arrays, self.labels = arrays, labels
-
-    @property
-    def layers(self):
-        return list(self._arrays)
-
-    def __getitem__(self, layer):
-        return self._arrays[layer]
+from _fakes import FakeRecording
 
 
 def _layers(seed, n=60, widths=(5, 40, 90, 8)):

@@ -8,18 +8,7 @@ from analyses import RDM, cka_matrix, layer_rdms, rank_layers, rdm_mds, rdm_simi
 from probe._demo import DemoContext
 from reports import Report
 from reports._similarity_section import similarity_section
-
-
-class FakeRecording:
-    def __init__(self, arrays, labels):
-        self._arrays, self.labels = arrays, labels
-
-    @property
-    def layers(self):
-        return list(self._arrays)
-
-    def __getitem__(self, layer):
-        return self._arrays[layer]
+from _fakes import FakeRecording
 
 
 def _recordings(n=150, seed=0):

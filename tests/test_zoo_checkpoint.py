@@ -364,3 +364,16 @@ def test_tensor_file_round_trip_with_views_and_tied_weights(tmp_path):
     tied = torch.nn.Sequential(shared, torch.nn.ReLU(), shared)
     zoo.save_tensor_file(tmp_path / "tied.safetensors", tied.state_dict())
     _assert_same_tensors(zoo.load_tensor_file(tmp_path / "tied.safetensors"), tied.state_dict())
+
+
+def test_training_dataset_reads_the_name_and_options_from_the_config(tmp_path):
+    run = RunDir.create(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        run.training_dataset()
+    run.write_config({"dataset": {"name": "natural-patches", "options": {"n_patches": 64}}})
+    assert run.training_dataset() == ("natural-patches", {"n_patches": 64})
+    run.write_config({"dataset": "digits"})
+    assert run.training_dataset() == ("digits", {})
+    run.write_config({"model": {"name": "cnn"}})
+    with pytest.raises(ValueError, match="does not name its dataset"):
+        run.training_dataset()

@@ -448,6 +448,23 @@ class RunDir:
         except json.JSONDecodeError as err:
             raise ValueError(f"{str(self.config_path)!r} is damaged (invalid JSON: {err}); retrain with --force") from err
 
+    def training_dataset(self) -> tuple[str, dict[str, Any]]:
+        """The (name, options) of the dataset the run was trained on, from ``config.json``.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the run has no ``config.json``.
+        ValueError
+            If ``config.json`` is damaged or names no dataset.
+        """
+        dataset = self.read_config().get("dataset")
+        if isinstance(dataset, dict) and isinstance(dataset.get("name"), str):
+            return dataset["name"], dict(dataset.get("options") or {})
+        if isinstance(dataset, str):
+            return dataset, {}
+        raise ValueError(f"{str(self.config_path)!r} does not name its dataset; name the dataset explicitly")
+
     def config_differences(self, config: dict, ignore: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
         """Settings whose values differ between ``config.json`` and ``config``.
 

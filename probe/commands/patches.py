@@ -39,21 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _training_dataset(run_dir: Path) -> tuple[str, dict]:
-    """The (name, options) of the dataset the run was trained on, from its config.json."""
-    import json
-
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} does not exist; give a run folder written by probe train")
-    dataset = json.loads(config_path.read_text()).get("dataset")
-    if isinstance(dataset, dict) and isinstance(dataset.get("name"), str):
-        return dataset["name"], dict(dataset.get("options") or {})
-    if isinstance(dataset, str):
-        return dataset, {}
-    raise ValueError(f"{config_path} does not name its dataset; pass --dataset")
-
-
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -64,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.run_dir.is_dir():
         raise FileNotFoundError(f"run folder {args.run_dir} does not exist; train one with probe train")
     model = zoo.load(args.run_dir, device="cpu")
-    name, options = (args.dataset, {}) if args.dataset else _training_dataset(args.run_dir)
+    name, options = (args.dataset, {}) if args.dataset else zoo.RunDir(args.run_dir).training_dataset()
     dataset = zoo.load_dataset(name, split=args.split, **options)
     results = top_patches(
         model,
