@@ -1,22 +1,38 @@
-"""Analyses: pure measures over arrays, and fitted estimators.
+"""Analyses: pure measures over recorded arrays, and fitted estimators.
 
 Each analysis takes arrays of shape (n_stimuli, n_units) (NumPy or torch; heavy linear algebra
-runs in torch on the array's own device) and returns a small result object with ``to_frame()``.
+runs in torch on the array's own device) or a recording, and returns a small result object with
+``to_frame()``. Analyses never record (that is ``probe.record``'s job), never train a zoo model and
+never draw; ``reports`` draws their results.
+
+- Representational similarity: RDMs, their comparison and inference, CKA, layer-by-layer maps.
+- Units: receptive fields, top-activating patches (of a ``probe.TopK`` recording), class selectivity.
+- Subspaces: the linear autoencoder estimator, principal angles, PCA against linear autoencoders.
+- Transfer: linear probes and kNN read-outs per layer, label efficiency.
 """
 
-__all__: list[str] = []
-
-# Each block below belongs to one part of the package; its owner edits only that block.
-# --- similarity: RDMs, RDM comparison, CKA, maps (issue 4) ---
 from analyses._cka import cka
 from analyses._compare import compare_rdms
+from analyses._linear_autoencoder import LinearAutoencoder
+from analyses._linear_probe import DEFAULT_CS, ProbeResult, knn_accuracy, linear_probe
 from analyses._rdm import RDM, rdm, rdm_chunked
+from analyses._receptive_field import ReceptiveField, receptive_field
 from analyses._reference_rdm import LayerRanking, load_rdm, rank_layers
 from analyses._rsa_inference import BootstrapResult, PermutationResult, bootstrap_rdm_comparison, permutation_test_rdms
 from analyses._similarity_maps import MDSResult, SimilarityMatrix, cka_matrix, layer_rdms, rdm_mds, rdm_similarity_matrix
 from analyses._streaming_cka import StreamingCKA
+from analyses._subspace import (
+    SubspaceComparison,
+    axis_alignment_error,
+    compare_subspaces,
+    principal_angles,
+    subspace_distance,
+)
+from analyses._top_patches import ClassSelectivity, TopPatches, class_selectivity, crop_boxes, top_patches
+from analyses._transfer import LabelEfficiency, LayerTransfer, label_efficiency, probe_layers, resolve_features
 
-__all__ += [
+__all__ = [
+    # representational similarity
     "RDM",
     "rdm",
     "rdm_chunked",
@@ -36,28 +52,22 @@ __all__ += [
     "load_rdm",
     "LayerRanking",
     "rank_layers",
-]
-# --- end similarity ---
-
-# --- subspaces and transfer (issue 6) ---
-from analyses._linear_autoencoder import LinearAutoencoder
-from analyses._linear_probe import DEFAULT_CS, ProbeResult, knn_accuracy, linear_probe
-from analyses._subspace import (
-    SubspaceComparison,
-    axis_alignment_error,
-    compare_subspaces,
-    principal_angles,
-    subspace_distance,
-)
-from analyses._transfer import LabelEfficiency, LayerTransfer, label_efficiency, probe_layers, resolve_features
-
-__all__ += [
+    # units
+    "ReceptiveField",
+    "receptive_field",
+    "TopPatches",
+    "top_patches",
+    "ClassSelectivity",
+    "class_selectivity",
+    "crop_boxes",
+    # subspaces
     "LinearAutoencoder",
     "principal_angles",
     "subspace_distance",
     "axis_alignment_error",
     "compare_subspaces",
     "SubspaceComparison",
+    # transfer
     "linear_probe",
     "knn_accuracy",
     "ProbeResult",
@@ -68,19 +78,3 @@ __all__ += [
     "LabelEfficiency",
     "resolve_features",
 ]
-# --- end subspaces and transfer ---
-
-# --- deep-net electrophysiology: receptive fields, top patches (issue 5) ---
-from analyses._receptive_field import ReceptiveField, receptive_field
-from analyses._top_patches import ClassSelectivity, TopPatches, class_selectivity, crop_boxes, top_patches
-
-__all__ += [
-    "ReceptiveField",
-    "receptive_field",
-    "TopPatches",
-    "top_patches",
-    "ClassSelectivity",
-    "class_selectivity",
-    "crop_boxes",
-]
-# --- end electrophysiology ---

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses._rdm import MIN_STIMULI, as_float_tensor, gram, unknown_name_error
+from analyses._rdm import MIN_STIMULI, as_float_tensor, gram
+from zoo._names import unknown_name_error
 
 __all__ = ["cka", "CKA_KERNELS"]
 

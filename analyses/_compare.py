@@ -24,7 +24,8 @@ from typing import Any, Callable
 import numpy as np
 import scipy.stats
 
-from analyses._rdm import RDM, n_stimuli_from_pairs, unknown_name_error
+from analyses._rdm import RDM, n_stimuli_from_pairs
+from zoo._names import unknown_name_error
 
 __all__ = ["compare_rdms", "COMPARISON_METHODS"]
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from sklearn.metrics import precision_recall_fscore_support
 from sklearn.model_selection import StratifiedKFold
 
-from zoo import resolve_device
+from zoo import knn_predict, resolve_device
 
 __all__ = ["linear_probe", "knn_accuracy", "ProbeResult", "DEFAULT_CS"]
 
@@ -370,23 +370,10 @@ def knn_accuracy(
         Fraction of test stimuli whose vote matches their label.
     """
     X_train, y_train, X_test, y_test, classes = _validate(X_train, y_train, X_test, y_test)
-    if not 1 <= k <= len(y_train):
-        raise ValueError(f"k={k} must be between 1 and the number of training stimuli ({len(y_train)})")
     device = resolve_device(device)
     dtype = torch.float64 if device.type == "cpu" else torch.float32
     train, test = _to_tensor(X_train, device).to(dtype), _to_tensor(X_test, device).to(dtype)
-    scorers = {
-        "cosine": lambda a, b: F.normalize(a, dim=1) @ F.normalize(b, dim=1).T,
-        "euclidean": lambda a, b: -torch.cdist(a, b),
-    }
-    if metric not in scorers:
-        raise ValueError(f"unknown metric {metric!r}; use one of {sorted(scorers)}")
     train_index = torch.as_tensor(np.searchsorted(classes, y_train), device=device)
-    votes = []
-    for start in range(0, len(test), batch_size):
-        similarity = scorers[metric](test[start : start + batch_size], train)
-        neighbours = similarity.topk(k, dim=1).indices
-        counts = F.one_hot(train_index[neighbours], len(classes)).sum(dim=1)
-        votes.append(counts.argmax(dim=1))  # argmax returns the first maximum: the smallest label
-    predicted = classes[torch.cat(votes).cpu().numpy()]
+    votes = knn_predict(train, train_index, test, k, metric=metric, batch_size=batch_size)
+    predicted = classes[votes.numpy()]
     return float(np.mean(predicted == y_test))

@@ -28,15 +28,16 @@ metric is undefined (a constant pattern for "correlation", an all-zero one for "
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+
+from zoo._names import unknown_name_error
 
 __all__ = ["RDM", "rdm", "rdm_chunked", "RDM_METRICS"]
 
@@ -75,13 +76,6 @@ def check_stimulus_count(n_stimuli: int, name: str = "X") -> None:
             f"{name} has {n_stimuli} stimuli; an RDM needs at least {MIN_STIMULI} (so that it has more "
             "than one pair to compare); record more stimuli"
         )
-
-
-def unknown_name_error(kind: str, name: str, valid: Sequence[str]) -> ValueError:
-    """A ValueError for an unknown option that lists the nearest valid names."""
-    near = difflib.get_close_matches(str(name), list(valid), n=3, cutoff=0.3)
-    hint = f"; did you mean {', '.join(repr(v) for v in near)}?" if near else ""
-    return ValueError(f"unknown {kind} {name!r}{hint} Valid: {', '.join(repr(v) for v in valid)}")
 
 
 def gram(A: torch.Tensor, B: torch.Tensor | None = None) -> torch.Tensor:

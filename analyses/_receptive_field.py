@@ -27,7 +27,6 @@ is the whole input; when too few edges are unclipped, the answer is an error rat
 from __future__ import annotations
 
 import copy
-import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -36,6 +35,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from zoo._names import unknown_name_error
 
 __all__ = ["ReceptiveField", "receptive_field", "find_layer"]
 
@@ -55,8 +56,7 @@ def find_layer(model: nn.Module, layer: str) -> nn.Module:
     modules = dict(model.named_modules())
     if layer not in modules:
         names = [name for name in modules if name]
-        nearest = difflib.get_close_matches(layer, names, n=5, cutoff=0.3) or names[:8]
-        raise KeyError(f"model has no layer {layer!r}; nearest valid names: {nearest} (see model.named_modules())")
+        raise unknown_name_error("layer", layer, names, listing="`probe layers RUN_OR_MODEL` or model.named_modules()")
     return modules[layer]
 
 

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from analyses._cka import CKA_KERNELS, _rbf_gram, centre_gram, check_pair, debiased_inner, flatten_units
 from analyses._compare import compare_vectors, resolve_method
-from analyses._rdm import RDM, gram, rdm, unknown_name_error
+from analyses._rdm import RDM, gram, rdm
+from zoo._names import unknown_name_error
 
 __all__ = [
     "SimilarityMatrix",

@@ -14,14 +14,14 @@ Two estimators, both fed batch by batch by ``probe.record(..., reducers={"cka": 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
-from analyses._rdm import unknown_name_error
 from analyses._similarity_maps import SimilarityMatrix
-from probe._reducer_base import MultiLayerReducer
+from zoo._names import unknown_name_error
+from zoo._reducer import MultiLayerReducer
 
 __all__ = ["StreamingCKA"]
 

@@ -9,7 +9,6 @@ et al. 2020). ``compare_subspaces`` measures all three claims over a sweep of co
 
 from __future__ import annotations
 
-import difflib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -21,6 +20,7 @@ from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
 from analyses._linear_autoencoder import LinearAutoencoder, _as_data_tensor
+from zoo._names import unknown_name_error
 
 __all__ = [
     "principal_angles",
@@ -249,8 +249,7 @@ def compare_subspaces(
     penalties["linear-ae-nonuniform"] = lambda k, top: 5 * top * np.arange(1, k + 1) / k
     unknown = [m for m in methods if m not in penalties]
     if unknown:
-        hints = {m: difflib.get_close_matches(m, list(penalties), n=3, cutoff=0.0) for m in unknown}
-        raise KeyError(f"unknown methods {unknown}; valid methods are {sorted(penalties)} (closest: {hints})")
+        raise unknown_name_error("subspace method", unknown[0], sorted(penalties))
     top = _default_l2(data) if l2 is None else float(l2)
 
     centered = data - data.mean(dim=0)

@@ -1,17 +1,17 @@
 """Top-activating patches per unit (Zeiler & Fergus 2014; Zhou et al. 2015), cropped to the exact field.
 
-``top_patches`` makes one streaming pass (``probe.record`` with a ``probe.TopK`` reducer) on the
-device (O(units x k) memory, plus the pooled response of every stimulus for histograms and class
-selectivity, O(n_stimuli x units)), then a second, small pass over the winning stimuli only: it
-crops each winner's receptive field from its stimulus, and re-runs the layer on a few of them to
-check that the recorded values are reproducible.
+A recording with a ``probe.TopK`` reducer keeps, in one streaming pass, each unit's k best (and
+worst) stimuli and where in the map they happened (O(units x k) memory, plus the pooled response of
+every stimulus for histograms and class selectivity). ``top_patches`` is the small second pass over
+the winning stimuli only: it crops each winner's receptive field from its stimulus, and re-runs
+the layer on a few of them to check that the recorded values are reproducible.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
-from analyses._receptive_field import ReceptiveField, _run_to_layer, find_layer, receptive_field
+from analyses._receptive_field import (
+    ReceptiveField,
+    _run_to_layer,
+    find_layer,
+    receptive_field,
+)
 
 __all__ = ["TopPatches", "ClassSelectivity", "top_patches", "class_selectivity", "crop_boxes"]
 
@@ -292,7 +297,7 @@ class TopPatches:
         patches = {"top": self.patches, "bottom": self.bottom_patches}[which][np.asarray(units)]
         masks = {"top": self.masks, "bottom": self.bottom_masks}[which][np.asarray(units)]
         if patches.shape[1] == 0:
-            raise ValueError(f"no {which} patches were kept; pass k / bottom_k >= 1 to top_patches")
+            raise ValueError(f"no {which} patches were kept; record with probe.TopK(k, bottom_k=...) and k, bottom_k >= 1")
         patches = patches.astype(np.float64)
         if stretch:
             inside = np.broadcast_to(masks[:, :, None], patches.shape)
@@ -311,7 +316,7 @@ class TopPatches:
     def histogram(self, unit: int, bins: int = 30) -> tuple[np.ndarray, np.ndarray]:
         """Histogram of a unit's pooled response over all stimuli: (counts, bin edges)."""
         if self.pooled is None:
-            raise ValueError("pooled responses were not kept; run top_patches with keep_pooled=True")
+            raise ValueError("pooled responses were not kept; record with probe.TopK(..., keep_pooled=True)")
         return np.histogram(self.pooled[:, unit], bins=bins)
 
 
@@ -447,99 +452,85 @@ def _recheck(model, stimuli, layer, result, device, max_stimuli: int = 64) -> fl
 def top_patches(
     model: nn.Module,
     data: Dataset | DataLoader | torch.Tensor,
-    layer: str | Sequence[str],
-    k: int = 9,
-    bottom_k: int = 0,
+    topk: Any,
     *,
-    distinct_stimuli: bool = True,
-    pool: Literal["max", "mean"] = "max",
+    labels: np.ndarray | None = None,
     batch_size: int = 256,
-    device: str | torch.device = "auto",
     patch_size: int | None = None,
     field_method: Literal["auto", "exact", "gradient"] = "auto",
     amp: bool = False,
-    layout: Literal["auto", "maps", "tokens", "units"] = "auto",
-    progress: bool = True,
 ) -> TopPatches | dict[str, TopPatches]:
-    """The top-k (and bottom-k) stimuli of every unit of a layer, cropped to their receptive fields.
+    """Crop the top-k (and bottom-k) stimuli of every unit to their receptive fields.
+
+    This is the analysis of a recording made with a ``probe.TopK`` reducer: it computes each
+    layer's receptive field, crops the winning stimuli, re-runs the layer on a few of them to check
+    that the recorded values are reproducible, and scores class selectivity. The recording itself
+    is the engine's job::
+
+        rec = probe.record(model, data, ["conv1"], reducers={"topk": lambda: probe.TopK(9)})
+        patches = analyses.top_patches(model, data, rec.extras["topk"], labels=rec.labels)
+
+    (``probe.study.record_top_patches`` does both in one call.)
 
     Parameters
     ----------
     model
-        Any module; it is moved to ``device`` and put in eval mode.
+        The recorded module; the small second pass runs where it lives, in eval mode.
     data
-        A Dataset returning ``(image, label)`` (zoo datasets), a DataLoader without shuffling, or a
-        tensor of shape (n_stimuli, C, H, W).
-    layer
-        Module name, or a list of names (recorded in the same single pass). Maps (batch, C, H, W)
-        give (stimulus, y, x) entries cropped to the exact receptive field; tokens (batch, T, D) give (stimulus, token) entries cropped to the token's
-        patch (class tokens: the whole image, resized); vectors (batch, D) give whole stimuli.
-    k, bottom_k
-        Entries per unit with the largest and the smallest values.
-    distinct_stimuli
-        One entry per stimulus and unit, at its best position (default), or let every
-        (stimulus, position) compete (see ``probe.TopK``).
-    pool
-        ``"max"`` or ``"mean"`` over space for the per-stimulus responses (histograms, selectivity).
+        The recorded stimuli: a Dataset returning ``(image, label)`` (zoo datasets), a DataLoader
+        without shuffling, or a tensor of shape (n_stimuli, C, H, W). Stimulus i must be the
+        recording's stimulus i.
+    topk
+        A ``probe.TopKResult``, or ``{layer: TopKResult}`` (a recording's ``extras`` entry).
+        Maps (batch, C, H, W) give (stimulus, y, x) entries cropped to the exact receptive field;
+        tokens (batch, T, D) give (stimulus, token) entries cropped to the token's patch (class
+        tokens: the whole image, resized); vectors (batch, D) give whole stimuli.
+    labels
+        Int array of shape (n_stimuli,), -1 where unknown (a recording's ``labels``), for class
+        selectivity; None: no labels.
     batch_size
-        Stimuli per forward pass.
-    device
-        Where the streaming pass runs (``"auto"``: CUDA when present); ``probe.record`` puts the
-        model back where it was afterwards, and the small second pass runs there.
+        Stimuli loaded at a time for the crops and the re-check.
     patch_size
         ViT patch side in pixels (default: the model's ``patch_size`` attribute or config entry).
     field_method
         How the receptive field is obtained (see ``analyses.receptive_field``).
     amp
-        Run the streaming pass under autocast (float16 on CUDA): faster on large models, values
-        ranked at half precision.
-    layout
-        How to read the layer's output (see ``probe.TopK``): 3-d outputs are tokens by default;
-        pass ``"maps"`` for Conv1d outputs (batch, C, L).
-    progress
-        Show a progress bar.
+        True when the recording ran under autocast: the re-check then tolerates half-precision
+        differences.
 
     Returns
     -------
     TopPatches
-        Or ``{layer: TopPatches}`` when ``layer`` is a list.
+        Or ``{layer: TopPatches}`` when ``topk`` is a mapping.
 
     Raises
     ------
     KeyError
-        Unknown layer.
+        A layer that ``model`` does not have.
     ValueError
-        k larger than the dataset; a layer without unit structure; a receptive field that can be
+        Labels of the wrong length; a layer without unit structure; a receptive field that can be
         neither computed nor measured.
     """
-    from probe import TopK, record
-
-    layers = [layer] if isinstance(layer, str) else list(layer)
-    if not layers:
-        raise ValueError("top_patches needs at least one layer name")
-    for name in layers:
+    results = dict(topk) if isinstance(topk, Mapping) else {topk.layer: topk}
+    if not results:
+        raise ValueError("top_patches got no TopK result; record the layers with a probe.TopK reducer first")
+    for name in results:
         find_layer(model, name)
     stimuli = _Stimuli(data, batch_size)
-    if max(k, bottom_k) > len(stimuli):
-        raise ValueError(
-            f"k={max(k, bottom_k)} is larger than the dataset ({len(stimuli)} stimuli); pass k <= {len(stimuli)}"
-        )
-    recording = record(
-        model,
-        data,
-        layers,
-        reducers={"topk": lambda: TopK(k, bottom_k=bottom_k, distinct_stimuli=distinct_stimuli, pool=pool, layout=layout)},
-        batch_size=batch_size,
-        device=device,
-        amp=amp,
-        progress=progress,
-    )
-    labels = np.asarray(recording.labels, dtype=np.int64)
-    results = {
-        name: _second_pass(model, stimuli, name, recording.extras["topk"][name], labels, patch_size, field_method, amp)
-        for name in layers
+    if labels is None:
+        labels = np.full(len(stimuli), -1, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64).ravel()
+    for name, result in results.items():
+        if result.n_stimuli != len(stimuli) or labels.size != len(stimuli):
+            raise ValueError(
+                f"layer {name!r} was recorded over {result.n_stimuli} stimuli, but data holds {len(stimuli)} "
+                f"and labels {labels.size}; pass the data and labels of that recording"
+            )
+    patches = {
+        name: _second_pass(model, stimuli, name, result, labels, patch_size, field_method, amp)
+        for name, result in results.items()
     }
-    return results[layer] if isinstance(layer, str) else results
+    return patches if isinstance(topk, Mapping) else patches[topk.layer]
 
 
 def _second_pass(model, stimuli, layer, result, labels, patch_size, field_method, amp) -> TopPatches:

@@ -8,7 +8,6 @@ recording with a single layer (anything with ``rec[layer]`` and ``rec.labels``, 
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -17,6 +16,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from analyses._linear_probe import ProbeResult, knn_accuracy, linear_probe
+from zoo._names import unknown_name_error
 
 __all__ = ["probe_layers", "LayerTransfer", "label_efficiency", "LabelEfficiency", "resolve_features"]
 
@@ -52,8 +52,7 @@ def resolve_features(source: Any, labels: Any = None, layer: str | None = None) 
                 raise ValueError(f"the recording holds layers {layers}; pass (recording, layer) to choose one")
             layer = layers[0]
         if layer not in layers:
-            close = difflib.get_close_matches(str(layer), layers, n=3, cutoff=0.0)
-            raise KeyError(f"layer {layer!r} is not in the recording; nearest recorded layers: {close}")
+            raise unknown_name_error("recorded layer", layer, layers, listing="`recording.layers`")
         features = np.asarray(source[layer])
         labels = np.asarray(source.labels) if labels is None else np.asarray(labels)
     else:

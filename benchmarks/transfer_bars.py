@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from probe import class_split_transfer, mask_ratio_sweep
+from probe.study import class_split_transfer, mask_ratio_sweep
 
 
 def class_split_bars(models: list[str], epochs: int | None, out: Path, device: str, seed: int) -> pd.DataFrame:

@@ -1,32 +1,32 @@
-"""Recording: forward hooks on named layers, streamed through reducers, and the ``probe`` CLI.
+"""The recording engine: forward hooks on named layers, streamed through reducers.
 
-``probe`` takes any ``torch.nn.Module`` and a dataset, and records the chosen layers in one
-streaming pass on the model's device.
+``probe.record`` takes any ``torch.nn.Module`` and a dataset and records the chosen layers in one
+streaming pass on the model's device. Each layer's output goes through a reducer that keeps only
+what an analysis needs (pooled or projected activations, a running top-k, running moments), in
+memory or in an on-disk store that a killed run never leaves looking complete.
+
+The command line (``probe.cli``) and the study pipeline that trains, records, analyses and reports
+(``probe.study``) sit above the engine and are imported on their own.
 """
 
-from probe._reducer_base import MultiLayerReducer, Reducer
-
-__all__ = ["Reducer", "MultiLayerReducer"]
-
-# Each block below belongs to one part of the package; its owner edits only that block.
-# --- recording engine (issue 3) ---
 from probe._layers import describe_layers, resolve_layers
 from probe._record import record
 from probe._recording import Recording
 from probe._reducers import REDUCTIONS, Moments, MomentsReducer, Reduction
-
-__all__ += ["record", "Recording", "Reduction", "REDUCTIONS", "MomentsReducer", "Moments"]
-__all__ += ["resolve_layers", "describe_layers"]
-# --- end recording engine ---
-
-# --- top-k reducer (issue 5) ---
 from probe._topk import TopK, TopKResult
+from zoo._reducer import MultiLayerReducer, Reducer
 
-__all__ += ["TopK", "TopKResult"]
-# --- end top-k reducer ---
-
-# --- transfer experiments that train zoo models (issue 6) ---
-from probe._transfer import ClassSplitTransfer, MaskRatioSweep, class_split_transfer, encode_features, mask_ratio_sweep
-
-__all__ += ["MaskRatioSweep", "encode_features", "mask_ratio_sweep", "ClassSplitTransfer", "class_split_transfer"]
-# --- end transfer experiments ---
+__all__ = [
+    "record",
+    "Recording",
+    "Reducer",
+    "MultiLayerReducer",
+    "Reduction",
+    "REDUCTIONS",
+    "MomentsReducer",
+    "Moments",
+    "TopK",
+    "TopKResult",
+    "resolve_layers",
+    "describe_layers",
+]

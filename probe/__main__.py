@@ -2,6 +2,6 @@
 
 import sys
 
-from probe._cli import main
+from probe.cli import main
 
 sys.exit(main())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from typing import Callable, Iterable, Union
 
 import pandas as pd
 import torch
 from torch import nn
+
+from zoo._names import unknown_name_error
 
 __all__ = ["LayerSelection", "resolve_layers", "describe_layers"]
 
@@ -19,13 +20,12 @@ LayerSelection = Union[str, Iterable[str], Callable[[str, nn.Module], bool]]
 _GLOB_CHARS = set("*?[")
 
 
+#: How to list every layer name of a model, for error messages.
+LIST_LAYERS = "`probe layers RUN_OR_MODEL` or [name for name, _ in model.named_modules()]"
+
+
 def _unknown_layer_error(name: str, valid: list[str]) -> KeyError:
-    near = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)
-    hint = f" Nearest valid names: {', '.join(map(repr, near))}." if near else ""
-    return KeyError(
-        f"unknown layer {name!r}.{hint} List every layer with `probe layers RUN_OR_MODEL` "
-        "or [name for name, _ in model.named_modules()]."
-    )
+    return unknown_name_error("layer", name, valid, listing=LIST_LAYERS)
 
 
 def resolve_layers(model: nn.Module, layers: LayerSelection) -> list[str]:

@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 
 from probe._hooks import capture_outputs
 from probe._layers import LayerSelection, resolve_layers
-from probe._reducer_base import MultiLayerReducer, Reducer
 from probe._recording import Recording
 from probe._reducers import Reduction, ReductionOp
 from probe._store import DiskSink, MemorySink
 from zoo._device import resolve_device
+from zoo._reducer import MultiLayerReducer, Reducer
 
 __all__ = ["record", "STORED_DTYPES", "model_fingerprint"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import shutil
 import tempfile
@@ -14,6 +13,7 @@ import pandas as pd
 
 from probe._reducers import Reduction
 from probe._store import DiskSink, load_extras, read_manifest
+from zoo._names import unknown_name_error
 
 __all__ = ["Recording"]
 
@@ -99,9 +99,7 @@ class Recording:
         try:
             return self._activations[layer]
         except KeyError:
-            near = difflib.get_close_matches(str(layer), self.layers, n=5, cutoff=0.4)
-            hint = f" Nearest: {', '.join(map(repr, near))}." if near else ""
-            raise KeyError(f"layer {layer!r} was not recorded.{hint} Recorded layers: {self.layers}") from None
+            raise unknown_name_error("recorded layer", layer, self.layers, listing="`recording.layers`") from None
 
     def __contains__(self, layer: object) -> bool:
         return layer in self._activations

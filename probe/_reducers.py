@@ -25,7 +25,6 @@ fixed seed maps very wide layers to ``project`` units after the reduction.
 
 from __future__ import annotations
 
-import difflib
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -34,7 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probe._reducer_base import Reducer
+from zoo._names import unknown_name_error
+from zoo._reducer import Reducer
 
 __all__ = ["REDUCTIONS", "Reduction", "Moments", "MomentsReducer"]
 
@@ -103,10 +103,7 @@ def check_mode(mode: str) -> str:
         raise ValueError(f"a reduction mode must be a string, got {mode!r}; valid modes: {sorted(REDUCTIONS)}")
     mode = _ALIASES.get(mode, mode)
     if mode != "auto" and mode not in REDUCTIONS:
-        valid = ["auto", *REDUCTIONS, *_ALIASES]
-        near = difflib.get_close_matches(mode, valid, n=3, cutoff=0.4)
-        hint = f" Did you mean {', '.join(map(repr, near))}?" if near else ""
-        raise ValueError(f"unknown reduction {mode!r}.{hint} Valid reductions: {', '.join(valid)}")
+        raise unknown_name_error("reduction", mode, ["auto", *REDUCTIONS, *_ALIASES])
     return mode
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probe._reducer_base import Reducer
+from zoo._reducer import Reducer
 
 __all__ = ["TopK", "TopKResult"]
 

@@ -1,17 +1,25 @@
-"""Reports: self-contained HTML pages built from analyses' result objects.
+"""Reports: self-contained HTML pages built from the analyses' result objects.
 
 A report is a list of ``Section`` objects. A section builder takes result objects, draws figures
 (seaborn/matplotlib) and renders a Jinja2 template with autoescaping; it never recomputes an
-analysis. Adding a section is one function and one template in ``reports/templates/sections``.
+analysis, and imports no analysis code. Adding a section is one function and one template in
+``reports/templates/sections``.
 """
 
-from reports._render import figure_to_data_uri, image_grid, image_to_data_uri, render_fragment, table_html
 from reports._layers_section import layers_section
+from reports._render import (
+    figure_to_data_uri,
+    image_grid,
+    image_to_data_uri,
+    render_fragment,
+    table_html,
+)
 from reports._report import Report, Section
 from reports._similarity_section import similarity_section
 from reports._subspace_section import subspace_section
 from reports._transfer_section import transfer_section
 from reports._units_section import save_unit_grids, units_section
+from reports._zoo_section import ModelSummary, Reconstructions, zoo_section
 
 __all__ = [
     "Report",
@@ -21,10 +29,13 @@ __all__ = [
     "image_to_data_uri",
     "image_grid",
     "table_html",
+    "zoo_section",
+    "ModelSummary",
+    "Reconstructions",
     "layers_section",
     "similarity_section",
-    "subspace_section",
-    "transfer_section",
     "units_section",
     "save_unit_grids",
+    "subspace_section",
+    "transfer_section",
 ]

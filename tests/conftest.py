@@ -18,7 +18,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory):
     """Run ``probe demo --quick`` once per test session; returns its output folder."""
-    from probe._cli import main
+    from probe.cli import main
 
     out = tmp_path_factory.mktemp("demo") / "demo"
     assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0

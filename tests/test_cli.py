@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from probe._cli import COMMANDS, build_parser, main
+from probe.cli import COMMANDS, build_parser, main
 
 
 def test_python_dash_m_probe_prints_help():

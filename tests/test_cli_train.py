@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import zoo
-from probe._cli import main
-from probe.commands.train import FAMILY_DEFAULT_MODEL, parse_settings, resolve_model_name
+from probe.cli import main
+from probe.cli.train import FAMILY_DEFAULT_MODEL, parse_settings, resolve_model_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ _RUNNER = textwrap.dedent(
             time.sleep(60)
             return path
         _checkpoint.RunDir.save_checkpoint = announce_and_pause
-    from probe._cli import main
+    from probe.cli import main
     sys.exit(main(sys.argv[1:]))
     """
 )
@@ -139,7 +139,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["train", "supervisd", "--out", "x"], r"unknown family or model 'supervisd'.*did you mean supervised"),
+        (["train", "supervisd", "--out", "x"], r"unknown family or model 'supervisd'.*did you mean 'supervised'"),
         (["train", "cnn", "--dataset", "mnits", "--out", "x"], r"unknown dataset 'mnits'.*mnist"),
         (["train", "cnn", "--out", "x", "--set", "lr"], r"--set expects KEY=VALUE"),
     ],
@@ -193,5 +193,5 @@ def test_family_names_pick_their_default_model_and_settings_parse():
     assert resolve_model_name("ae-vae") == "ae-vae"
     assert parse_settings(["lr=0.1", "hidden=[64, 32]", "activation=relu", "flag=true"]) == {
         "lr": 0.1, "hidden": [64, 32], "activation": "relu", "flag": True}
-    with pytest.raises(LookupError, match="families: supervised"):
+    with pytest.raises(LookupError, match="Valid names: 'supervised'"):
         resolve_model_name("transformer")

@@ -10,9 +10,9 @@ from torch.utils.data import TensorDataset
 
 import probe
 import zoo
-from probe._cli import main
-from probe._demo import DemoContext
-from probe._demo_layers import layers_step
+from probe.cli import main
+from probe.study import DemoContext
+from probe.study._layers_step import layers_step
 
 
 class Net(nn.Module):

@@ -5,7 +5,7 @@ import pytest
 from markupsafe import Markup
 
 from analyses import RDM, cka_matrix, layer_rdms, rank_layers, rdm_mds, rdm_similarity_matrix
-from probe._demo import DemoContext
+from probe.study import DemoContext
 from reports import Report
 from reports._similarity_section import similarity_section
 from _fakes import FakeRecording
@@ -51,7 +51,7 @@ def test_similarity_section_renders_every_part():
 
 
 def test_demo_step_with_recordings(tmp_path):
-    from probe._demo_similarity import similarity_step
+    from probe.study._similarity_step import similarity_step
 
     ctx = DemoContext(out=tmp_path, quick=True)
     ctx.recordings = _recordings(n=200)

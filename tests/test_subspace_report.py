@@ -30,8 +30,8 @@ def test_subspace_section_renders_figures_and_escapes(comparison):
 
 
 def test_subspaces_demo_step_quick(tmp_path: Path):
-    from probe._demo import DemoContext
-    from probe._demo_subspaces import subspaces_step
+    from probe.study import DemoContext
+    from probe.study._subspaces_step import subspaces_step
 
     ctx = DemoContext(out=tmp_path, quick=True)
     sections = subspaces_step(ctx)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import zoo
-from probe import ClassSplitTransfer, class_split_transfer
+from probe.study import ClassSplitTransfer, class_split_transfer
 
 _train_module = importlib.import_module("zoo._train")
 

@@ -47,7 +47,7 @@ def test_probe_layers_several_models_and_dict_sources():
                           knn_k=None, progress=False, device="cpu")
     frame = result.to_frame()
     assert list(frame["layer"]) == ["a", "b"] and frame["knn_accuracy"].isna().all()
-    with pytest.raises(KeyError, match="nearest recorded layers"):
+    with pytest.raises(KeyError, match="unknown recorded layer 'lat'; did you mean 'late'"):
         probe_layers({"rec": (train, test)}, layers=["lat"], C=1.0, progress=False)
     with pytest.raises(KeyError, match="no entry"):
         probe_layers({"rec": (train, test)}, layers={"other": ["late"]}, C=1.0, progress=False)

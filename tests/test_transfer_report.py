@@ -49,8 +49,8 @@ def test_transfer_demo_step_quick(tmp_path: Path):
     import torch
 
     import zoo
-    from probe._demo import DemoContext
-    from probe._demo_transfer import transfer_step
+    from probe.study import DemoContext
+    from probe.study._transfer_step import transfer_step
 
     torch.manual_seed(0)
     ctx = DemoContext(out=tmp_path, quick=True)

@@ -1,11 +1,11 @@
-"""probe._transfer: encoder features and the MAE mask-ratio sweep (tiny)."""
+"""probe.study: encoder features and the MAE mask-ratio sweep (tiny)."""
 
 import numpy as np
 import pytest
 import torch
 
 import zoo
-from probe._transfer import MaskRatioSweep, encode_features, mask_ratio_sweep
+from probe.study import MaskRatioSweep, encode_features, mask_ratio_sweep
 
 
 def test_encode_features_matches_a_forward_pass():

@@ -10,12 +10,12 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import zoo
-from analyses import top_patches
-from probe._cli import main
-from probe._demo import DemoContext
-from probe._demo_units import UNIT_PANELS, units_step
+from probe.study import record_top_patches
+from probe.cli import main
+from probe.study import DemoContext
+from probe.study._units_step import UNIT_PANELS, units_step
 from reports import Report, Section
-from reports._units_section import save_unit_grids, units_section
+from reports import save_unit_grids, units_section
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def results():
     net = nn.Sequential(nn.Conv2d(1, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 8 * 8, 4)).eval()
     images = torch.rand(80, 1, 10, 10, generator=torch.Generator().manual_seed(0))
     data = TensorDataset(images, torch.arange(80) % 4)
-    return top_patches(net, data, ["1", "3"], k=5, bottom_k=2, device="cpu", progress=False)
+    return record_top_patches(net, data, ["1", "3"], k=5, bottom_k=2, device="cpu", progress=False)
 
 
 def test_save_unit_grids_writes_the_grid_pngs(results, tmp_path):
@@ -69,7 +69,7 @@ def test_probe_patches_command(tmp_path, capsys):
     assert len(frame) == 8 * (4 + 1) and set(frame["kind"]) == {"top", "bottom"}
     assert (out / "features.relu2_top.png").is_file() and (out / "features.relu2_bottom.png").is_file()
     assert main(["patches", str(run_dir), "--layer", "features.relu", "--out", str(out)]) == 2
-    assert "nearest valid names" in capsys.readouterr().err
+    assert "unknown layer 'features.relu'; did you mean" in capsys.readouterr().err
     assert main(["patches", str(tmp_path / "missing"), "--layer", "x", "--out", str(out)]) == 2
 
 

@@ -1,4 +1,4 @@
-"""analyses.top_patches, class_selectivity and crop_boxes against independent computations."""
+"""analyses.top_patches (after a probe.TopK recording), class_selectivity and crop_boxes against independent computations."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+import probe
 from analyses import TopPatches, class_selectivity, crop_boxes, top_patches
+from probe.study import record_top_patches
 
 
 def _net():
@@ -29,7 +31,7 @@ def data():
 def conv_result(data):
     images, labels = data
     data = TensorDataset(images, labels)
-    return top_patches(_net(), data, ["1", "4", "6"], k=4, bottom_k=2, batch_size=50, device="cpu", progress=False)
+    return record_top_patches(_net(), data, ["1", "4", "6"], k=4, bottom_k=2, batch_size=50, device="cpu", progress=False)
 
 
 def test_maps_equal_brute_force_and_crops_are_the_fields(conv_result, data):
@@ -132,7 +134,7 @@ def test_tokens_crop_their_patch():
             return self.blocks(torch.cat([cls, tokens], dim=1))
 
     images = torch.rand(30, 1, 12, 12, generator=torch.Generator().manual_seed(2))
-    result = top_patches(TinyViT().eval(), images, "blocks", k=3, device="cpu", progress=False)
+    result = record_top_patches(TinyViT().eval(), images, "blocks", k=3, device="cpu", progress=False)
     assert result.topk.layout == "tokens" and result.patches.shape == (6, 3, 1, 4, 4)
     frame = result.to_frame()
     for row in frame.itertuples():
@@ -146,9 +148,9 @@ def test_tokens_crop_their_patch():
 def test_bad_input_errors(data):
     images, labels = data
     with pytest.raises(ValueError, match="larger than the dataset"):
-        top_patches(_net(), images[:5], "1", k=9, progress=False)
-    with pytest.raises(KeyError, match="nearest valid names"):
-        top_patches(_net(), images, "conv1", progress=False)
+        record_top_patches(_net(), images[:5], "1", k=9, progress=False)
+    with pytest.raises(KeyError, match="unknown layer 'conv1'.*probe layers"):
+        record_top_patches(_net(), images, "conv1", progress=False)
 
     class Volume(nn.Module):
         def __init__(self):
@@ -159,7 +161,7 @@ def test_bad_input_errors(data):
             return self.conv(x[:, :, None])
 
     with pytest.raises(ValueError, match="spatial or unit structure"):
-        top_patches(Volume(), images[:20], "conv", k=2, progress=False)
+        record_top_patches(Volume(), images[:20], "conv", k=2, progress=False)
 
     class Detached(nn.Module):
         def __init__(self):
@@ -170,17 +172,37 @@ def test_bad_input_errors(data):
             return self.conv(x.detach().round())
 
     with pytest.raises(ValueError, match="neither computed nor measured"):
-        top_patches(Detached(), images[:20], "conv", k=2, progress=False)
+        record_top_patches(Detached(), images[:20], "conv", k=2, progress=False)
 
 
 def test_conv1d_maps_crop_one_row():
     net = nn.Sequential(nn.Conv1d(2, 3, 5, stride=2), nn.ReLU())
     signals = torch.randn(40, 2, 30, generator=torch.Generator().manual_seed(3))
     with pytest.raises(ValueError, match="layout='maps'"):  # 3-d outputs read as tokens by default
-        top_patches(net, signals, "1", k=3, progress=False)
-    result = top_patches(net, signals, "1", k=3, layout="maps", progress=False)
+        record_top_patches(net, signals, "1", k=3, progress=False)
+    result = record_top_patches(net, signals, "1", k=3, layout="maps", progress=False)
     assert result.patches.shape == (3, 3, 2, 1, 5) and result.field.stride == (1, 2)
     row = result.to_frame().iloc[0]
     with torch.no_grad():
         assert net(signals[row.stimulus : row.stimulus + 1])[0, row.unit, row.x].item() == pytest.approx(row.value)
     assert (row.left, row.right) == (2 * row.x, 2 * row.x + 5)
+
+
+def test_analysis_of_a_topk_recording_equals_the_one_call_form(conv_result, data):
+    images, labels = data
+    dataset = TensorDataset(images, labels)
+    recording = probe.record(
+        _net(), dataset, ["4"], reducers={"topk": lambda: probe.TopK(4, bottom_k=2)}, device="cpu", progress=False
+    )
+    by_layer = top_patches(_net(), dataset, recording.extras["topk"], labels=recording.labels, batch_size=50)
+    single = top_patches(_net(), dataset, recording.extras["topk"]["4"], labels=recording.labels)
+    for result in (by_layer["4"], single):
+        np.testing.assert_array_equal(result.patches, conv_result["4"].patches)
+        np.testing.assert_array_equal(result.bottom_boxes, conv_result["4"].bottom_boxes)
+        np.testing.assert_allclose(result.selectivity.index, conv_result["4"].selectivity.index)
+    unlabelled = top_patches(_net(), dataset, recording.extras["topk"]["4"])
+    assert unlabelled.selectivity is None and (unlabelled.labels == -1).all()
+    with pytest.raises(ValueError, match="recorded over 120 stimuli"):
+        top_patches(_net(), images[:60], recording.extras["topk"])
+    with pytest.raises(ValueError, match="no TopK result"):
+        top_patches(_net(), dataset, {})

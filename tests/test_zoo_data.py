@@ -135,7 +135,7 @@ def test_missing_files_are_named_with_their_folder(tmp_path):
 
 
 def test_unknown_dataset_lists_nearest_names():
-    with pytest.raises(KeyError, match="nearest: digits"):
+    with pytest.raises(KeyError, match="did you mean 'digits'"):
         zoo.load_dataset("digitz")
     with pytest.raises(ValueError, match="split"):
         zoo.load_dataset("digits", "validation")

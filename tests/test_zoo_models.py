@@ -28,7 +28,7 @@ def test_register_model_refuses_duplicates():
 
 
 def test_unknown_model_lists_nearest_first():
-    with pytest.raises(KeyError, match=r"nearest first: cnn,"):
+    with pytest.raises(KeyError, match=r"unknown model 'cnnn'; did you mean 'cnn'.*zoo.list_models"):
         zoo.create_model("cnnn")
 
 

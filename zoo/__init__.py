@@ -1,30 +1,56 @@
-"""The model zoo: datasets, architectures, objectives, training and checkpoints.
+"""The model zoo: datasets, architectures, objectives, training, checkpoints and loading.
 
 A zoo model is any ``torch.nn.Module`` that honours one contract (see ``zoo.ZooModel``):
 ``encode(x)`` returns the representation used for transfer, ``recordable_layers()`` names the
 layers worth recording, and ``config`` says how it was built.
+
+The zoo is the bottom of the flow (zoo → probe → analyses → reports) and imports none of the other
+packages. It also holds the few foundations that every package shares: atomic file writes, the
+device choice, the "unknown name" error and the reducer contract of recordings.
 """
 
+from zoo._augment import Augmentation, augment, augmentation_for
+from zoo._checkpoint import RunDir, load_tensor_file, save_tensor_file
+from zoo._data import (
+    DatasetInfo,
+    ImageTensorDataset,
+    TransformedDataset,
+    default_data_root,
+    iterate_batches,
+    list_datasets,
+    load_dataset,
+)
 from zoo._device import resolve_device
-from zoo._io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from zoo._evaluate import evaluate_model, extract_features, knn_predict
+from zoo._finetune import FinetunedClassifier, FinetuneResult, finetune
+from zoo._io import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
+from zoo._load import load, load_state_dict_file, load_torchvision, load_weights
+from zoo._names import UnknownNameError, unknown_name_error
+from zoo._registry import (
+    TrainDefaults,
+    create_model,
+    get_objective,
+    list_models,
+    model_entry,
+    register_model,
+    train_defaults,
+)
+from zoo._train import (
+    TrainingDivergedError,
+    TrainResult,
+    default_run_dir,
+    seed_everything,
+    train,
+)
+from zoo.models import ZooModel  # importing zoo.models registers every architecture
 
 __all__ = [
-    "resolve_device",
-    "atomic_path",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_text",
-]
-
-# --- data, models, objectives, training ---
-from zoo._augment import Augmentation, augment, augmentation_for
-from zoo._data import DatasetInfo, ImageTensorDataset, TransformedDataset, default_data_root, iterate_batches, list_datasets, load_dataset
-from zoo._evaluate import evaluate_model, extract_features, knn_accuracy, knn_predict
-from zoo._registry import TrainDefaults, create_model, get_objective, list_models, model_entry, register_model, train_defaults
-from zoo.models import ZooModel  # importing zoo.models registers every architecture
-from zoo._train import TrainingDivergedError, TrainResult, default_run_dir, seed_everything, train
-
-__all__ += [
+    # data
     "DatasetInfo",
     "ImageTensorDataset",
     "TransformedDataset",
@@ -32,6 +58,10 @@ __all__ += [
     "list_datasets",
     "iterate_batches",
     "default_data_root",
+    "Augmentation",
+    "augment",
+    "augmentation_for",
+    # models
     "ZooModel",
     "register_model",
     "list_models",
@@ -40,9 +70,7 @@ __all__ += [
     "model_entry",
     "train_defaults",
     "TrainDefaults",
-    "Augmentation",
-    "augment",
-    "augmentation_for",
+    # training and evaluation
     "train",
     "TrainResult",
     "TrainingDivergedError",
@@ -51,19 +79,23 @@ __all__ += [
     "evaluate_model",
     "extract_features",
     "knn_predict",
-    "knn_accuracy",
+    "finetune",
+    "FinetuneResult",
+    "FinetunedClassifier",
+    # runs, checkpoints and loading
+    "RunDir",
+    "save_tensor_file",
+    "load_tensor_file",
+    "load",
+    "load_weights",
+    "load_state_dict_file",
+    "load_torchvision",
+    # foundations shared by every package
+    "resolve_device",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "UnknownNameError",
+    "unknown_name_error",
 ]
-# --- end data, models, objectives, training ---
-
-# --- checkpoints and loading ---
-from zoo._checkpoint import RunDir, load_tensor_file, save_tensor_file
-from zoo._load import load, load_state_dict_file, load_torchvision, load_weights
-
-__all__ += ["RunDir", "save_tensor_file", "load_tensor_file", "load", "load_weights", "load_state_dict_file", "load_torchvision"]
-# --- end checkpoints and loading ---
-
-# --- fine-tuning (issue 6) ---
-from zoo._finetune import FinetunedClassifier, FinetuneResult, finetune
-
-__all__ += ["FinetunedClassifier", "FinetuneResult", "finetune"]
-# --- end fine-tuning ---

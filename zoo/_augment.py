@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 import torch.nn.functional as F
 
+from zoo._names import unknown_name_error
+
 __all__ = ["Augmentation", "augmentation_for", "augment"]
 
 
@@ -64,9 +66,9 @@ def augmentation_for(input_shape, **overrides) -> Augmentation:
     """
     channels = int(input_shape[0])
     preset = _PRESETS.get(channels, _PRESETS[1])
-    unknown = set(overrides) - set(asdict(preset))
+    unknown = sorted(set(overrides) - set(asdict(preset)))
     if unknown:
-        raise ValueError(f"unknown augmentation option(s) {sorted(unknown)}; valid: {sorted(asdict(preset))}")
+        raise unknown_name_error("augmentation option", unknown[0], sorted(asdict(preset)))
     if "scale" in overrides:
         overrides["scale"] = tuple(overrides["scale"])
     return replace(preset, **overrides)

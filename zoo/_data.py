@@ -7,7 +7,6 @@ and ``label`` an int (-1 when the dataset is unlabelled), and describes itself w
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 from dataclasses import dataclass
@@ -17,6 +16,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from zoo._names import unknown_name_error
 
 __all__ = [
     "DatasetInfo",
@@ -472,8 +473,7 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     if name.startswith("imagefolder:"):
         dataset = _load_image_folder(name.split(":", 1)[1], split=split, root=root, download=download, **options)
     elif name not in _LOADERS:
-        nearest = difflib.get_close_matches(name, list(_LOADERS), n=3, cutoff=0.0)
-        raise KeyError(f"unknown dataset {name!r}; nearest: {', '.join(nearest)}; all: {', '.join(list_datasets())}")
+        raise unknown_name_error("dataset", name, list_datasets(), listing="zoo.list_datasets()")
     else:
         dataset = _LOADERS[name](split=split, root=root, download=download, **options)
     return dataset if classes is None else _keep_classes(dataset, classes)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zoo._data import iterate_batches
+from zoo._names import unknown_name_error
 
-__all__ = ["evaluate_model", "extract_features", "knn_predict", "knn_accuracy", "PRIMARY_METRIC", "EVAL_MASK_SEED"]
+__all__ = ["evaluate_model", "extract_features", "knn_predict", "PRIMARY_METRIC", "EVAL_MASK_SEED"]
 
 # The MAE's masks during evaluation are drawn from this seed, so every evaluation sees the same masks.
 EVAL_MASK_SEED = 12345
@@ -53,42 +54,65 @@ def extract_features(model: nn.Module, dataset, batch_size: int = 512) -> tuple[
     return torch.cat(features), torch.cat(labels)
 
 
+# Similarity of every query row to every training row; larger is nearer.
+_KNN_SCORES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "cosine": lambda query, train: F.normalize(query, dim=1) @ F.normalize(train, dim=1).T,
+    "euclidean": lambda query, train: -torch.cdist(query, train),
+}
+
+
 @torch.no_grad()
-def knn_predict(train_features: torch.Tensor, train_labels: torch.Tensor, query_features: torch.Tensor, k: int = 5, chunk: int = 1024) -> torch.Tensor:
-    """Majority vote of the ``k`` nearest training items by cosine similarity (ties: the smallest class).
+def knn_predict(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    query_features: torch.Tensor,
+    k: int = 5,
+    *,
+    metric: str = "cosine",
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """Majority vote of the ``k`` nearest training items (ties between classes: the smallest label).
+
+    This is the one kNN vote of the toolkit: the zoo's training-time evaluation and
+    ``analyses.knn_accuracy`` both use it.
 
     Parameters
     ----------
     train_features
-        Tensor of shape (n_train, d).
+        Float tensor of shape (n_train, d); the vote runs on its device and in its precision.
     train_labels
         Long tensor of shape (n_train,), values >= 0.
     query_features
-        Tensor of shape (n_query, d), on the same device as ``train_features``.
+        Tensor of shape (n_query, d).
     k
         Number of neighbours.
+    metric
+        ``"cosine"`` (similarity of L2-normalised features, the usual self-supervised read-out) or
+        ``"euclidean"``.
+    batch_size
+        Queries per similarity block, bounding memory to (batch_size, n_train).
 
     Returns
     -------
     Long tensor of shape (n_query,) on the CPU.
     """
-    if k < 1 or k > train_features.shape[0]:
+    if metric not in _KNN_SCORES:
+        raise unknown_name_error("kNN metric", metric, _KNN_SCORES)
+    if not 1 <= k <= train_features.shape[0]:
         raise ValueError(f"k must be between 1 and the number of training items ({train_features.shape[0]}), got {k}")
-    device = train_features.device
-    train = torch.nn.functional.normalize(train_features.float(), dim=1)
-    labels = train_labels.to(device)
+    train = train_features if train_features.is_floating_point() else train_features.float()
+    labels = train_labels.to(train.device)
     n_classes = int(labels.max()) + 1
     predictions = []
-    for start in range(0, query_features.shape[0], chunk):
-        query = torch.nn.functional.normalize(query_features[start : start + chunk].float().to(device), dim=1)
-        neighbours = (query @ train.T).topk(k, dim=1).indices
-        votes = torch.nn.functional.one_hot(labels[neighbours], n_classes).sum(1)
-        predictions.append(votes.argmax(1).cpu())
+    for start in range(0, query_features.shape[0], batch_size):
+        query = query_features[start : start + batch_size].to(device=train.device, dtype=train.dtype)
+        neighbours = _KNN_SCORES[metric](query, train).topk(k, dim=1).indices
+        votes = F.one_hot(labels[neighbours], n_classes).sum(1)
+        predictions.append(votes.argmax(1).cpu())  # argmax returns the first maximum: the smallest label
     return torch.cat(predictions)
 
 
-def knn_accuracy(model: nn.Module, train_set, test_set, k: int = 5) -> float:
-    """Accuracy on ``test_set`` of a k-nearest-neighbour vote over ``model.encode`` features of ``train_set``."""
+def _knn_accuracy(model: nn.Module, train_set, test_set, k: int) -> float:
     train_features, train_labels = extract_features(model, train_set)
     test_features, test_labels = extract_features(model, test_set)
     predicted = knn_predict(train_features, train_labels, test_features, k)
@@ -186,7 +210,7 @@ def evaluate_model(model: nn.Module, train_set, test_set, k: int = 5) -> dict[st
     try:
         metrics = dict(_FAMILY_MEASURES[family](model, train_set, test_set))
         if train_set.info.n_classes > 0:
-            metrics["knn_accuracy"] = knn_accuracy(model, train_set, test_set, k)
+            metrics["knn_accuracy"] = _knn_accuracy(model, train_set, test_set, k)
     finally:
         model.train(was_training)
     return metrics

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import pickle
@@ -14,6 +13,7 @@ import torch
 
 from zoo._checkpoint import MODEL_FILE, RunDir, load_tensor_file, read_tensor_metadata
 from zoo._device import resolve_device
+from zoo._names import unknown_name_error
 
 __all__ = ["load", "load_weights", "load_state_dict_file", "load_torchvision"]
 
@@ -302,8 +302,7 @@ def load_torchvision(
 
     valid = torchvision.models.list_models()
     if arch not in valid:
-        near = difflib.get_close_matches(arch, valid, n=5, cutoff=0.5) or valid[:10]
-        raise KeyError(f"unknown torchvision architecture {arch!r}; nearest valid names: {', '.join(near)}")
+        raise unknown_name_error("torchvision architecture", arch, valid, listing="torchvision.models.list_models()")
     state = load_state_dict_file(path)
     model = torchvision.models.get_model(arch, weights=None, **kwargs)
     try:

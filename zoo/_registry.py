@@ -8,12 +8,13 @@ Adding a model is one decorated class in ``zoo/models/<family>.py``::
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from zoo._names import unknown_name_error
 
 __all__ = [
     "TrainDefaults",
@@ -109,8 +110,7 @@ def list_models(family: str | None = None) -> list[str]:
 def model_entry(name: str) -> ModelEntry:
     """The registry entry of ``name``; an unknown name raises KeyError listing the nearest names."""
     if name not in _REGISTRY:
-        nearest = difflib.get_close_matches(name, list(_REGISTRY), n=len(_REGISTRY), cutoff=0.0)
-        raise KeyError(f"unknown model {name!r}; valid names, nearest first: {', '.join(nearest)}")
+        raise unknown_name_error("model", name, sorted(_REGISTRY), listing="zoo.list_models()")
     return _REGISTRY[name]
 
 

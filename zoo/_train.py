@@ -28,6 +28,7 @@ from zoo._checkpoint import RunDir
 from zoo._data import ImageTensorDataset, iterate_batches, load_dataset
 from zoo._device import resolve_device
 from zoo._evaluate import PRIMARY_METRIC, evaluate_model
+from zoo._names import unknown_name_error
 from zoo._registry import TrainDefaults, create_model, model_entry
 
 __all__ = ["TrainResult", "TrainingDivergedError", "train", "default_run_dir", "seed_everything"]
@@ -86,7 +87,7 @@ def _model_config(model_name: str, info, settings: dict[str, Any]) -> dict[str, 
     unknown = sorted(set(settings) - set(accepted))
     if unknown:
         valid = sorted(set(accepted) - {"input_shape", "n_classes"}) + sorted(_TRAINING_KEYS)
-        raise ValueError(f"unknown setting(s) {unknown} for model {model_name!r}; valid: {', '.join(valid)}")
+        raise unknown_name_error(f"{model_name} setting", unknown[0], valid)
     config: dict[str, Any] = {"input_shape": list(info.image_shape)}
     if "n_classes" in accepted:
         if info.n_classes == 0:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo._names import unknown_name_error
 from zoo._registry import TrainDefaults, register_model
 from zoo.models._base import ZooModel, check_input_shape
 
@@ -57,7 +58,7 @@ _CORRUPTIONS = {
 def corrupt(images: torch.Tensor, kind: str = "gaussian", level: float = 0.5) -> torch.Tensor:
     """Corrupt normalised images of shape (batch, C, H, W) with ``"gaussian"`` noise or ``"masking"``."""
     if kind not in _CORRUPTIONS:
-        raise ValueError(f"unknown corruption {kind!r}; valid: {', '.join(_CORRUPTIONS)}")
+        raise unknown_name_error("corruption", kind, _CORRUPTIONS)
     return _CORRUPTIONS[kind](images, level)
 
 
@@ -241,7 +242,7 @@ class DenoisingAutoencoder(MLPAutoencoder):
 
     def __init__(self, input_shape: Sequence[int] = (1, 8, 8), hidden: Sequence[int] = (256,), code_dim: int = 32, corruption: str = "gaussian", noise_level: float = 0.5):
         if corruption not in _CORRUPTIONS:
-            raise ValueError(f"unknown corruption {corruption!r}; valid: {', '.join(_CORRUPTIONS)}")
+            raise unknown_name_error("corruption", corruption, _CORRUPTIONS)
         if not 0 <= noise_level or (corruption == "masking" and noise_level >= 1):
             raise ValueError(f"noise_level must be >= 0 (and < 1 for masking), got {noise_level}")
         nn.Module.__init__(self)

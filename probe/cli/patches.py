@@ -43,15 +43,15 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     import zoo
-    from analyses import top_patches
-    from reports._units_section import save_unit_grids
+    from probe.study import record_top_patches
+    from reports import save_unit_grids
 
     if not args.run_dir.is_dir():
         raise FileNotFoundError(f"run folder {args.run_dir} does not exist; train one with probe train")
     model = zoo.load(args.run_dir, device="cpu")
     name, options = (args.dataset, {}) if args.dataset else zoo.RunDir(args.run_dir).training_dataset()
     dataset = zoo.load_dataset(name, split=args.split, **options)
-    results = top_patches(
+    results = record_top_patches(
         model,
         dataset,
         args.layer,

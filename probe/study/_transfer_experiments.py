@@ -17,6 +17,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+import zoo
+from analyses import knn_accuracy, linear_probe
+
 __all__ = ["encode_features", "MaskRatioSweep", "mask_ratio_sweep", "ClassSplitTransfer", "class_split_transfer"]
 
 # Metrics of a finished run copied into the sweep's table (those the zoo reports for the model).
@@ -31,8 +34,6 @@ def encode_features(model: torch.nn.Module, dataset: Any, batch_size: int = 512)
     tuple
         Features of shape (n_stimuli, d) (float64, CPU) and labels of shape (n_stimuli,).
     """
-    import zoo
-
     features, labels = zoo.extract_features(model, dataset, batch_size=batch_size)
     return features.detach().cpu().double().numpy(), labels.cpu().numpy()
 
@@ -51,7 +52,6 @@ class MaskRatioSweep:
     dataset
         The dataset pretrained on and probed.
     """
-
     frame: pd.DataFrame
     dataset: str
 
@@ -62,7 +62,6 @@ class MaskRatioSweep:
 
 def _check_reusable(run_dir: Path, model_name: str, expected: dict[str, Any]) -> None:
     """Refuse to reuse a finished run trained with other settings than those asked for now."""
-    import zoo
 
     config = zoo.RunDir.open(run_dir).read_config()
     stored = {
@@ -83,7 +82,6 @@ def _check_reusable(run_dir: Path, model_name: str, expected: dict[str, Any]) ->
 
 def _trained_model(model_name: str, run_dir: Path, **train_options: Any) -> torch.nn.Module:
     """Load a finished run (checked against ``train_options``), resume an interrupted one, or train a new one."""
-    import zoo
 
     if (run_dir / "model.safetensors").exists():
         epochs = train_options["epochs"] if train_options["epochs"] is not None else zoo.train_defaults(model_name).epochs
@@ -96,7 +94,6 @@ def _trained_model(model_name: str, run_dir: Path, **train_options: Any) -> torc
 
 def _run_metrics(run_dir: Path) -> dict[str, float]:
     """The final evaluation metrics of a finished run that the sweep tables report."""
-    import zoo
 
     metrics = zoo.RunDir.open(run_dir).read_metrics()
     return {name: float(metrics[name]) for name in _RUN_METRICS if name in metrics}
@@ -141,9 +138,6 @@ def mask_ratio_sweep(
     **model_options
         Other MAE options passed to ``zoo.train``.
     """
-    import zoo
-    from analyses import knn_accuracy, linear_probe
-
     ratios = [float(r) for r in ratios]
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
         raise ValueError(f"mask ratios must lie strictly between 0 and 1; got {ratios}")
@@ -191,7 +185,6 @@ class ClassSplitTransfer:
     chance
         Accuracy of guessing among the probe classes, 1 / len(probe_classes).
     """
-
     frame: pd.DataFrame
     model_name: str
     dataset: str
@@ -226,7 +219,6 @@ def _checked_class_split(pretrain_classes: Sequence[int], probe_classes: Sequenc
 def _class_split_run_dir(out: str | os.PathLike | None, model_name: str, dataset: str, pretrain: tuple[int, ...], seed: int) -> Path:
     if out is not None:
         return Path(out)
-    import zoo
 
     base = zoo.default_run_dir(model_name, dataset, seed).name
     return Path(_DEFAULT_CLASS_SPLIT_OUT) / f"{base}-classes-{'-'.join(map(str, pretrain))}"
@@ -290,9 +282,6 @@ def class_split_transfer(
         Overlapping or too few classes, an unlabelled dataset, or a finished run in ``out``
         trained with other settings.
     """
-    import zoo
-    from analyses import knn_accuracy, linear_probe
-
     pretrain, probe = _checked_class_split(pretrain_classes, probe_classes)
     probe_train = zoo.load_dataset(dataset, split="train", classes=list(probe))
     probe_test = zoo.load_dataset(dataset, split="test", classes=list(probe))

@@ -1,4 +1,4 @@
-"""The ``probe`` command line: one verb per module in ``probe/commands``.
+"""The ``probe`` command line: one verb per module in this package.
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
 Adding a verb is adding a module and one entry to ``COMMANDS``.
@@ -10,13 +10,14 @@ import argparse
 import importlib
 import sys
 
-# verb -> module; modules are imported lazily so that ``probe --help`` stays quick.
+# verb -> module. A verb module imports torch and the packages it needs inside ``run``, so that
+# ``probe --help`` and argument errors answer at once.
 COMMANDS = {
-    "demo": "probe.commands.demo",
-    "train": "probe.commands.train",
-    "layers": "probe.commands.layers",
-    "record": "probe.commands.record",
-    "patches": "probe.commands.patches",
+    "demo": "probe.cli.demo",
+    "train": "probe.cli.train",
+    "layers": "probe.cli.layers",
+    "record": "probe.cli.record",
+    "patches": "probe.cli.patches",
 }
 
 # Errors that come from the user's input or a diverged run; printed as one line, without a traceback.

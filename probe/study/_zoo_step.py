@@ -10,9 +10,8 @@ import numpy as np
 import torch
 
 import zoo
-from probe._demo import DemoContext
-from reports import Section
-from reports._zoo_section import ModelSummary, Reconstructions, zoo_section
+from probe.study._context import DemoContext
+from reports import ModelSummary, Reconstructions, Section, zoo_section
 
 __all__ = ["DemoModel", "DEMO_MODELS", "zoo_step"]
 
@@ -70,8 +69,7 @@ N_RECONSTRUCTIONS = 8
 
 def _load_datasets(ctx: DemoContext) -> None:
     for name, split in DEMO_DATASETS:
-        if (name, split) not in ctx.datasets:
-            ctx.datasets[name, split] = zoo.load_dataset(name, split=split, **DATASET_OPTIONS[ctx.quick].get(name, {}))
+        ctx.dataset(name, split, **DATASET_OPTIONS[ctx.quick].get(name, {}))
 
 
 def _display(dataset, images: torch.Tensor) -> np.ndarray:

@@ -6,8 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from probe._demo import DemoContext
-from reports import Section
+import probe
+from analyses import compare_subspaces
+from probe.study._context import DemoContext
+from reports import Section, subspace_section
 
 __all__ = ["subspaces_step"]
 
@@ -15,14 +17,6 @@ KS = {True: (5,), False: (2, 5, 10)}  # by ctx.quick
 MAX_ITER = {True: 100, False: 2000}
 N_LAYER_STIMULI = {True: 300, False: 1000}
 PREFERRED_RUNS = ("cnn", "mlp", "simclr", "mae")
-
-
-def _dataset(ctx: DemoContext, split: str) -> Any:
-    if ("digits", split) not in ctx.datasets:
-        import zoo
-
-        ctx.datasets["digits", split] = zoo.load_dataset("digits", split=split)
-    return ctx.datasets["digits", split]
 
 
 def _pixels(dataset: Any) -> np.ndarray:
@@ -34,10 +28,8 @@ def _recorded_layer(ctx: DemoContext, min_units: int) -> tuple[str, np.ndarray] 
     recordings = dict(ctx.recordings)
     runs = [run for run in PREFERRED_RUNS if run in recordings] + [run for run in recordings if run not in PREFERRED_RUNS]
     if not runs and "cnn" in ctx.models:
-        import probe
-
         model = ctx.models["cnn"]
-        recordings["cnn"] = probe.record(model, _dataset(ctx, "test"), model.recordable_layers(), device=ctx.device,
+        recordings["cnn"] = probe.record(model, ctx.dataset("digits", "test"), model.recordable_layers(), device=ctx.device,
                                          progress=False)
         runs = ["cnn"]
     for run in runs:
@@ -52,12 +44,10 @@ def _recorded_layer(ctx: DemoContext, min_units: int) -> tuple[str, np.ndarray] 
 
 def subspaces_step(ctx: DemoContext) -> list[Section]:
     """PCA vs linear autoencoders (plain, uniform L2, non-uniform L2) over a small sweep of k."""
-    from analyses import compare_subspaces
-    from reports._subspace_section import subspace_section
 
     ks = KS[ctx.quick]
     options = dict(ks=ks, max_iter=MAX_ITER[ctx.quick], device=ctx.device, random_state=ctx.seed, progress=False)
-    comparisons = [compare_subspaces(_pixels(_dataset(ctx, "train")), source="digits pixels", **options)]
+    comparisons = [compare_subspaces(_pixels(ctx.dataset("digits", "train")), source="digits pixels", **options)]
     layer = _recorded_layer(ctx, max(ks))
     if layer is not None:
         name, features = layer

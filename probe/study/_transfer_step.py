@@ -6,8 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from probe._demo import DemoContext
-from reports import Section
+import probe
+from analyses import label_efficiency, probe_layers
+from probe.study._context import DemoContext
+from probe.study._transfer_experiments import encode_features, mask_ratio_sweep
+from reports import Section, transfer_section
 
 __all__ = ["transfer_step"]
 
@@ -19,16 +22,8 @@ MASK_RATIOS = (0.25, 0.5, 0.75, 0.9)
 MASK_EPOCHS = 3  # illustrative only: benchmarks/transfer_bars.py trains the sweep properly
 
 
-def _dataset(ctx: DemoContext, split: str) -> Any:
-    if ("digits", split) not in ctx.datasets:
-        import zoo
-
-        ctx.datasets["digits", split] = zoo.load_dataset("digits", split=split)
-    return ctx.datasets["digits", split]
-
-
 def _digits_models(ctx: DemoContext) -> dict[str, Any]:
-    shape = list(_dataset(ctx, "train").info.image_shape)
+    shape = list(ctx.dataset("digits", "train").info.image_shape)
     return {run: model for run, model in ctx.models.items()
             if list(getattr(model, "config", {}).get("input_shape", [])) == shape}
 
@@ -50,9 +45,7 @@ def _recording_pair(ctx: DemoContext, run: str, model: Any) -> tuple[Any, Any]:
     The full demo records the train split (reusing the recording step's test recording); quick
     mode splits the test stimuli instead (stratified, seeded), which needs one small recording.
     """
-    import probe
-
-    test_set = _dataset(ctx, "test")
+    test_set = ctx.dataset("digits", "test")
     test = ctx.recordings.get(run)
     if test is None or len(test.labels) != len(test_set):
         test = probe.record(model, test_set, model.recordable_layers(), device=ctx.device, progress=False)
@@ -62,7 +55,7 @@ def _recording_pair(ctx: DemoContext, run: str, model: Any) -> tuple[Any, Any]:
             probe.Recording({layer: np.asarray(test[layer])[rows] for layer in test.layers}, labels=test.labels[rows])
             for rows in (train_rows, test_rows)
         )
-    train = probe.record(model, _dataset(ctx, "train"), list(test.layers), device=ctx.device, progress=False)
+    train = probe.record(model, ctx.dataset("digits", "train"), list(test.layers), device=ctx.device, progress=False)
     return train, test
 
 
@@ -74,9 +67,6 @@ def _pixels(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def transfer_step(ctx: DemoContext) -> list[Section]:
     """Probe every layer of the digits models, label-efficiency curves, and (full mode) the MAE sweep."""
-    from analyses import label_efficiency, probe_layers
-    from probe._transfer import encode_features, mask_ratio_sweep
-    from reports._transfer_section import transfer_section
 
     models = _digits_models(ctx)
     # The demo fixes C (one fit per probe) to stay within about a minute on 2 CPU cores;
@@ -88,7 +78,7 @@ def transfer_step(ctx: DemoContext) -> list[Section]:
         pairs = {run: _recording_pair(ctx, run, models[run]) for run in layer_runs}
         layer_transfer = probe_layers(pairs, **probe_options)
 
-    train_set, test_set = _dataset(ctx, "train"), _dataset(ctx, "test")
+    train_set, test_set = ctx.dataset("digits", "train"), ctx.dataset("digits", "test")
     if ctx.quick:  # split the test stimuli, as for the layer probes
         pixels, labels = _pixels(test_set)
         train_rows, test_rows = _stratified_halves(labels, ctx.seed)

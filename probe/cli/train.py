@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import sys
 
@@ -72,12 +71,7 @@ def resolve_model_name(name: str) -> str:
     models = list(zoo.list_models())
     if name in models:
         return name
-    valid = list(FAMILY_DEFAULT_MODEL) + models
-    near = difflib.get_close_matches(name, valid, n=4, cutoff=0.4)
-    hint = f"did you mean {', '.join(near)}? " if near else ""
-    raise LookupError(
-        f"unknown family or model {name!r}; {hint}families: {', '.join(FAMILY_DEFAULT_MODEL)}; models: {', '.join(models)}"
-    )
+    raise zoo.unknown_name_error("family or model", name, [*FAMILY_DEFAULT_MODEL, *models])
 
 
 def parse_settings(settings: list[str], flag: str = "--set") -> dict:
@@ -108,9 +102,7 @@ def check_dataset_name(name: str) -> None:
     names = [valid for valid in zoo.list_datasets() if valid != "imagefolder:PATH"]
     if name in names or name.startswith("imagefolder:"):
         return
-    near = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
-    hint = f"did you mean {', '.join(near)}? " if near else ""
-    raise LookupError(f"unknown dataset {name!r}; {hint}valid datasets: {', '.join(names)}, imagefolder:PATH")
+    raise zoo.unknown_name_error("dataset", name, [*names, "imagefolder:PATH"])
 
 
 def stored_run_settings(out: str) -> dict:

@@ -5,6 +5,10 @@ its layer (or of all recorded layers) on the model's device, and keeps only what
 needs: pooled activations, a running top-k, running moments, Gram-matrix sums. Adding a reducer
 is one small subclass of ``Reducer`` (one layer at a time) or ``MultiLayerReducer`` (all recorded
 layers of a batch at once, for cross-layer statistics such as streaming CKA).
+
+The contract lives here, below both the recording engine (``probe``, which drives reducers) and
+the measures (``analyses``, whose streaming CKA is one), so that neither imports the other for it.
+Users reach it as ``probe.Reducer`` and ``probe.MultiLayerReducer``.
 """
 
 from __future__ import annotations

@@ -7,10 +7,9 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Subset
 
-from probe._demo import DemoContext
-from probe._record import record
-from reports import Section
-from reports._layers_section import layers_section
+from probe import record
+from probe.study._context import DemoContext
+from reports import Section, layers_section
 from zoo import RunDir
 
 __all__ = ["layers_step"]
@@ -35,11 +34,7 @@ def _trained_on(ctx: DemoContext, name: str, model: nn.Module) -> str:
 
 
 def _stimuli(ctx: DemoContext, dataset_name: str) -> Any:
-    if (dataset_name, "test") not in ctx.datasets:
-        import zoo
-
-        ctx.datasets[dataset_name, "test"] = zoo.load_dataset(dataset_name, split="test")
-    dataset = ctx.datasets[dataset_name, "test"]
+    dataset = ctx.dataset(dataset_name)
     if ctx.quick and len(dataset) > _QUICK_STIMULI:
         return Subset(dataset, range(_QUICK_STIMULI))
     return dataset

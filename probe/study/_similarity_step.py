@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from probe._demo import DemoContext
-from reports import Section
+import probe
+from analyses import RDM, cka_matrix, rank_layers, rdm, rdm_mds, rdm_similarity_matrix
+from probe.study._context import DemoContext
+from reports import Section, similarity_section
 
 __all__ = ["similarity_step"]
 
@@ -33,13 +35,7 @@ def _balanced_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def _record_digits_models(ctx: DemoContext) -> dict[str, Any]:
-    import probe
-
-    dataset = ctx.datasets.get(("digits", "test"))
-    if dataset is None:
-        import zoo
-
-        dataset = ctx.datasets["digits", "test"] = zoo.load_dataset("digits", split="test")
+    dataset = ctx.dataset("digits")
     shape = list(dataset.info.image_shape)
     recordings = {}
     for run, model in ctx.models.items():
@@ -63,8 +59,6 @@ def _digits_recordings(ctx: DemoContext) -> dict[str, Any]:
 
 def similarity_step(ctx: DemoContext) -> list[Section]:
     """Compute the similarity analyses on the recorded zoo and return the report section."""
-    from analyses import RDM, cka_matrix, rank_layers, rdm_mds, rdm_similarity_matrix
-    from reports._similarity_section import similarity_section
 
     recordings = _digits_recordings(ctx)
     labels = np.asarray(next(iter(recordings.values())).labels)
@@ -115,7 +109,6 @@ def _safe_rdms(
 ) -> tuple[dict[str, Any], list[str]]:
     """Correlation RDMs of a model's layers, and the names of layers skipped because a stimulus's
     pattern is constant there (say, a ReLU layer that is all zero for it): correlation is undefined."""
-    from analyses import rdm
 
     result, skipped = {}, []
     for layer, x in layers.items():

@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import zoo
-    from probe._cli_helpers import load_run_or_model, parse_reduce
-    from probe._record import record
+    from probe import record
+    from probe.cli._helpers import load_run_or_model, parse_reduce
 
     model = load_run_or_model(args.run_dir)
     dataset = zoo.load_dataset(args.dataset, split=args.split)

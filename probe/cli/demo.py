@@ -26,7 +26,7 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe._demo import DemoContext, run_demo
+    from probe.study import DemoContext, run_demo
     from zoo import resolve_device
 
     _check_out(args.out, args.force)

@@ -6,9 +6,9 @@ from typing import Any
 
 from torch.utils.data import Subset
 
-from probe._demo import DemoContext
-from reports import Section
-from reports._units_section import units_section
+from probe.study._context import DemoContext
+from probe.study._top_patches import record_top_patches
+from reports import Section, units_section
 
 __all__ = ["UNIT_PANELS", "units_step"]
 
@@ -27,11 +27,7 @@ _QUICK_STIMULI = 200
 
 
 def _stimuli(ctx: DemoContext, dataset_name: str) -> Any:
-    if (dataset_name, "test") not in ctx.datasets:
-        import zoo
-
-        ctx.datasets[dataset_name, "test"] = zoo.load_dataset(dataset_name, split="test")
-    dataset = ctx.datasets[dataset_name, "test"]
+    dataset = ctx.dataset(dataset_name)
     if ctx.quick and len(dataset) > _QUICK_STIMULI:
         subset = Subset(dataset, range(_QUICK_STIMULI))
         subset.info = dataset.info  # keeps denormalize for display
@@ -41,7 +37,6 @@ def _stimuli(ctx: DemoContext, dataset_name: str) -> Any:
 
 def units_step(ctx: DemoContext) -> list[Section]:
     """Top-9 and bottom-3 patches per unit on held-out stimuli; grids saved under ``ctx.out / "units"``."""
-    from analyses import top_patches
 
     results = {}
     missing = sorted({run for _, run, _, _ in UNIT_PANELS if run not in ctx.models})
@@ -50,7 +45,7 @@ def units_step(ctx: DemoContext) -> list[Section]:
         if run in ctx.models:
             panels.setdefault((run, dataset_name), []).append((title, layer))
     for (run, dataset_name), entries in panels.items():
-        by_layer = top_patches(
+        by_layer = record_top_patches(
             ctx.models[run],
             _stimuli(ctx, dataset_name),
             [layer for _, layer in entries],

@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import zoo
-    from probe._cli_helpers import load_run_or_model
-    from probe._layers import describe_layers
+    from probe import describe_layers
+    from probe.cli._helpers import load_run_or_model
 
     model = load_run_or_model(args.run_or_model)
     dataset = zoo.load_dataset(args.dataset, split="test")

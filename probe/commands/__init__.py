@@ -1,1 +1,0 @@
-"""One module per ``probe`` verb; see ``probe._cli.COMMANDS``."""

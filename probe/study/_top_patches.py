@@ -1,0 +1,103 @@
+"""Top-activating patches in one call: the engine records a running top-k, the analysis crops it."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from analyses import TopPatches, top_patches
+from probe import TopK, record
+
+__all__ = ["record_top_patches"]
+
+
+def record_top_patches(
+    model: nn.Module,
+    data: Dataset | DataLoader | torch.Tensor,
+    layer: str | Sequence[str],
+    k: int = 9,
+    bottom_k: int = 0,
+    *,
+    distinct_stimuli: bool = True,
+    pool: Literal["max", "mean"] = "max",
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    patch_size: int | None = None,
+    field_method: Literal["auto", "exact", "gradient"] = "auto",
+    amp: bool = False,
+    layout: Literal["auto", "maps", "tokens", "units"] = "auto",
+    progress: bool = True,
+) -> TopPatches | dict[str, TopPatches]:
+    """The top-k (and bottom-k) stimuli of every unit of a layer, cropped to their receptive fields.
+
+    One streaming pass (``probe.record`` with a ``probe.TopK`` reducer) on the device, then
+    ``analyses.top_patches`` over the winners only.
+
+    Parameters
+    ----------
+    model
+        Any module; ``probe.record`` puts it back where it was, and the second pass runs there.
+    data
+        A Dataset returning ``(image, label)`` (zoo datasets), a DataLoader without shuffling, or a
+        tensor of shape (n_stimuli, C, H, W).
+    layer
+        Module name, or a list of names (recorded in the same single pass).
+    k, bottom_k
+        Entries per unit with the largest and the smallest values.
+    distinct_stimuli, pool, layout
+        See ``probe.TopK``.
+    batch_size
+        Stimuli per forward pass.
+    device
+        Where the streaming pass runs (``"auto"``: CUDA when present).
+    patch_size, field_method
+        See ``analyses.top_patches``.
+    amp
+        Run the streaming pass under autocast (float16 on CUDA): faster on large models, values
+        ranked at half precision.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    TopPatches
+        Or ``{layer: TopPatches}`` when ``layer`` is a list.
+
+    Raises
+    ------
+    KeyError
+        Unknown layer.
+    ValueError
+        k larger than the dataset; a layer without unit structure; a receptive field that can be
+        neither computed nor measured.
+    """
+    layers = [layer] if isinstance(layer, str) else list(layer)
+    if not layers:
+        raise ValueError("record_top_patches needs at least one layer name")
+    n_stimuli = len(data.dataset if isinstance(data, DataLoader) else data)
+    if max(k, bottom_k) > n_stimuli:
+        raise ValueError(f"k={max(k, bottom_k)} is larger than the dataset ({n_stimuli} stimuli); pass k <= {n_stimuli}")
+    recording = record(
+        model,
+        data,
+        layers,
+        reducers={"topk": lambda: TopK(k, bottom_k=bottom_k, distinct_stimuli=distinct_stimuli, pool=pool, layout=layout)},
+        batch_size=batch_size,
+        device=device,
+        amp=amp,
+        progress=progress,
+    )
+    patches = top_patches(
+        model,
+        data,
+        recording.extras["topk"],
+        labels=recording.labels,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        field_method=field_method,
+        amp=amp,
+    )
+    return patches[layer] if isinstance(layer, str) else patches
