@@ -26,28 +26,22 @@ from zoo._reducer import MultiLayerReducer
 __all__ = ["StreamingCKA"]
 
 
-def _pool_mean(x: torch.Tensor) -> torch.Tensor:
-    # (B, C, H, W) conv maps: average over space; (B, T, D) token sequences: average over tokens
-    if x.ndim == 4:
-        return x.mean(dim=(2, 3))
-    if x.ndim == 3:
-        return x.mean(dim=1)
-    return x.reshape(x.shape[0], -1)
+def _pooling(reduce: Callable[..., torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(B, C, H, W) conv maps: ``reduce`` over space; (B, T, D) token sequences: over tokens; else flatten."""
+
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        if x.ndim in (3, 4):
+            return reduce(x, dim=(2, 3) if x.ndim == 4 else 1)
+        return x.reshape(x.shape[0], -1)
+
+    return pool
 
 
-def _pool_max(x: torch.Tensor) -> torch.Tensor:
-    if x.ndim == 4:
-        return x.amax(dim=(2, 3))
-    if x.ndim == 3:
-        return x.amax(dim=1)
-    return x.reshape(x.shape[0], -1)
-
-
-def _flatten(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0], -1)
-
-
-_POOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"mean": _pool_mean, "max": _pool_max, "flatten": _flatten}
+_POOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "mean": _pooling(torch.mean),
+    "max": _pooling(torch.amax),
+    "flatten": lambda x: x.reshape(x.shape[0], -1),
+}
 _ESTIMATORS = ("exact", "minibatch")
 
 

@@ -61,6 +61,18 @@ def figure_to_data_uri(fig: Figure, dpi: int = 96) -> str:
     return _png_data_uri(buffer.getvalue())
 
 
+def line_plot_to_data_uri(fig: Figure, ax: Any, xlabel: str, ylabel: str, legend_fontsize: int = 7) -> str:
+    """Label a one-axes plot, add its legend, drop the top and right spines, and encode it (see
+    ``figure_to_data_uri``)."""
+    import seaborn as sns
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=legend_fontsize)
+    sns.despine(fig)
+    return figure_to_data_uri(fig)
+
+
 def _to_uint8_image(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):

@@ -13,7 +13,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
-from reports._render import figure_to_data_uri, render_fragment, table_html
+from reports._render import figure_to_data_uri, line_plot_to_data_uri, render_fragment, table_html
 from reports._report import Section
 
 __all__ = ["subspace_section"]
@@ -35,13 +35,9 @@ def _reconstruction_figure(frame) -> str:
     for method, rows in frame.groupby("method", sort=False):
         ax.plot(rows["k"], rows["unexplained_variance"], marker="o", label=_label(method),
                 linestyle="--" if method == "pca" else "-", lw=2.5 if method == "pca" else 1.2)
-    ax.set_xlabel("code size k")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("unexplained variance")
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=7)
-    sns.despine(fig)
-    return figure_to_data_uri(fig)
+    return line_plot_to_data_uri(fig, ax, "code size k", "unexplained variance")
 
 
 def _angles_figure(comparison: Any, k: int) -> str:
@@ -52,12 +48,8 @@ def _angles_figure(comparison: Any, k: int) -> str:
             ax.plot(np.arange(1, len(angles) + 1), np.maximum(np.degrees(angles), floor), marker="o",
                     label=_label(method))
     ax.set_yscale("log")
-    ax.set_xlabel("principal angle index")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(f"angle to PCA's subspace (degrees, floor {floor:g})")
-    ax.legend(fontsize=7)
-    sns.despine(fig)
-    return figure_to_data_uri(fig)
+    return line_plot_to_data_uri(fig, ax, "principal angle index", f"angle to PCA's subspace (degrees, floor {floor:g})")
 
 
 def _alignment_figure(frame) -> str:

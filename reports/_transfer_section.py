@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from reports._render import figure_to_data_uri, render_fragment, table_html
+from reports._render import figure_to_data_uri, line_plot_to_data_uri, render_fragment, table_html
 from reports._report import Section
 
 __all__ = ["transfer_section"]
@@ -40,11 +40,7 @@ def _layer_curves(layer_transfer: Any) -> str:
         if rows["knn_accuracy"].notna().any():
             ax.plot(rows["depth"], rows["knn_accuracy"], marker="x", ls=":", color=line.get_color(),
                     label=f"{model} (kNN)")
-    ax.set_xlabel("layer (position in the model)")
-    ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=6)
-    sns.despine(fig)
-    return figure_to_data_uri(fig)
+    return line_plot_to_data_uri(fig, ax, "layer (position in the model)", "test accuracy", legend_fontsize=6)
 
 
 def _efficiency_figure(label_efficiency: Any) -> str:
@@ -55,11 +51,7 @@ def _efficiency_figure(label_efficiency: Any) -> str:
         ax.errorbar(rows["labels_per_class"], rows["accuracy_mean"], yerr=rows["accuracy_sd"], marker="o",
                     capsize=2, label=name, ls="--" if "pixel" in name.lower() else "-")
     ax.set_xscale("log")
-    ax.set_xlabel("labels per class (log)")
-    ax.set_ylabel("probe test accuracy (mean ± sd over seeds)")
-    ax.legend(fontsize=7)
-    sns.despine(fig)
-    return figure_to_data_uri(fig)
+    return line_plot_to_data_uri(fig, ax, "labels per class (log)", "probe test accuracy (mean ± sd over seeds)")
 
 
 def _mask_ratio_figure(mask_ratio: Any) -> str:
@@ -69,11 +61,7 @@ def _mask_ratio_figure(mask_ratio: Any) -> str:
     ax.plot(frame["mask_ratio"], frame["knn_accuracy"], marker="s", label="kNN")
     ax.axvline(0.75, color="grey", ls=":", lw=1)
     ax.text(0.75, ax.get_ylim()[0], " MAE paper: 75 %", fontsize=7, color="grey", va="bottom")
-    ax.set_xlabel("MAE mask ratio")
-    ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=7)
-    sns.despine(fig)
-    return figure_to_data_uri(fig)
+    return line_plot_to_data_uri(fig, ax, "MAE mask ratio", "test accuracy")
 
 
 def transfer_section(

@@ -1,5 +1,7 @@
 """Stand-ins shared by several test files."""
 
+from torch import nn
+
 
 class FakeRecording:
     """The Recording interface the similarity maps rely on: ``.layers``, ``rec[layer]``, ``.labels``."""
@@ -13,3 +15,15 @@ class FakeRecording:
 
     def __getitem__(self, layer):
         return self._arrays[layer]
+
+
+class DetachedConv(nn.Module):
+    """A conv layer behind a rounding that cuts the gradient: its receptive field can be neither
+    computed in closed form nor measured by gradients."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        return self.conv(x.detach().round())

@@ -38,7 +38,7 @@ def test_long_lists_give_the_listing_or_are_cut_short():
     with_listing = str(zoo.unknown_name_error("layer", "unit", valid, listing="`probe layers RUN`"))
     assert "Valid names" not in with_listing and with_listing.endswith("List them all with `probe layers RUN`.")
     without = str(zoo.unknown_name_error("layer", "unit", valid))
-    assert f"and 5 more." in without and "'unit29'" in without and "'unit30'" not in without
+    assert "and 5 more." in without and "'unit29'" in without and "'unit30'" not in without
     assert str(zoo.unknown_name_error("layer", "a", [])).endswith("There are no valid names.")
 
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from _fakes import DetachedConv
 from torch import nn
 
 from analyses import ReceptiveField, receptive_field
@@ -113,16 +114,8 @@ def test_errors():
     with pytest.raises(ValueError, match="needs a map"):
         receptive_field(flat, "2", (1, 8, 8))
 
-    class Detached(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 3)
-
-        def forward(self, x):
-            return self.conv(x.detach().round())
-
     with pytest.raises(ValueError, match="neither computed nor measured"):
-        receptive_field(Detached(), "conv", (1, 8, 8))
+        receptive_field(DetachedConv(), "conv", (1, 8, 8))
     with pytest.raises(ValueError, match="neither computed nor measured"):
         receptive_field(_Residual(), "out", (1, 16, 16), method="exact")
     with pytest.raises(ValueError, match="clipped by the image border"):  # 30 px field, 24 px image

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from _fakes import DetachedConv
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -163,16 +164,8 @@ def test_bad_input_errors(data):
     with pytest.raises(ValueError, match="spatial or unit structure"):
         record_top_patches(Volume(), images[:20], "conv", k=2, progress=False)
 
-    class Detached(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 3)
-
-        def forward(self, x):
-            return self.conv(x.detach().round())
-
     with pytest.raises(ValueError, match="neither computed nor measured"):
-        record_top_patches(Detached(), images[:20], "conv", k=2, progress=False)
+        record_top_patches(DetachedConv(), images[:20], "conv", k=2, progress=False)
 
 
 def test_conv1d_maps_crop_one_row():
