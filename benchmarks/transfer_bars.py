@@ -1,4 +1,4 @@
-"""The transfer bars of issue 6 on scikit-learn's digits.
+"""Transfer bars on scikit-learn's digits: class-split transfer and the MAE mask-ratio sweep.
 
 - Class-split transfer: each model is pretrained on digits 0-4 only, frozen, and probed (linear
   probe with cross-validated C, cosine 5-NN) on digits 5-9 (train split -> test split), against

@@ -23,6 +23,7 @@ from probe._recording import Recording
 from probe._reducers import Reduction, ReductionOp
 from probe._store import DiskSink, MemorySink
 from zoo._device import resolve_device
+from zoo._names import unknown_name_error
 from zoo._reducer import MultiLayerReducer, Reducer
 
 __all__ = ["record", "STORED_DTYPES", "model_fingerprint"]
@@ -510,7 +511,7 @@ def record(
         ``out`` holds a different recording (or an incomplete one without ``resume``).
     """
     if dtype not in STORED_DTYPES:
-        raise ValueError(f"dtype must be one of {list(STORED_DTYPES)}, got {dtype!r}")
+        raise unknown_name_error("stored dtype", dtype, STORED_DTYPES)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     factories = dict(reducers or {})

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from zoo._names import unknown_name_error
 from zoo._reducer import Reducer
 
 __all__ = ["TopK", "TopKResult"]
@@ -244,9 +245,9 @@ class TopK(Reducer):
         if int(k) != k or k < 0 or int(bottom_k) != bottom_k or bottom_k < 0:
             raise ValueError(f"k and bottom_k must be non-negative integers, got k={k!r}, bottom_k={bottom_k!r}")
         if pool not in _POOLS:
-            raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}")
+            raise unknown_name_error("top-k pooling", pool, _POOLS)
         if layout not in _LAYOUTS:
-            raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+            raise unknown_name_error("layout", layout, _LAYOUTS)
         self.top_k = int(k) if largest else 0
         self.bottom_k = int(bottom_k) if largest else max(int(k), int(bottom_k))
         if self.top_k + self.bottom_k == 0:

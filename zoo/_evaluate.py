@@ -204,7 +204,7 @@ def evaluate_model(model: nn.Module, train_set, test_set, k: int = 5) -> dict[st
     """
     family = getattr(model, "family", None)
     if family not in _FAMILY_MEASURES:
-        raise ValueError(f"cannot evaluate a model of family {family!r}; known families: {', '.join(_FAMILY_MEASURES)}")
+        raise unknown_name_error("model family", family, _FAMILY_MEASURES)
     was_training = model.training
     model.eval()
     try:

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+__all__ = ["main", "build_parser", "COMMANDS", "USER_ERRORS"]
+
 # verb -> module. A verb module imports torch and the packages it needs inside ``run``, so that
 # ``probe --help`` and argument errors answer at once.
 COMMANDS = {
