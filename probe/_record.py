@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 import weakref
 from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator, Mapping
@@ -26,10 +27,13 @@ from zoo._device import resolve_device
 from zoo._names import unknown_name_error
 from zoo._reducer import MultiLayerReducer, Reducer
 
-__all__ = ["record", "STORED_DTYPES", "model_fingerprint"]
+__all__ = ["record", "STORED_DTYPES", "NONFINITE", "model_fingerprint"]
 
 #: Stored dtype name -> (NumPy dtype, torch dtype).
 STORED_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16, torch.float16)}
+#: What ``record`` does with stimuli that hold NaN or inf values.
+NONFINITE = ("raise", "skip")
+_SHOWN = 5  # indices named in a message
 _AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
 
 
@@ -77,6 +81,32 @@ def _tensor_fingerprint(tensor: torch.Tensor) -> str:
     return hashlib.sha256(flat.tobytes()).hexdigest()
 
 
+def _stimulus_fingerprint(dataset: Any, index: int) -> str | None:
+    """SHA-256 of one stimulus's float32 bytes, or None when the dataset does not give a tensor-like item."""
+    try:
+        item = dataset[index]
+        x = item[0] if isinstance(item, (tuple, list)) else item
+        values = torch.as_tensor(x).detach().to("cpu", torch.float32).contiguous()
+    except (LookupError, TypeError, ValueError, RuntimeError):  # a dataset keyed otherwise, items that are no arrays
+        return None
+    return hashlib.sha256(values.numpy().tobytes()).hexdigest()
+
+
+def _dataset_options(dataset: Any) -> tuple[Any, dict[str, Any] | None]:
+    """The seed and the options that a dataset or its ``info`` exposes (``seed``, ``options``), JSON-able."""
+    seed, options = None, {}
+    for source in (getattr(dataset, "info", None), dataset):
+        found = getattr(source, "options", None)
+        if isinstance(found, Mapping):
+            options.update(found)
+        found = getattr(source, "seed", None)
+        if isinstance(found, (int, float, str)):
+            seed = found
+    seed = options.pop("seed", seed)
+    options = json.loads(json.dumps(options, sort_keys=True, default=str))
+    return json.loads(json.dumps(seed, default=str)), options or None
+
+
 # -- data --------------------------------------------------------------------------------------
 class _Source:
     """Batches of (stimuli, labels or None) from a tensor, a Dataset or a DataLoader."""
@@ -110,14 +140,25 @@ class _Source:
             subset = len(dataset) if subset is None else subset
             dataset = dataset.dataset
         info = getattr(dataset, "info", None)
+        seed, options = _dataset_options(dataset)
         description = {
             "type": kind,
             "name": getattr(info, "name", None),
             "split": getattr(dataset, "split", None) if isinstance(getattr(dataset, "split", None), str) else None,
+            "seed": seed,
+            "options": options,
             "n_stimuli": self.n_stimuli,
         }
         if subset is not None:
             description["subset_of"] = type(dataset).__name__
+        if fingerprint:  # other stimuli of the same class, name and length (another seed) differ here
+            items = self.data.dataset if isinstance(self.data, DataLoader) else self.data
+            try:
+                last = len(items) - 1
+            except TypeError:
+                last = None
+            description["first_sha256"] = _stimulus_fingerprint(items, 0)
+            description["last_sha256"] = None if last is None else _stimulus_fingerprint(items, last)
         return description
 
     def batches(self, start: int) -> Iterator[tuple[Any, Any]]:
@@ -312,6 +353,11 @@ class _Pass:
         self.sink, self.n_stimuli, self.device, self.stored = sink, n_stimuli, device, stored
         self.transfer = _HostTransfer(sink, device)
         self.start = 0
+        self.size = 0
+        self.keep: torch.Tensor | None = None  # stimuli of the batch passed through the model; None: all
+        self.pending_nan: list[tuple[int, int]] = []  # (start, size) of batches skipped before the layers were known
+        self._overflow: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._overflow_before = dict(sink.float16_overflow)  # counted before a resume
         self.started = False
         self.first_calls: dict[str, int] = {}
         self.expanded: dict[tuple[str, int], str] = {}
@@ -341,12 +387,64 @@ class _Pass:
                 f"layer {name!r} produced shape {tuple(output.shape[1:])} per stimulus, but {self.shapes[name]} "
                 "on the first batch; all stimuli must give the same layer shapes"
             )
-        reduced = self.ops[name](output)
-        self.transfer.put(name, self.start, reduced if reduced.dtype == self.stored else reduced.to(self.stored), output)
+        self.transfer.put(name, self.start, self._stored_rows(name, self.ops[name](output)), output)
         for reducers in self.per_layer.values():
             reducers[name].update(output, self.index)
         if self.multi:  # fed after the pass: a copy, since later in-place operations may change the output
             self.multi_batch[name] = output.clone()
+
+    def _stored_rows(self, name: str, reduced: torch.Tensor) -> torch.Tensor:
+        """The batch's rows as stored: NaN for skipped stimuli, in the stored dtype (counting float16 overflow)."""
+        if self.keep is not None:
+            rows = reduced.new_full((self.size, reduced.shape[1]), float("nan"))
+            rows[self.keep] = reduced
+            reduced = rows
+        if reduced.dtype == self.stored:
+            return reduced
+        stored = reduced.to(self.stored)
+        if self.stored == torch.float16:
+            # Finite values that became inf; NaN and inf the model itself produced are not counted.
+            overflow = torch.isinf(stored) & torch.isfinite(reduced)
+            largest = torch.where(overflow, reduced.abs(), 0).amax().float()
+            count, so_far = self._overflow.get(name, (0, largest))
+            self._overflow[name] = (count + overflow.sum(), torch.maximum(so_far, largest))
+        return stored
+
+    def float16_overflow(self) -> dict[str, dict[str, Any]]:
+        """Per layer, values that float16 storage turned into inf so far: ``{"count", "largest"}`` (magnitude).
+
+        Empty for float32 storage. Reading the counts waits for the device.
+        """
+        if self.stored != torch.float16:
+            return {}
+        counts = {}
+        for name in dict.fromkeys([*self._overflow_before, *self.ops]):
+            before = self._overflow_before.get(name, {})
+            count, largest = before.get("count", 0), before.get("largest")
+            new, new_largest = self._overflow.get(name, (0, None))
+            if int(new):
+                count, largest = count + int(new), max(largest or 0.0, float(new_largest))
+            counts[name] = {"count": count, "largest": largest}
+        return counts
+
+    def skip_batch(self, labels: np.ndarray) -> None:
+        """Store a batch none of whose stimuli went through the model: its labels and NaN rows."""
+        self.sink.write_labels(self.start, labels)
+        self.pending_nan.append((self.start, self.size))
+        self._write_pending_nan()
+
+    def _write_pending_nan(self) -> None:
+        """Write the NaN rows of skipped batches once the layers' widths are known."""
+        if self.started:
+            widths = {name: op.n_units for name, op in self.ops.items()}
+        elif isinstance(self.sink, DiskSink) and self.sink.layers:  # resuming: the manifest knows them
+            widths = {name: entry["n_units"] for name, entry in self.sink.layers.items()}
+        else:
+            return
+        for start, size in self.pending_nan:
+            for name, width in widths.items():
+                self.sink.write(name, start, torch.full((size, width), float("nan"), dtype=self.stored).numpy())
+        self.pending_nan = []
 
     def _start(self, calls: dict[str, int]) -> None:
         missing = [name for name in self.names if calls[name] == 0]
@@ -397,6 +495,7 @@ class _Pass:
                     "probe.Reducer or probe.MultiLayerReducer"
                 )
         self.started = True
+        self._write_pending_nan()
         buffered, self._buffer = self._buffer, []
         for base, call, output in buffered:
             self._consume(self.expanded[(base, call)], output)
@@ -436,6 +535,7 @@ def record(
     seed: int = 0,
     resume: bool = False,
     overwrite: bool = False,
+    nonfinite: str = "raise",
     amp: bool = False,
     num_workers: int = 0,
     flush_every: float = 10.0,
@@ -470,7 +570,10 @@ def record(
         (one per layer, fed the raw layer output, e.g. (batch, C, H, W)) or a
         ``probe.MultiLayerReducer``. Results land in ``recording.extras[name]``.
     dtype
-        Stored dtype, ``"float32"`` or ``"float16"`` (reductions are computed in float32).
+        Stored dtype, ``"float32"`` or ``"float16"`` (reductions are computed in float32). With
+        float16, values beyond its range (magnitude above 65,504) become inf: a warning gives their
+        number and largest magnitude, and an on-disk manifest keeps the count per layer
+        (``float16_overflow``).
     project
         Random-projection width for very wide layers (one int or ``{name or glob: int}``):
         layers with more reduced units are projected with a Gaussian JL matrix seeded by ``seed``.
@@ -478,7 +581,16 @@ def record(
         Seed of the random projections.
     resume, overwrite
         For ``out``: continue an interrupted recording of the same model, data and layers from its
-        last flushed stimulus, or replace whatever recording is there.
+        last flushed stimulus, or replace the recording that is there. Resuming compares the
+        model's weights, the dataset (its name, seed and options when it exposes them, and a
+        fingerprint of its first and last stimulus) and the options; a difference is refused and
+        named. Overwriting deletes exactly the files the old recording's manifest lists; a
+        non-empty folder that holds no recording is refused.
+    nonfinite
+        What to do with stimuli holding NaN or inf values (checked on ``device``, batch by batch):
+        ``"raise"`` refuses the batch, naming the stimuli's indices; ``"skip"`` leaves them out of
+        the forward pass and of every reducer, stores NaN in their rows of every layer, lists their
+        indices in ``recording.skipped`` (and the manifest) and warns how many there were.
     amp
         Run the forward pass under autocast (float16 on CUDA, bfloat16 on CPU).
     num_workers
@@ -495,6 +607,11 @@ def record(
 
     Notes
     -----
+    ``out`` is written under an exclusive writer lock (``zoo._files.writer_lock``): a second
+    process recording into the same folder fails at once, naming this one; the lock of a killed
+    process is released by the operating system, so its recording can be resumed. Once complete,
+    the manifest holds the size and SHA-256 of every file, which ``Recording.load`` verifies.
+
     A module called several times in one forward pass is recorded once per call, as
     ``name#1``, ``name#2``... For tuple, list or dict outputs the first tensor is recorded.
     ``nn.TransformerEncoderLayer``'s fused fast path, which skips submodule hooks, is disabled
@@ -508,10 +625,15 @@ def record(
         Empty data, a stimulus shape the model cannot take (the message names the failing layer and
         its input shape), bad options.
     FileExistsError
-        ``out`` holds a different recording (or an incomplete one without ``resume``).
+        ``out`` holds a different recording (or an incomplete one without ``resume``), or is a
+        non-empty folder that holds no recording.
+    zoo._files.FolderLockedError
+        Another process is writing ``out``.
     """
     if dtype not in STORED_DTYPES:
         raise unknown_name_error("stored dtype", dtype, STORED_DTYPES)
+    if nonfinite not in NONFINITE:
+        raise unknown_name_error("nonfinite policy", nonfinite, NONFINITE)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     factories = dict(reducers or {})
@@ -539,6 +661,7 @@ def record(
         }
         sink = DiskSink(out, identity, resume=resume, overwrite=overwrite)
         if sink.complete_existing:
+            sink.close()
             return Recording.load(out)
         if sink.n_done and factories:
             sink.close()
@@ -556,28 +679,45 @@ def record(
         with _prepared(model, device), torch.no_grad(), capture_outputs(model, names, run.on_output) as capture:
             last_flush = time.monotonic()
             for x, y in source.batches(start):
-                size = len(x)
+                size, labels = len(x), _labels_of(y, len(x))
                 x = x.to(device, non_blocking=True)
-                run.start, run.index = start, torch.arange(start, start + size, device=device)
-                with autocast:
-                    capture.forward(x)
-                run.end_batch(capture.calls)
-                transfer.end_batch(start, _labels_of(y, size))
+                index = torch.arange(start, start + size, device=device)
+                bad = _nonfinite_stimuli(x)
+                if bad is not None:
+                    if nonfinite == "raise":
+                        raise _nonfinite_error(index[bad].tolist(), start, size)
+                    sink.skipped += index[bad].tolist()
+                    x, index = x[~bad], index[~bad]
+                run.start, run.size, run.index, run.keep = start, size, index, (None if bad is None else ~bad)
+                if len(x):
+                    with autocast:
+                        capture.forward(x)
+                    run.end_batch(capture.calls)
+                    transfer.end_batch(start, labels)
+                else:
+                    run.skip_batch(labels)
                 start += size
                 bar.update(size)
                 if out is not None and time.monotonic() - last_flush > flush_every:
                     transfer.drain()
+                    sink.float16_overflow = run.float16_overflow()
                     sink.flush(start)
                     last_flush = time.monotonic()
+            if run.pending_nan:
+                raise ValueError(
+                    "every stimulus held NaN or inf values, so none went through the model and nothing was recorded"
+                )
             transfer.drain()
             extras = run.results()
+        sink.float16_overflow = run.float16_overflow()
         sink.finish(extras)
     finally:
         bar.close()
         sink.close()
 
+    _warn_about(sink.skipped, sink.float16_overflow)
     if out is not None:
-        recording = Recording.load(out)
+        recording = Recording.load(out, verify=False)  # just written and checksummed
         recording.extras = extras
         return recording
     return Recording(
@@ -588,4 +728,49 @@ def record(
         extras=extras,
         model=model_description,
         dataset=dataset_description,
+        skipped=sink.skipped,
     )
+
+
+def _nonfinite_stimuli(x: torch.Tensor) -> torch.Tensor | None:
+    """Mask of shape (batch,) of the stimuli holding NaN or inf, or None when every one is finite.
+
+    Computed where the batch is (one pass over it; on CUDA reading the answer waits for the device).
+    """
+    if not (x.is_floating_point() or x.is_complex()):
+        return None
+    finite = torch.isfinite(x)
+    finite = finite.flatten(1).all(dim=1) if x.dim() > 1 else finite
+    return None if bool(finite.all()) else ~finite
+
+
+def _shown(indices: list[int]) -> str:
+    return ", ".join(map(str, indices[:_SHOWN])) + (", ..." if len(indices) > _SHOWN else "")
+
+
+def _nonfinite_error(indices: list[int], start: int, size: int) -> ValueError:
+    return ValueError(
+        f"{len(indices)} of the stimuli {start}..{start + size - 1} hold NaN or inf values (indices {_shown(indices)}); "
+        "recorded, their rows would be NaN or inf. Fix or drop those stimuli, or pass nonfinite='skip' to record the "
+        "others and store NaN rows for these (listed in recording.skipped)"
+    )
+
+
+def _warn_about(skipped: list[int], overflow: dict[str, dict[str, Any]]) -> None:
+    """Warn once at the end of a pass about skipped stimuli and float16 overflow."""
+    if skipped:
+        warnings.warn(
+            f"{len(skipped)} stimuli held NaN or inf values and were skipped (indices {_shown(skipped)}): their rows "
+            "are NaN in every layer; recording.skipped lists them",
+            stacklevel=3,
+        )
+    overflowed = {name: entry for name, entry in overflow.items() if entry["count"]}
+    if overflowed:
+        total = sum(entry["count"] for entry in overflowed.values())
+        largest = max(entry["largest"] for entry in overflowed.values())
+        per_layer = ", ".join(f"{name}: {entry['count']}" for name, entry in overflowed.items())
+        warnings.warn(
+            f"float16 storage turned {total} values beyond its range (magnitude above 65,504) into inf ({per_layer}; "
+            f"largest magnitude {largest:.6g}); record with dtype='float32' to keep them",
+            stacklevel=3,
+        )

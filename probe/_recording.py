@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from probe._reducers import Reduction
-from probe._store import DiskSink, load_extras, read_manifest
+from probe._store import DiskSink, load_extras, read_manifest, replaceable_files, verify_recording
+from zoo._files import LOCK_FILE, remove_listed_files, writer_lock
 from zoo._names import unknown_name_error
 
 __all__ = ["Recording"]
@@ -41,6 +42,9 @@ class Recording:
         JSON-able descriptions of what was recorded (as written in the manifest).
     path
         The recording folder when the arrays live on disk.
+    skipped
+        Indices of the stimuli that held NaN or inf values and were not passed through the model
+        (``probe.record(..., nonfinite="skip")``); their rows are NaN in every layer.
 
     Examples
     --------
@@ -60,6 +64,7 @@ class Recording:
         model: dict[str, Any] | None = None,
         dataset: dict[str, Any] | None = None,
         path: str | os.PathLike | None = None,
+        skipped: np.ndarray | list[int] | None = None,
     ):
         if not activations:
             raise ValueError("a Recording needs at least one layer")
@@ -87,6 +92,9 @@ class Recording:
         self.model = dict(model or {})
         self.dataset = dict(dataset or {})
         self.path = Path(path) if path is not None else None
+        self.skipped = np.asarray([] if skipped is None else skipped, dtype=np.int64)
+        if self.skipped.ndim != 1 or ((self.skipped < 0) | (self.skipped >= self.n_stimuli)).any():
+            raise ValueError(f"skipped must list stimulus indices in 0..{self.n_stimuli - 1}, got {self.skipped}")
 
     # -- access --------------------------------------------------------------------------------
     @property
@@ -127,15 +135,22 @@ class Recording:
     # -- summaries -----------------------------------------------------------------------------
     def _unit_stats(self, layer: str) -> dict[str, Any]:
         array = self[layer]
-        n, n_units = array.shape
+        n_units = array.shape[1]
+        skipped = np.zeros(self.n_stimuli, dtype=bool)
+        skipped[self.skipped] = True  # their rows are NaN: leave them out
+        n = self.n_stimuli - int(skipped.sum())
+        if n == 0:
+            return {"mean": np.nan, "std": np.nan, "fraction_zero": np.nan, "dead_units": 0}
         rows = max(1, _CHUNK_BYTES // max(1, n_units * 8))
         total = np.zeros(n_units)
         total_sq = np.zeros(n_units)
         zeros = 0
         low = np.full(n_units, np.inf)
         high = np.full(n_units, -np.inf)
-        for start in range(0, n, rows):
-            chunk = np.asarray(array[start : start + rows], dtype=np.float64)
+        for start in range(0, self.n_stimuli, rows):
+            chunk = np.asarray(array[start : start + rows], dtype=np.float64)[~skipped[start : start + rows]]
+            if not len(chunk):
+                continue
             total += chunk.sum(axis=0)
             total_sq += np.square(chunk).sum(axis=0)
             zeros += int(np.count_nonzero(chunk == 0))
@@ -156,7 +171,8 @@ class Recording:
         Columns: ``layer``, ``n_units``, ``shape`` (raw output per stimulus, e.g. "64x8x8"),
         ``reduction``, ``mean`` and ``std`` (over all stimuli and units), ``fraction_zero``
         (fraction of exactly-zero values) and ``dead_units`` (units constant over every stimulus,
-        for example never-active ReLUs). On-disk layers are read in chunks.
+        for example never-active ReLUs). Skipped stimuli (``skipped``) are left out. On-disk
+        layers are read in chunks.
         """
         rows = []
         for layer in self.layers:
@@ -176,18 +192,26 @@ class Recording:
         """Write the recording to a folder (the on-disk store format) and return its path.
 
         The folder is written beside ``path`` under a temporary name and renamed into place, so a
-        killed save leaves no half-written recording at ``path``.
+        killed save leaves no half-written recording at ``path``. ``overwrite`` replaces a
+        recording: it deletes exactly the files the old manifest lists (nothing at all when one of
+        them lies outside the folder); it never deletes a folder that holds anything else.
 
         Raises
         ------
         FileExistsError
-            When ``path`` exists and ``overwrite`` is False.
+            When ``path`` exists and ``overwrite`` is False, or when ``path`` is a file, a non-empty
+            folder that holds no recording, or a recording folder that also holds other files.
+        ValueError
+            When the manifest at ``path`` lists files outside it (nothing is deleted).
+        zoo._files.FolderLockedError
+            When another process is writing a recording at ``path``.
         """
         path = Path(path)
         if self.path is not None and path.resolve() == self.path.resolve():
             return path
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; choose another path or pass overwrite=True")
+        _check_replaceable(path)  # before writing anything
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         dtype = np.result_type(*(self[layer].dtype for layer in self.layers))
@@ -202,6 +226,7 @@ class Recording:
         try:
             shutil.rmtree(tmp)
             sink = DiskSink(tmp, identity)
+            sink.skipped = self.skipped.tolist()
             try:
                 sink.open_layers(
                     {
@@ -223,16 +248,29 @@ class Recording:
             finally:
                 sink.close()
             if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
+                with writer_lock(path, what="recording"):
+                    remove_listed_files(path, _check_replaceable(path))
+            os.replace(tmp, path)  # onto the now empty folder
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mmap: bool = True) -> "Recording":
+    def load(cls, path: str | os.PathLike, mmap: bool = True, verify: bool = True) -> "Recording":
         """Open a recording folder; with ``mmap`` (default) layers are read lazily from disk.
+
+        Parameters
+        ----------
+        path
+            The recording folder.
+        mmap
+            Read the layers lazily (read-only memory maps) rather than into memory.
+        verify
+            Check every file against the size and SHA-256 recorded when the recording was
+            completed, so that a damaged or edited file is refused rather than read. This reads
+            every byte once; pass False to skip it for very large recordings you trust. Recordings
+            written without checksums (before format version 2) load with a warning.
 
         Raises
         ------
@@ -240,6 +278,8 @@ class Recording:
             When ``path`` holds no recording.
         ValueError
             When the recording is incomplete (its pass was interrupted).
+        zoo._files.CorruptFileError
+            (a ValueError) When ``verify`` finds a file missing, changed or damaged; names the file.
         """
         path = Path(path)
         manifest = read_manifest(path)
@@ -249,6 +289,8 @@ class Recording:
                 "stimuli flushed; the pass was interrupted). Continue it with probe.record(..., out=path, "
                 "resume=True) or record again with overwrite=True"
             )
+        if verify:
+            verify_recording(path, manifest)
         mode = "r" if mmap else None
         order = manifest["layer_order"]
         activations = {layer: np.load(path / manifest["layers"][layer]["file"], mmap_mode=mode) for layer in order}
@@ -262,5 +304,29 @@ class Recording:
             model=identity.get("model"),
             dataset=identity.get("dataset"),
             path=path,
+            skipped=manifest.get("skipped"),
         )
 
+
+def _check_replaceable(path: Path) -> list[str]:
+    """The files to delete for a save to replace ``path`` (see ``replaceable_files``).
+
+    The new recording is renamed into place, so a recording folder that also holds files its
+    manifest does not list is refused rather than emptied.
+    """
+    listed = replaceable_files(path)
+    if not listed:
+        return listed
+    own = {LOCK_FILE}
+    for relative in listed:  # the files and the folders they lie in
+        parts = Path(relative).parts
+        own.update(Path(*parts[: i + 1]).as_posix() for i in range(len(parts)))
+    others = sorted(entry.relative_to(path).as_posix() for entry in path.rglob("*"))
+    others = [relative for relative in others if relative not in own]
+    if others:
+        raise FileExistsError(
+            f"{path} holds a recording and other files its manifest does not list ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}); overwrite replaces only a recording's own files: move those "
+            "away or save to another path"
+        )
+    return listed

@@ -3,16 +3,24 @@
 On-disk layout (a folder)::
 
     manifest.json          what was recorded (model, dataset, layers, reductions, n_stimuli),
-                           how far the pass got (n_done) and whether it finished (complete)
+                           how far the pass got (n_done) and whether it finished (complete);
+                           once complete, the size and SHA-256 of every file below (files), the
+                           stimuli skipped for NaN or inf values (skipped) and, for float16
+                           storage, how many values became inf per layer (float16_overflow)
     labels.npy             int64 array of shape (n_stimuli,), -1 where unknown
     layers/NNN_<name>.npy  one array of shape (n_stimuli, n_units) per layer
     extras/<reducer>/NNN_<layer>.npz   results of custom reducers that are arrays
+    .writer.lock           held by the process writing the folder (see ``zoo._files.writer_lock``)
 
 Layer files are plain ``.npy`` files: they are created at full size up front and filled with
 positioned writes (``os.pwrite``), so writing keeps the process's memory bounded whatever the
 number of stimuli, and they are read lazily with ``np.load(mmap_mode="r")``. The manifest is
 rewritten atomically at every flush with the number of stimuli safely on disk; ``complete`` is set
 last, after the final flush, so a killed recording is recognised as incomplete.
+
+Replacing a recording (``overwrite``) deletes exactly the files its manifest lists, and nothing at
+all when one of them lies outside the folder; a folder that holds anything but a recording is
+never written into.
 """
 
 from __future__ import annotations
@@ -22,20 +30,40 @@ import datetime as _dt
 import json
 import os
 import re
-import shutil
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from zoo._files import (
+    LOCK_FILE,
+    CorruptFileError,
+    file_entry,
+    inside,
+    remove_listed_files,
+    verify_files,
+    writer_lock,
+)
 from zoo._io import atomic_write_json
 
-__all__ = ["MANIFEST", "read_manifest", "MemorySink", "DiskSink", "layer_file_name", "save_extras", "load_extras"]
+__all__ = [
+    "MANIFEST",
+    "read_manifest",
+    "recording_files",
+    "replaceable_files",
+    "verify_recording",
+    "MemorySink",
+    "DiskSink",
+    "layer_file_name",
+    "save_extras",
+    "load_extras",
+]
 
 MANIFEST = "manifest.json"
 FORMAT = "probe-recording"
-VERSION = 1
+VERSION = 2  # 2: checksums of every file, skipped stimuli, float16 overflow counts
 
 
 def layer_file_name(position: int, layer: str) -> str:
@@ -57,10 +85,105 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} is not a recording folder (no {MANIFEST}); record one with probe.record(..., out=PATH) "
             "or `probe record`"
         )
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{manifest_path} is not a probe recording manifest (format {manifest.get('format')!r})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{manifest_path} is damaged (not JSON: {err}); record again into another folder") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ValueError(f"{manifest_path} is not a probe recording manifest (format {found!r})")
     return manifest
+
+
+def recording_files(manifest: dict[str, Any]) -> list[str]:
+    """Every file a recording manifest lists, as paths relative to the folder, the manifest last.
+
+    These are the files that replacing the recording deletes: labels, layer files, extras and
+    whatever the checksums (``files``) name.
+    """
+
+    def entries(value: Any) -> list[Any]:  # a damaged manifest may hold anything
+        return list(value.values()) if isinstance(value, dict) else []
+
+    listed = [manifest.get("labels", "labels.npy")]
+    listed += [entry.get("file") for entry in entries(manifest.get("layers")) if isinstance(entry, dict)]
+    listed += [relative for files in entries(manifest.get("extras")) for relative in entries(files)]
+    listed += list(manifest.get("files") or {})
+    return [*dict.fromkeys(relative for relative in listed if isinstance(relative, str)), MANIFEST]
+
+
+def replaceable_files(path: str | os.PathLike) -> list[str]:
+    """The files to delete so that a new recording can be written at ``path``.
+
+    Nothing for a missing or empty folder (the writer's lock file does not count); the files its
+    manifest lists for a recording (see ``recording_files``).
+
+    Raises
+    ------
+    FileExistsError
+        When ``path`` is a file or a non-empty folder that holds no recording: those are never
+        deleted, whatever ``overwrite`` says.
+    ValueError
+        When the manifest lists a path outside the folder (it was edited or damaged).
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    if not path.is_dir():
+        raise FileExistsError(f"out path {path} is a file; choose a folder path for the recording")
+    if (path / MANIFEST).is_file():
+        listed = recording_files(read_manifest(path))
+        outside = [relative for relative in listed if not inside(path, relative)]
+        if outside:
+            raise ValueError(
+                f"refusing to replace the recording at {path}: its manifest lists paths outside it ({outside[:3]}); "
+                "it was edited or damaged. Delete the folder yourself if it is yours"
+            )
+        return listed
+    content = sorted(entry.name for entry in path.iterdir() if entry.name != LOCK_FILE)
+    if content:
+        raise FileExistsError(
+            f"out path {path} is a non-empty folder that holds no recording ({', '.join(content[:3])}"
+            f"{', ...' if len(content) > 3 else ''}); overwrite replaces only a recording, never other files: "
+            "choose another (new or empty) path"
+        )
+    return []
+
+
+def verify_recording(path: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Check a complete recording's files against the sizes and SHA-256 its manifest recorded.
+
+    A recording written before checksums (format version 1) is not checked; a warning says so.
+
+    Raises
+    ------
+    zoo._files.CorruptFileError
+        Naming the first file that is missing, changed or damaged, or one the checksums leave out.
+    """
+    files = manifest.get("files")
+    if files is None:
+        warnings.warn(
+            f"the recording at {path} was written without checksums (format version {manifest.get('version')}), "
+            "so its files cannot be verified; save it again (Recording.load(path).save(new_path)) to add them",
+            stacklevel=3,
+        )
+        return
+    unchecked = [relative for relative in recording_files(manifest)[:-1] if relative not in files]
+    if unchecked:
+        raise CorruptFileError(
+            f"the manifest of recording {str(path)!r} names files without checksums ({unchecked[:3]}); "
+            "it was edited or damaged"
+        )
+    verify_files(path, files, what="recording")
+
+
+def _refuse_unlisted(path: Path) -> None:
+    """Refuse to write over a file a new recording would create but its folder already holds unlisted."""
+    if path.exists() or path.is_symlink():
+        raise FileExistsError(
+            f"{path} already exists but no recording manifest lists it, so it is not replaced; move it away "
+            "or record into another folder"
+        )
 
 
 class NpyRowWriter:
@@ -69,6 +192,7 @@ class NpyRowWriter:
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype, create: bool = True):
         self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
         if create:
+            _refuse_unlisted(self.path)
             array = np.lib.format.open_memmap(self.path, mode="w+", dtype=self.dtype, shape=self.shape)
             del array  # header written and file sized (sparse); rows are filled below
         with open(self.path, "rb") as handle:
@@ -109,6 +233,8 @@ class MemorySink:
         self.arrays: dict[str, np.ndarray] = {}
         self.labels = np.full(n_stimuli, -1, dtype=np.int64)
         self.n_done = 0
+        self.skipped: list[int] = []
+        self.float16_overflow: dict[str, dict[str, float]] = {}
 
     def open_layers(self, layers: dict[str, dict[str, Any]]) -> None:
         """Allocate one array per layer; ``layers[name]["n_units"]`` gives its width."""
@@ -134,6 +260,9 @@ class MemorySink:
 class DiskSink:
     """Streams reduced activations to a recording folder (see the module docstring).
 
+    The sink holds the folder's writer lock from its creation to ``close``, so a second writer of
+    the same folder fails at once (``zoo._files.FolderLockedError``, naming this process).
+
     Parameters
     ----------
     path
@@ -144,7 +273,15 @@ class DiskSink:
     resume
         Continue an incomplete recording with the same identity from its last flushed stimulus.
     overwrite
-        Replace whatever recording ``path`` holds.
+        Replace the recording ``path`` holds: delete the files its manifest lists (and nothing,
+        when one lies outside the folder). A folder holding anything else is never written into.
+
+    Attributes
+    ----------
+    skipped
+        Indices of the stimuli skipped for NaN or inf values (their rows are NaN).
+    float16_overflow
+        Layer -> ``{"count": values that became inf in float16, "largest": their largest magnitude}``.
     """
 
     def __init__(self, path: str | os.PathLike, identity: dict[str, Any], resume: bool = False, overwrite: bool = False):
@@ -156,25 +293,24 @@ class DiskSink:
         self.n_done = 0
         self.complete_existing = False
         self.manifest: dict[str, Any] = {}
-        self._prepare(resume, overwrite)
+        self.skipped: list[int] = []
+        self.float16_overflow: dict[str, dict[str, float]] = {}
+        if self.path.exists() and not self.path.is_dir():
+            raise FileExistsError(f"out path {self.path} is a file; choose a folder path for the recording")
+        self._lock = ExitStack()
+        try:
+            self._lock.enter_context(writer_lock(self.path, what="recording"))
+            self._prepare(resume, overwrite)
+        except BaseException:
+            self.close()
+            raise
 
     # -- opening -------------------------------------------------------------------------------
     def _prepare(self, resume: bool, overwrite: bool) -> None:
-        if self.path.exists() and not self.path.is_dir():
-            raise FileExistsError(f"out path {self.path} is a file; choose a folder path for the recording")
-        if (self.path / MANIFEST).is_file():
-            old = read_manifest(self.path)
-            if overwrite:
-                remove_recording(self.path, old)
-            else:
-                self._adopt(old, resume)
-                return
-        elif self.path.is_dir() and any(self.path.iterdir()):
-            raise FileExistsError(
-                f"out path {self.path} is a non-empty folder that holds no recording; choose another (new or empty) path"
-            )
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "layers").mkdir(exist_ok=True)
+        if (self.path / MANIFEST).is_file() and not overwrite:
+            self._adopt(read_manifest(self.path), resume)
+            return
+        remove_listed_files(self.path, replaceable_files(self.path))
         self.manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -188,10 +324,14 @@ class DiskSink:
             "layer_order": [],
             "labels": "labels.npy",
             "extras": {},
+            "skipped": [],
+            "float16_overflow": {},
         }
+        # The manifest comes first, so that a killed start leaves a recording, not a folder of unknown files.
+        atomic_write_json(self.path / MANIFEST, self.manifest)
+        (self.path / "layers").mkdir(exist_ok=True)
         self._labels = NpyRowWriter(self.path / "labels.npy", (self.n_stimuli,), np.int64)
         self._labels.write(0, np.full(self.n_stimuli, -1, dtype=np.int64))
-        atomic_write_json(self.path / MANIFEST, self.manifest)
 
     def _adopt(self, old: dict[str, Any], resume: bool) -> None:
         differences = describe_differences(old.get("identity", {}), self.identity)
@@ -214,6 +354,8 @@ class DiskSink:
                 "flushed); pass resume=True to continue it or overwrite=True to start again"
             )
         self.manifest, self.n_done = old, int(old["n_done"])
+        self.skipped = [int(index) for index in old.get("skipped", [])]
+        self.float16_overflow = dict(old.get("float16_overflow", {}))
         self._labels = NpyRowWriter(self.path / old["labels"], (self.n_stimuli,), np.int64, create=False)
         for name in old["layer_order"]:
             info = old["layers"][name]
@@ -231,10 +373,11 @@ class DiskSink:
         """Create one file per layer; ``layers[name]`` holds n_units, shape and reduction."""
         for position, (name, info) in enumerate(layers.items()):
             entry = dict(info, file=f"layers/{layer_file_name(position, name)}.npy")
-            self.writers[name] = NpyRowWriter(self.path / entry["file"], (self.n_stimuli, info["n_units"]), self.dtype)
-            self.manifest["layers"][name] = entry
+            self.manifest["layers"][name] = entry  # listed before it exists, so that overwrite deletes it
         self.manifest["layer_order"] = list(layers)
         atomic_write_json(self.path / MANIFEST, self.manifest)
+        for name, entry in self.manifest["layers"].items():
+            self.writers[name] = NpyRowWriter(self.path / entry["file"], (self.n_stimuli, entry["n_units"]), self.dtype)
 
     def write(self, layer: str, start: int, rows: np.ndarray) -> None:
         self.writers[layer].write(start, rows)
@@ -247,24 +390,30 @@ class DiskSink:
         for writer in [*self.writers.values(), self._labels]:
             writer.sync()
         self.n_done = self.manifest["n_done"] = int(n_done)
+        self.manifest["skipped"] = list(self.skipped)
+        self.manifest["float16_overflow"] = self.float16_overflow
         if write_manifest:
             atomic_write_json(self.path / MANIFEST, self.manifest)
 
     def finish(self, extras: dict[str, Any]) -> None:
-        """Final flush and extras, then the completion marker (the manifest, written atomically, last)."""
+        """Final flush, extras and checksums, then the completion marker (the manifest, written atomically, last)."""
         self.flush(self.n_stimuli, write_manifest=False)
         self.manifest["extras"] = save_extras(self.path, extras, self.manifest["layer_order"])
         for relative in (f for files in self.manifest["extras"].values() for f in files.values()):
             with open(self.path / relative, "rb") as handle:
                 os.fsync(handle.fileno())
+        self.manifest.pop("files", None)
+        self.manifest["files"] = {relative: file_entry(self.path / relative) for relative in recording_files(self.manifest)[:-1]}
         self.manifest["complete"] = True
         atomic_write_json(self.path / MANIFEST, self.manifest)
 
     def close(self) -> None:
+        """Close the files and release the folder's writer lock."""
         for writer in self.writers.values():
             writer.close()
         if hasattr(self, "_labels"):
             self._labels.close()
+        self._lock.close()
 
 
 def describe_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -282,18 +431,6 @@ def describe_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 def _short(value: Any, limit: int = 80) -> str:
     text = json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def remove_recording(path: Path, manifest: dict[str, Any]) -> None:
-    """Delete the files a recording manifest lists (and the manifest), nothing else."""
-    (path / MANIFEST).unlink()
-    for entry in manifest.get("layers", {}).values():
-        (path / entry["file"]).unlink(missing_ok=True)
-    (path / manifest.get("labels", "labels.npy")).unlink(missing_ok=True)
-    shutil.rmtree(path / "extras", ignore_errors=True)
-    for folder in ("layers",):
-        if (path / folder).is_dir() and not any((path / folder).iterdir()):
-            (path / folder).rmdir()
 
 
 def _as_arrays(value: Any) -> dict[str, np.ndarray] | None:
@@ -326,6 +463,7 @@ def save_extras(path: Path, extras: dict[str, Any], layer_order: list[str]) -> d
                 continue
             relative = f"extras/{layer_file_name(0, reducer)[4:]}/{layer_file_name(position, layer)}.npz"
             (path / relative).parent.mkdir(parents=True, exist_ok=True)
+            _refuse_unlisted(path / relative)
             with open(path / relative, "wb") as handle:
                 np.savez(handle, **arrays)
             entry.setdefault(reducer, {})[layer] = relative
