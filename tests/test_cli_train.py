@@ -127,8 +127,9 @@ def test_existing_output_is_refused_unless_resume_or_force(tmp_path, capsys):
     user.mkdir()
     (user / "notes.txt").write_text("keep me")
     assert main(["train", *TINY, "--out", str(user), "--force"]) == 2
-    assert "does not look like a run" in capsys.readouterr().err
+    assert "not a run folder written by the toolkit" in capsys.readouterr().err
     assert (user / "notes.txt").read_text() == "keep me"
+    assert [p.name for p in user.iterdir()] == ["notes.txt"]  # no lock file or manifest left behind
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):

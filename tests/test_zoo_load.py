@@ -97,14 +97,16 @@ def test_unfinished_run_points_to_resume_and_loads_its_checkpoint(tmp_path):
     assert torch.equal(_seeded(loaded, x), _seeded(model, x))
 
 
+@pytest.mark.parametrize("verify", [True, False])  # caught by the manifest's checksum, or else by the reader
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
-def test_damaged_weights_say_how_to_recover(tmp_path, damage):
+def test_damaged_weights_say_how_to_recover(tmp_path, damage, verify):
     run = _save_run(zoo.create_model("mlp"), tmp_path / "run")
     data = run.model_path.read_bytes()
     damaged = {"truncate": data[: len(data) - 100], "garbage": b"\x00\x01not a safetensors file" * 10, "empty": b""}
     run.model_path.write_bytes(damaged[damage])
-    with pytest.raises(ValueError, match=r"damaged.*--resume.*retrain"):
-        zoo.load(run.path)
+    with pytest.raises(ValueError, match=r"damaged.*--resume.*retrain") as err:
+        zoo.load(run.path, verify=verify)
+    assert isinstance(err.value, zoo.CorruptFileError) == verify
 
 
 def test_weights_of_another_architecture_name_both_and_the_mismatch(tmp_path):

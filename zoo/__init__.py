@@ -22,6 +22,7 @@ from zoo._data import (
 )
 from zoo._device import resolve_device
 from zoo._evaluate import evaluate_model, extract_features, knn_predict
+from zoo._files import CorruptFileError, FolderLockedError
 from zoo._finetune import FinetunedClassifier, FinetuneResult, finetune
 from zoo._io import (
     atomic_path,
@@ -32,7 +33,10 @@ from zoo._io import (
 from zoo._load import load, load_state_dict_file, load_torchvision, load_weights
 from zoo._names import UnknownNameError, unknown_name_error
 from zoo._registry import (
+    MAX_PARAMETERS,
     TrainDefaults,
+    UnknownSettingError,
+    check_model_config,
     create_model,
     get_objective,
     list_models,
@@ -66,6 +70,8 @@ __all__ = [
     "register_model",
     "list_models",
     "create_model",
+    "check_model_config",
+    "MAX_PARAMETERS",
     "get_objective",
     "model_entry",
     "train_defaults",
@@ -90,6 +96,8 @@ __all__ = [
     "load_weights",
     "load_state_dict_file",
     "load_torchvision",
+    "CorruptFileError",
+    "FolderLockedError",
     # foundations shared by every package
     "resolve_device",
     "atomic_path",
@@ -97,5 +105,6 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "UnknownNameError",
+    "UnknownSettingError",
     "unknown_name_error",
 ]

@@ -3,6 +3,7 @@
 A run directory looks like this::
 
     run/
+      manifest.json        every file below with its size and SHA-256 ("neuroprobe-run")
       config.json          how the model was built and trained
       log.csv              one row per epoch, rewritten atomically
       model.safetensors    final weights (written by ``save_final``)
@@ -17,6 +18,12 @@ A checkpoint is written into a hidden temporary folder, renamed into place, and 
 current by rewriting ``state/LATEST`` atomically; the previous checkpoint is deleted after that.
 A process killed at any instant therefore leaves either the old complete checkpoint or the new
 complete one.
+
+The manifest lists every file the run wrote, so that loading can tell a damaged or edited file
+from the one written (``RunDir.verify``), and ``--force`` deletes exactly those files and nothing
+the user put beside them. A file is unlisted before it is rewritten and listed again once it is in
+place, so a process killed at any instant never leaves a manifest that lists a complete file with
+another checksum than its own; at worst a file is not listed yet.
 """
 
 from __future__ import annotations
@@ -30,18 +37,21 @@ import random
 import shutil
 import uuid
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import safetensors
 import safetensors.torch
 import torch
 
+from zoo._files import LOCK_FILE, CorruptFileError, file_entry, remove_listed_files, verify_files
 from zoo._io import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = [
     "RunDir",
+    "refuse_file_as_run_folder",
     "save_tensor_file",
     "load_tensor_file",
     "pack_tensors",
@@ -50,6 +60,8 @@ __all__ = [
     "read_tensor_metadata",
 ]
 
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = "neuroprobe-run"
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.csv"
 MODEL_FILE = "model.safetensors"
@@ -57,6 +69,11 @@ METRICS_FILE = "metrics.json"
 STATE_DIR = "state"
 LATEST_FILE = "LATEST"
 
+# The files of one checkpoint folder, all of which load_checkpoint reads.
+_CHECKPOINT_FILES = (
+    "state.json", MODEL_FILE, "optimizer.json", "optimizer.safetensors", "scheduler.json",
+    "scheduler.safetensors", "extra.json", "extra.safetensors",
+)
 _CHECKPOINT_PREFIX = "epoch-"
 _TEMP_PREFIX = ".tmp-"
 _TENSOR_TAG = "__tensor__"
@@ -292,10 +309,27 @@ def _restore_rng(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- run directory
 
 
+def refuse_file_as_run_folder(path: str | os.PathLike) -> None:
+    """Raise FileExistsError when ``path`` exists and is a file, which cannot be a run folder."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"{str(path)!r} exists and is a file, not a run folder; choose another --out")
+
+
+def _is_file_entry(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("bytes"), int)
+        and not isinstance(entry.get("bytes"), bool)
+        and isinstance(entry.get("sha256"), str)
+    )
+
+
 class RunDir:
-    """A training run's folder: config, log, checkpoints and final weights.
+    """A training run's folder: manifest, config, log, checkpoints and final weights.
 
     Use ``RunDir.create`` to start (or resume) a run and ``RunDir.open`` to read a finished one.
+    Every file it writes is listed in ``manifest.json`` with its size and SHA-256; ``verify``
+    checks files against it.
 
     Attributes
     ----------
@@ -305,6 +339,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._warned_unverifiable = False
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -313,7 +348,7 @@ class RunDir:
 
     @classmethod
     def create(cls, out: str | os.PathLike, resume: bool = False, force: bool = False) -> "RunDir":
-        """Create the run folder, or reopen it to resume, or wipe an old run with ``force``.
+        """Create the run folder, or reopen it to resume, or delete an old run's files with ``force``.
 
         Parameters
         ----------
@@ -322,18 +357,20 @@ class RunDir:
         resume
             Continue the run in ``out`` from its last checkpoint.
         force
-            Delete the old run in ``out`` first. Only a folder that looks like a run (it holds
-            ``config.json`` or ``state/``) or an empty one is deleted, never other files.
+            Delete the old run in ``out`` first: exactly the files its manifest lists, so that
+            files a user put in the folder stay. A non-empty folder without a manifest is not a
+            run the toolkit wrote and is refused. The writer lock file does not count as content.
 
         Raises
         ------
         FileExistsError
             If ``out`` is not empty and neither ``resume`` nor ``force`` is given, or if ``force``
-            is given for a folder that does not look like a run.
+            is given for a folder that holds no run manifest.
         FileNotFoundError
             If ``resume`` is given but ``out`` holds no checkpoint.
         ValueError
-            If both ``resume`` and ``force`` are given.
+            If both ``resume`` and ``force`` are given, or the manifest lists paths outside ``out``
+            (then nothing is deleted).
         """
         run = cls(out)
         path = run.path
@@ -341,8 +378,7 @@ class RunDir:
             raise ValueError(
                 "--resume and --force contradict each other: --resume continues the run, --force deletes it; choose one"
             )
-        if path.exists() and not path.is_dir():
-            raise FileExistsError(f"{str(path)!r} exists and is a file, not a run folder; choose another --out")
+        refuse_file_as_run_folder(path)
         if resume:
             if not run.has_checkpoint():
                 where = "does not exist" if not path.exists() else "holds no checkpoint (no state/LATEST)"
@@ -350,19 +386,15 @@ class RunDir:
                     f"cannot resume: {str(path)!r} {where}; start a new run by dropping --resume"
                 )
             return run
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and any(entry.name != LOCK_FILE for entry in path.iterdir()):
             if not force:
                 raise FileExistsError(
                     f"output folder {str(path)!r} already exists and is not empty; "
                     "pass --resume to continue its run or --force to overwrite it (or choose another --out)"
                 )
-            if not run.looks_like_run():
-                raise FileExistsError(
-                    f"refusing to --force-delete {str(path)!r}: it is not empty and does not look like a run "
-                    f"folder (no {CONFIG_FILE} or {STATE_DIR}/); choose another --out"
-                )
-            run._wipe()
+            run._delete_listed_files()
         path.mkdir(parents=True, exist_ok=True)
+        run._write_manifest({})
         return run
 
     @classmethod
@@ -381,19 +413,134 @@ class RunDir:
             )
         return run
 
-    def looks_like_run(self) -> bool:
-        """True when the folder holds a ``config.json`` or a ``state/`` folder."""
-        return (self.path / CONFIG_FILE).is_file() or (self.path / STATE_DIR).is_dir()
+    def _delete_listed_files(self) -> None:
+        # Only what the manifest lists, after remove_listed_files has checked that all of it lies
+        # inside the folder; the manifest goes last, so an interrupted --force can be repeated.
+        refusal = f"refusing to --force-delete {str(self.path)!r}"
+        try:
+            files = self.read_manifest()
+        except CorruptFileError as err:
+            raise FileExistsError(
+                f"{refusal}: {err}. Delete the run's files yourself, or choose another --out"
+            ) from None
+        if files is None:
+            raise FileExistsError(
+                f"{refusal}: it is not empty and is not a run folder written by the toolkit (it has no {MANIFEST_FILE} "
+                "listing the files of a run; runs written before the toolkit kept one have none either). "
+                "Choose another --out, or empty the folder yourself"
+            )
+        own = {MANIFEST_FILE, LOCK_FILE}  # never delete the lock this process may hold
+        remove_listed_files(self.path, [relative for relative in files if os.path.normpath(relative) not in own])
+        self.manifest_path.unlink()
 
-    def _wipe(self) -> None:
-        # Delete the contents rather than the folder (which may be a symlink or a mount point), and
-        # config.json last, so that a folder whose wipe was interrupted still looks like a run.
-        entries = sorted(self.path.iterdir(), key=lambda entry: entry.name == CONFIG_FILE)
-        for entry in entries:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+    # ----------------------------------------------------------------- manifest
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST_FILE
+
+    def read_manifest(self) -> dict[str, dict] | None:
+        """The files the manifest lists, ``{relative path: {"bytes": int, "sha256": str}}``; None without one.
+
+        Raises
+        ------
+        CorruptFileError
+            If ``manifest.json`` is not a readable "neuroprobe-run" manifest.
+        """
+        path = self.manifest_path
+        if not path.is_file():
+            return None
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CorruptFileError(f"{str(path)!r} is damaged ({err}); the run's files cannot be verified") from None
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if (
+            not isinstance(manifest, dict)
+            or manifest.get("format") != MANIFEST_FORMAT
+            or not isinstance(files, dict)
+            or not all(_is_file_entry(entry) for entry in files.values())
+        ):
+            raise CorruptFileError(
+                f"{str(path)!r} is not a {MANIFEST_FORMAT!r} manifest of files with their sizes and SHA-256 "
+                "(it was edited or damaged); the run's files cannot be verified"
+            )
+        return files
+
+    def verify(self, *relatives: str, hint: str = "") -> None:
+        """Check files of the run against the sizes and SHA-256 that its manifest recorded.
+
+        Parameters
+        ----------
+        *relatives
+            Paths inside the run folder, e.g. ``"config.json"`` or ``"state/LATEST"``.
+        hint
+            How to recover, added to the message of the error.
+
+        Warns
+        -----
+        UserWarning
+            When the run has no manifest (it was written before the toolkit kept one), or a file
+            exists but is not listed (its write was interrupted, or it was put there by hand):
+            such files cannot be verified, and are read as they are.
+
+        Raises
+        ------
+        CorruptFileError
+            Naming the first listed file that is missing, or differs from what was written.
+        """
+        files = self.read_manifest()
+        if files is None:
+            if not self._warned_unverifiable:
+                self._warned_unverifiable = True
+                warnings.warn(
+                    f"run folder {str(self.path)!r} has no {MANIFEST_FILE} (it was written before the toolkit kept "
+                    "one): its files cannot be verified against damage", stacklevel=3,
+                )
+            return
+        unlisted = [relative for relative in relatives if relative not in files and (self.path / relative).exists()]
+        if unlisted:
+            warnings.warn(
+                f"{unlisted} in run folder {str(self.path)!r} are not listed in its {MANIFEST_FILE} (a write was "
+                "interrupted, or they were put there by hand): they cannot be verified against damage", stacklevel=3,
+            )
+        try:
+            verify_files(self.path, {r: files[r] for r in relatives if r in files}, what="run folder")
+        except CorruptFileError as err:
+            raise CorruptFileError(f"{err}; {hint}" if hint else str(err)) from None
+
+    def _write_manifest(self, files: Mapping[str, dict]) -> None:
+        atomic_write_json(self.manifest_path, {"format": MANIFEST_FORMAT, "version": 1, "files": dict(files)})
+
+    def _update_manifest(
+        self, add: Mapping[str, dict] | None = None, remove: Iterable[str] = (), remove_under: Iterable[str] = ()
+    ) -> None:
+        """List ``add`` (relative path -> entry); unlist ``remove`` and all files under the folders ``remove_under``."""
+        files = self.read_manifest() or {}
+        prefixes = tuple(folder.rstrip("/") + "/" for folder in remove_under)
+        remove = set(remove)
+        files = {r: e for r, e in files.items() if r not in remove and not (prefixes and r.startswith(prefixes))}
+        files.update(add or {})
+        self._write_manifest(files)
+
+    def _entries(self, *relatives: str) -> dict[str, dict]:
+        paths = {relative: self.path / relative for relative in relatives}
+        return {relative: file_entry(path) for relative, path in paths.items() if path.is_file()}
+
+    @contextmanager
+    def _rewriting(self, *relatives: str) -> Iterator[None]:
+        """Unlist files while the block rewrites them, then list what they hold (also after a failure).
+
+        The block must replace each file atomically: then every listed entry matches its file,
+        whenever the process dies.
+        """
+        files = self.read_manifest() or {}
+        if any(relative in files for relative in relatives):
+            self._update_manifest(remove=relatives)
+        try:
+            yield
+        finally:
+            self._update_manifest(self._entries(*relatives))
 
     # ----------------------------------------------------------------- config, log, final
 
@@ -429,24 +576,40 @@ class RunDir:
             text = json.dumps(config, indent=2, sort_keys=True)
         except TypeError as err:
             raise TypeError(f"the run config must be JSON-able: {err}") from err
-        atomic_write_text(self.config_path, text + "\n")
+        with self._rewriting(CONFIG_FILE):
+            atomic_write_text(self.config_path, text + "\n")
 
-    def read_config(self) -> dict:
+    def read_config(self, verify: bool = False) -> dict:
         """Read ``config.json``.
+
+        Parameters
+        ----------
+        verify
+            First check the file against the run's manifest (see ``verify``), as loading does.
 
         Raises
         ------
         FileNotFoundError
             If the run has no ``config.json``.
+        CorruptFileError
+            If ``verify`` and the file differs from the one written.
         ValueError
-            If ``config.json`` is not valid JSON.
+            If ``config.json`` is not valid JSON, or holds something else than a dict of settings.
         """
         if not self.config_path.is_file():
             raise FileNotFoundError(f"{str(self.config_path)!r} is missing; the folder is not a complete run")
+        if verify:
+            self.verify(CONFIG_FILE, hint="restore the file, or retrain with --force")
         try:
-            return json.loads(self.config_path.read_text())
-        except json.JSONDecodeError as err:
+            config = json.loads(self.config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{str(self.config_path)!r} is damaged (invalid JSON: {err}); retrain with --force") from err
+        if not isinstance(config, dict):
+            raise ValueError(
+                f"{str(self.config_path)!r} holds {_shown_json(config)} where a dict of settings belongs; "
+                "it was edited or damaged: retrain with --force"
+            )
+        return config
 
     def training_dataset(self) -> tuple[str, dict[str, Any]]:
         """The (name, options) of the dataset the run was trained on, from ``config.json``.
@@ -510,7 +673,8 @@ class RunDir:
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write_text(self.log_path, buffer.getvalue())
+        with self._rewriting(LOG_FILE):
+            atomic_write_text(self.log_path, buffer.getvalue())
 
     def _truncate_log(self, last_epoch: int) -> None:
         # Rows logged after the checkpoint belong to epochs that the resumed run will redo.
@@ -523,8 +687,10 @@ class RunDir:
 
     def save_final(self, model: torch.nn.Module, metrics: dict) -> None:
         """Write the final weights (``model.safetensors``) and metrics (``metrics.json``) atomically."""
-        save_tensor_file(self.model_path, model_state_for_saving(model), metadata=_weights_metadata(model))
-        atomic_write_json(self.metrics_path, json.loads(json.dumps(_plain(metrics))))
+        metrics = json.loads(json.dumps(_plain(metrics)))
+        with self._rewriting(MODEL_FILE, METRICS_FILE):
+            save_tensor_file(self.model_path, model_state_for_saving(model), metadata=_weights_metadata(model))
+            atomic_write_json(self.metrics_path, metrics)
 
     def read_metrics(self) -> dict:
         """Read ``metrics.json`` ({} when the run has not finished)."""
@@ -621,11 +787,15 @@ class RunDir:
             info = {"epoch": int(epoch), "history": _plain(history), "format": 1}
             _write_durably(tmp / "state.json", json.dumps(info, indent=1).encode())
             _fsync_dir(tmp)
+            entries = {f"{STATE_DIR}/{name}/{file.name}": file_entry(file) for file in sorted(tmp.iterdir())}
             target = state_dir / name
             if target.exists():  # left over by a run killed before it pointed LATEST at it
+                self._update_manifest(remove_under=[f"{STATE_DIR}/{name}"])
                 shutil.rmtree(target)
             os.replace(tmp, target)
             _fsync_dir(state_dir)
+            # List the new checkpoint once it is in place, and unlist LATEST while it is rewritten.
+            self._update_manifest(entries, remove=[f"{STATE_DIR}/{LATEST_FILE}"])
             atomic_write_text(state_dir / LATEST_FILE, name + "\n")
         finally:
             if tmp.exists():
@@ -634,11 +804,23 @@ class RunDir:
         return state_dir / name
 
     def _remove_stale_checkpoints(self, keep: str) -> None:
-        # Older checkpoints, and leftovers of saves killed mid-way (temporary folders and pointer files).
-        for entry in self.state_path.iterdir():
-            if entry.is_dir() and entry.name != keep and entry.name.startswith((_CHECKPOINT_PREFIX, _TEMP_PREFIX)):
+        # Older checkpoints, and leftovers of saves killed mid-way (temporary folders and pointer
+        # files). They leave the manifest first (in the same write that lists the new LATEST), so
+        # that it never lists a file that is gone.
+        stale = [
+            entry
+            for entry in self.state_path.iterdir()
+            if (entry.is_dir() and entry.name != keep and entry.name.startswith((_CHECKPOINT_PREFIX, _TEMP_PREFIX)))
+            or (entry.is_file() and entry.name.startswith(f".{LATEST_FILE}."))
+        ]
+        self._update_manifest(
+            self._entries(f"{STATE_DIR}/{LATEST_FILE}"),
+            remove_under=[f"{STATE_DIR}/{entry.name}" for entry in stale if entry.is_dir()],
+        )
+        for entry in stale:
+            if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
-            elif entry.is_file() and entry.name.startswith(f".{LATEST_FILE}."):
+            else:
                 entry.unlink(missing_ok=True)
 
     def load_checkpoint(
@@ -651,9 +833,10 @@ class RunDir:
     ) -> dict:
         """Load the current checkpoint into ``model``, ``optimizer`` and ``scheduler``.
 
-        Tensors are read to the CPU and copied onto the model's (and optimizer's) device. Rows of
-        ``log.csv`` logged after the checkpoint's epoch are dropped, since the resumed run redoes
-        those epochs.
+        Tensors are read to the CPU and copied onto the model's (and optimizer's) device, after
+        ``state/LATEST`` and every file of the checkpoint are checked against the run's manifest.
+        Rows of ``log.csv`` logged after the checkpoint's epoch are dropped, since the resumed run
+        redoes those epochs.
 
         Returns
         -------
@@ -664,14 +847,19 @@ class RunDir:
         ------
         FileNotFoundError
             If the run has no checkpoint.
+        CorruptFileError
+            If a checkpoint file differs from the one written (a ValueError).
         ValueError
             If a checkpoint file is damaged, or the weights do not fit ``model``.
         """
+        hint = "this checkpoint cannot be used: retrain with --force"
+        self.verify(f"{STATE_DIR}/{LATEST_FILE}", hint=hint)  # it names the checkpoint: trust it once verified
         folder = self.checkpoint_path()
         if folder is None:
             raise FileNotFoundError(
                 f"{str(self.path)!r} holds no checkpoint (no {STATE_DIR}/{LATEST_FILE}); start the run without --resume"
             )
+        self.verify(*(f"{STATE_DIR}/{folder.name}/{name}" for name in _CHECKPOINT_FILES), hint=hint)
         try:
             info = json.loads((folder / "state.json").read_text())
             model_state = load_tensor_file(folder / MODEL_FILE)
@@ -726,6 +914,13 @@ def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def _shown_json(value: Any) -> str:
+    if value is None:
+        return "JSON null"
+    kinds = {list: "a JSON array", str: "a JSON string", bool: "a JSON boolean", int: "a number", float: "a number"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _csv_value(value: Any) -> Any:

@@ -11,9 +11,10 @@ from typing import Mapping
 
 import torch
 
-from zoo._checkpoint import MODEL_FILE, RunDir, load_tensor_file, read_tensor_metadata
+from zoo._checkpoint import LATEST_FILE, MODEL_FILE, STATE_DIR, RunDir, load_tensor_file, read_tensor_metadata
 from zoo._device import resolve_device
-from zoo._names import unknown_name_error
+from zoo._names import UnknownNameError, unknown_name_error
+from zoo._registry import MAX_PARAMETERS
 
 __all__ = ["load", "load_weights", "load_state_dict_file", "load_torchvision"]
 
@@ -22,7 +23,14 @@ _PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 
 
-def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu", checkpoint: bool = False) -> torch.nn.Module:
+def load(
+    run_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    checkpoint: bool = False,
+    *,
+    verify: bool = True,
+    max_parameters: int | None = MAX_PARAMETERS,
+) -> torch.nn.Module:
     """Rebuild a zoo model from its run directory and load its weights; the model is in eval mode.
 
     Parameters
@@ -34,20 +42,32 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu", checkpo
     checkpoint
         Load the weights of the last checkpoint in ``state/`` instead of the final weights, for
         example to inspect a run that was interrupted.
+    verify
+        Check ``config.json`` and the weights against the sizes and SHA-256 in the run's
+        ``manifest.json`` before reading them. A run written before the toolkit kept a manifest
+        loads with a warning that its files cannot be verified.
+    max_parameters
+        Refuse a config that builds a larger model (see ``zoo.check_model_config``; None: no limit).
 
     Raises
     ------
     FileNotFoundError
         If the folder, its ``config.json`` or its weights are missing (the message says which).
+    CorruptFileError
+        If ``verify`` and a file differs from the one written (a bit flip, an edit); a ValueError.
     ValueError
-        If the weights file is damaged, or holds weights of another architecture.
+        If ``config.json`` holds invalid settings, or the weights file is damaged, holds NaN or
+        infinity, or holds weights of another architecture.
     """
     from zoo import create_model  # the registry is built by the model modules, imported lazily
 
     run = RunDir.open(run_dir)
-    config = run.read_config()
-    model_config = _model_config(config, run)
+    config = run.read_config(verify=verify)
+    name, options = _model_config(config, run)
+    recover = "retrain with --force"
     if checkpoint:
+        if verify:
+            run.verify(f"{STATE_DIR}/{LATEST_FILE}", hint=recover)  # it names the checkpoint: trust it once verified
         folder = run.checkpoint_path()
         if folder is None:
             raise FileNotFoundError(
@@ -64,21 +84,31 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu", checkpo
                 else "train the model first with `probe train`"
             )
             raise FileNotFoundError(f"{str(weights_path)!r} is missing; {hint}")
+        recover = ("recover by re-running the training with --resume (it restarts from the last checkpoint in state/) "
+                   "or by retraining with --force")
     try:
-        model = create_model(**model_config)
-    except TypeError as err:  # an option the architecture does not take (the config was edited or is older)
+        model = create_model(name, max_parameters=max_parameters, **options)
+    except UnknownNameError as err:
+        message = f"cannot rebuild the model from {str(run.config_path)!r}: {err}"
+        raise type(err)(message, err.name, err.closest) from None
+    except (TypeError, ValueError) as err:  # an option the architecture refuses (the config was edited or is older)
         raise ValueError(f"cannot rebuild the model from {str(run.config_path)!r}: {err}; retrain with --force") from err
+    if verify:
+        run.verify(weights_path.relative_to(run.path).as_posix(), hint=recover)
     state = load_tensor_file(weights_path)
     load_weights(model, state, source_name=str(weights_path))
     return model.to(resolve_device(device)).eval()
 
 
-def _model_config(config: dict, run: RunDir) -> dict:
-    # config.json is the model's own config, possibly with the training settings under their own key.
+def _model_config(config: dict, run: RunDir) -> tuple[str, dict]:
+    """The architecture's name and options from ``config.json``: the model's own config, possibly
+    with the training settings beside it under their own keys."""
     model_config = config.get("model") if isinstance(config.get("model"), dict) else config
-    if "name" not in model_config:
-        raise ValueError(f"{str(run.config_path)!r} names no model architecture (no 'name' key); retrain with --force")
-    return dict(model_config)
+    name = model_config.get("name")
+    if not isinstance(name, str):
+        found = "no 'name' key" if name is None else f"'name' is {name!r}, not a model name"
+        raise ValueError(f"{str(run.config_path)!r} names no model architecture ({found}); retrain with --force")
+    return name, {key: value for key, value in model_config.items() if key != "name"}
 
 
 def load_weights(
@@ -88,6 +118,7 @@ def load_weights(
     strict: bool = True,
     skip_mismatched: bool = False,
     source_name: str | None = None,
+    check_finite: bool = True,
 ) -> torch.nn.Module:
     """Load a state dict (or a weights file) into ``model``, explaining any mismatch.
 
@@ -111,6 +142,9 @@ def load_weights(
         Leave the parameters whose shapes differ at their current values (with a warning that
         names them) instead of failing, e.g. to load a torchvision ResNet-18 into the zoo's
         small-image ``resnet18`` whose stem and classifier differ.
+    check_finite
+        Refuse floating-point weights that hold NaN or infinity: a diverged training or a
+        damaged file, never something to record from.
 
     Returns
     -------
@@ -120,8 +154,8 @@ def load_weights(
     Raises
     ------
     ValueError
-        If keys or shapes do not match; the message names the first mismatches and the two
-        architectures when they are known.
+        If keys or shapes do not match (the message names the first mismatches and the two
+        architectures when they are known), or ``check_finite`` and a weight is NaN or infinite.
     """
     label = source_name
     if isinstance(source, (str, os.PathLike)):
@@ -156,8 +190,24 @@ def load_weights(
         wrong_shape = []
     if wrong_shape or (strict and (missing or unexpected)):
         raise ValueError(_mismatch_message(model, label, file_architecture, missing, unexpected, wrong_shape, strict))
+    if check_finite:
+        _refuse_non_finite(state, expected, label)
     model.load_state_dict(state, strict=strict)
     return model
+
+
+def _refuse_non_finite(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], label: str) -> None:
+    bad = [
+        key
+        for key, tensor in state.items()
+        if key in expected and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"{label} holds NaN/inf values in {len(bad)} tensor(s) ({', '.join(bad[:3])}): the weights come from a "
+            "diverged training or a damaged file; refusing to load them. Retrain (with a lower lr), or load an earlier "
+            "checkpoint"
+        )
 
 
 def _align_prefixes(state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,9 +14,11 @@ import os
 import random
 import re
 import time
+import typing
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,16 +26,33 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from zoo._checkpoint import RunDir
+from zoo._checkpoint import RunDir, refuse_file_as_run_folder
 from zoo._data import ImageTensorDataset, iterate_batches, load_dataset
 from zoo._device import resolve_device
 from zoo._evaluate import PRIMARY_METRIC, evaluate_model
+from zoo._files import writer_lock
 from zoo._names import unknown_name_error
-from zoo._registry import TrainDefaults, create_model, model_entry
+from zoo._registry import (
+    MAX_PARAMETERS,
+    ModelEntry,
+    TrainDefaults,
+    check_model_config,
+    check_setting,
+    create_model,
+    model_entry,
+)
 
 __all__ = ["TrainResult", "TrainingDivergedError", "train", "default_run_dir", "seed_everything"]
 
 _TRAINING_KEYS = {f.name for f in fields(TrainDefaults)} - {"epochs"}
+# The type of every training setting that zoo.train checks (None allowed where it means "the default").
+_TRAINING_TYPES = {
+    **typing.get_type_hints(TrainDefaults),
+    "epochs": int | None,
+    "seed": int,
+    "eval_every": int,
+    "dataset_options": dict | None,
+}
 _FINAL_LR_FRACTION = 0.01
 
 
@@ -80,8 +99,24 @@ def default_run_dir(model_name: str, dataset: str, seed: int) -> Path:
     return Path("runs") / f"{model_name}-{safe_dataset}-seed{seed}"
 
 
-def _model_config(model_name: str, info, settings: dict[str, Any]) -> dict[str, Any]:
-    """The model's options: the data's shape (and class count) where the model takes them, plus ``settings``."""
+def _check_training_settings(settings: dict[str, Any]) -> None:
+    """Check the type and range of each training setting (``lr`` > 0, sizes and counts >= 1, ...).
+
+    Raises
+    ------
+    ValueError
+        Naming the setting, its value and what it must be.
+    """
+    for key, value in settings.items():
+        check_setting("training setting", key, value, _TRAINING_TYPES[key])
+
+
+def _model_config(model_name: str, info, settings: dict[str, Any], max_parameters: int | None) -> dict[str, Any]:
+    """The model's options: the data's shape (and class count) where the model takes them, plus ``settings``.
+
+    The options are checked (types, ranges, parameter budget) before anything is allocated, and
+    so is that the model takes the dataset's images and has a class for each of its labels.
+    """
     entry = model_entry(model_name)
     accepted = inspect.signature(entry.builder).parameters
     unknown = sorted(set(settings) - set(accepted))
@@ -94,6 +129,18 @@ def _model_config(model_name: str, info, settings: dict[str, Any]) -> dict[str, 
             raise ValueError(f"model {model_name!r} is supervised but dataset {info.name!r} is unlabelled; choose a labelled dataset such as 'digits'")
         config["n_classes"] = info.n_classes
     config.update(settings)
+    check_model_config(model_name, config, max_parameters=max_parameters)
+    if [int(v) for v in config["input_shape"]] != list(info.image_shape):
+        raise ValueError(
+            f"model {model_name!r} with input_shape={list(config['input_shape'])} does not fit dataset {info.name!r}, "
+            f"whose images have shape {list(info.image_shape)} (channels, height, width); drop input_shape "
+            "(it follows the dataset) or choose a dataset with such images"
+        )
+    if "n_classes" in config and config["n_classes"] < info.n_classes:
+        raise ValueError(
+            f"model {model_name!r} with n_classes={config['n_classes']} cannot learn dataset {info.name!r}, "
+            f"which has {info.n_classes} classes; drop n_classes (it follows the dataset)"
+        )
     return config
 
 
@@ -137,6 +184,7 @@ def train(
     progress: bool = True,
     dataset_options: dict[str, Any] | None = None,
     eval_every: int = 1,
+    max_parameters: int | None = MAX_PARAMETERS,
     **settings: Any,
 ) -> TrainResult:
     """Train a zoo model with its objective and write a run directory.
@@ -165,6 +213,8 @@ def train(
         Options for ``zoo.load_dataset`` (e.g. ``{"patch_size": 8}`` for natural patches).
     eval_every
         Evaluate on the test split every this many epochs (always after the last one).
+    max_parameters
+        Refuse settings that build a larger model (see ``zoo.check_model_config``; None: no limit).
     **settings
         Training settings (``lr``, ``batch_size``, ``weight_decay``, ``warmup_epochs``) and model
         options (e.g. ``code_dim=8``).
@@ -177,29 +227,61 @@ def train(
     ------
     TrainingDivergedError
         If the loss becomes NaN or infinite (the last good checkpoint stays in ``out/state``).
+    FolderLockedError
+        If another process is writing ``out`` (a RuntimeError; the message gives its PID).
     ValueError
-        Unknown settings, a resumed run whose settings differ, or a supervised model on unlabelled data.
+        Unknown settings, settings of the wrong type or range, a model larger than ``max_parameters``
+        or one that does not fit the dataset's images, a resumed run whose settings differ, or a
+        supervised model on unlabelled data. All are checked before anything is allocated or written.
     """
     entry = model_entry(model_name)
     training_settings = {key: settings.pop(key) for key in list(settings) if key in _TRAINING_KEYS}
+    _check_training_settings(
+        {**training_settings, "epochs": epochs, "seed": seed, "eval_every": eval_every,
+         "dataset_options": dataset_options}
+    )
     hyper = replace(entry.defaults, **training_settings)
     if epochs is not None:
         hyper = replace(hyper, epochs=int(epochs))
-    if hyper.epochs < 1 or hyper.batch_size < 1 or hyper.lr <= 0:
-        raise ValueError(f"epochs and batch_size must be positive and lr > 0, got {asdict(hyper)}")
-    if eval_every < 1:
-        raise ValueError(f"eval_every must be at least 1, got {eval_every}")
     device = resolve_device(device)
     dataset_options = dict(dataset_options or {})
     train_set = load_dataset(dataset, split="train", **dataset_options)
     test_set = load_dataset(dataset, split="test", **dataset_options)
-    model_config = _model_config(model_name, train_set.info, settings)
+    model_config = _model_config(model_name, train_set.info, settings, max_parameters)
     if device.type != "cpu":
         train_set, test_set = _to_device(train_set, device), _to_device(test_set, device)
 
     seed_everything(seed)
-    model = create_model(model_name, **model_config).to(device)
-    run = RunDir.create(out if out is not None else default_run_dir(model_name, dataset, seed), resume=resume, force=force)
+    model = create_model(model_name, max_parameters=max_parameters, **model_config).to(device)
+    with _only_writer(out if out is not None else default_run_dir(model_name, dataset, seed)) as run_path:
+        return _train_locked(
+            RunDir.create(run_path, resume=resume, force=force), model, entry, hyper, train_set, test_set, device,
+            dataset=dataset, dataset_options=dataset_options, seed=seed, resume=resume, progress=progress,
+            eval_every=eval_every,
+        )
+
+
+@contextmanager
+def _only_writer(out: str | os.PathLike) -> Iterator[Path]:
+    """Hold the run folder's writer lock: a second ``probe train`` into it fails at once instead of
+    interleaving its epochs with this one's. A folder that the lock had to create, and that stays
+    empty (the run was refused), is removed again."""
+    path = Path(out)
+    refuse_file_as_run_folder(path)
+    created = not path.exists()
+    try:
+        with writer_lock(path, what="run folder"):
+            yield path
+    finally:
+        if created and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
+def _train_locked(run: RunDir, model: nn.Module, entry: ModelEntry, hyper: TrainDefaults, train_set, test_set,
+                  device: torch.device, *, dataset: str, dataset_options: dict, seed: int, resume: bool,
+                  progress: bool, eval_every: int) -> TrainResult:
+    """The rest of ``train``, under the writer lock: config, epochs with their checkpoints, final weights."""
+    model_name = model.config["name"]
     config = {
         "model": model.config,
         "training": {**asdict(hyper), "seed": seed, "objective": entry.objective.__name__},

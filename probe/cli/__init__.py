@@ -23,7 +23,7 @@ COMMANDS = {
 }
 
 # Errors that come from the user's input or a diverged run; printed as one line, without a traceback.
-USER_ERRORS = (ValueError, LookupError, OSError, FloatingPointError)
+USER_ERRORS = (ValueError, LookupError, OSError, FloatingPointError, importlib.import_module("zoo").FolderLockedError)
 
 
 def build_parser() -> argparse.ArgumentParser:
