@@ -18,7 +18,7 @@ from reports._report import Report, Section
 from reports._similarity_section import similarity_section
 from reports._subspace_section import subspace_section
 from reports._transfer_section import transfer_section
-from reports._units_section import save_unit_grids, units_section
+from reports._units_section import save_unit_grids, unit_grid_paths, units_section
 from reports._zoo_section import ModelSummary, Reconstructions, zoo_section
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "similarity_section",
     "units_section",
     "save_unit_grids",
+    "unit_grid_paths",
     "subspace_section",
     "transfer_section",
 ]

@@ -17,7 +17,7 @@ from PIL import Image
 from reports._render import _to_uint8_image, figure_to_data_uri, image_to_data_uri, render_fragment, table_html
 from reports._report import Section
 
-__all__ = ["save_unit_grids", "units_section"]
+__all__ = ["save_unit_grids", "unit_grid_paths", "units_section"]
 
 # Grids are upscaled (nearest neighbour) until they are about this many pixels wide.
 _TARGET_WIDTH = 360
@@ -29,6 +29,20 @@ def _scale(grid: np.ndarray) -> int:
 
 def _file_stem(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "layer"
+
+
+def unit_grid_paths(out_dir: str | Path, name: str) -> dict[str, Path]:
+    """Where ``save_unit_grids`` writes a layer's grids: ``{"top": path, "bottom": path}``.
+
+    Parameters
+    ----------
+    out_dir
+        The folder of the PNG files.
+    name
+        The layer name (or file stem); characters unsafe in file names are replaced.
+    """
+    stem = _file_stem(name)
+    return {which: Path(out_dir) / f"{stem}_{which}.png" for which in ("top", "bottom")}
 
 
 def save_unit_grids(
@@ -64,7 +78,7 @@ def save_unit_grids(
     from zoo import atomic_path
 
     chosen = result.select_units(units, n_units, seed)
-    stem = _file_stem(name or result.layer)
+    paths = unit_grid_paths(out_dir, name or result.layer)
     written, scale = {}, None
     for which, patches in (("top", result.patches), ("bottom", result.bottom_patches)):
         if patches.shape[1] == 0:
@@ -73,7 +87,7 @@ def save_unit_grids(
         pixels = _to_uint8_image(grid)
         scale = scale or _scale(grid)  # the bottom grid keeps the top grid's pixel size
         pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
-        path = Path(out_dir) / f"{stem}_{which}.png"
+        path = paths[which]
         with atomic_path(path, suffix=".png") as tmp:
             Image.fromarray(pixels).save(tmp, format="PNG")
         written[which] = path

@@ -55,7 +55,7 @@ def _untrained_run(folder):
     model = zoo.create_model("cnn", width=4, hidden=8)
     run = zoo.RunDir.create(folder)
     run.write_config({"model": {**model.config, "name": "cnn"}, "dataset": {"name": "digits", "options": {}}})
-    zoo.save_tensor_file(run.model_path, model.state_dict())
+    run.save_final(model, metrics={})
     return run.path
 
 
@@ -68,7 +68,15 @@ def test_probe_patches_command(tmp_path, capsys):
     frame = pd.read_csv(out / "patches.csv")
     assert len(frame) == 8 * (4 + 1) and set(frame["kind"]) == {"top", "bottom"}
     assert (out / "features.relu2_top.png").is_file() and (out / "features.relu2_bottom.png").is_file()
-    assert main(["patches", str(run_dir), "--layer", "features.relu", "--out", str(out)]) == 2
+    capsys.readouterr()
+    again = ["patches", str(run_dir), "--layer", "features.relu2", "--k", "4", "--n-units", "3", "--out", str(out),
+             "--device", "cpu", "--no-progress"]  # fmt: skip
+    (out / "notes.txt").write_text("mine")
+    assert main(again) == 2 and "pass --force to overwrite" in capsys.readouterr().err
+    assert len(pd.read_csv(out / "patches.csv")) == len(frame)  # untouched
+    assert main([*again, "--force"]) == 0
+    assert len(pd.read_csv(out / "patches.csv")) == 8 * 4 and (out / "notes.txt").read_text() == "mine"
+    assert main(["patches", str(run_dir), "--layer", "features.relu", "--out", str(out), "--force"]) == 2
     assert "unknown layer 'features.relu'; did you mean" in capsys.readouterr().err
     assert main(["patches", str(tmp_path / "missing"), "--layer", "x", "--out", str(out)]) == 2
 

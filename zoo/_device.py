@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from zoo._names import unknown_name_error
+
 __all__ = ["resolve_device"]
+
+# What to suggest for a device torch does not know; torch accepts an index after each ("cuda:1").
+_DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:0", "mps")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -20,10 +25,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     ------
     ValueError
         If CUDA is asked for explicitly but is not available.
+    zoo.UnknownNameError
+        If torch knows no such device (for example ``"tpu"``).
     """
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise unknown_name_error("device", device, _DEVICE_NAMES) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was requested but CUDA is not available; use device='cpu' or 'auto'")
     return device

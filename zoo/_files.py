@@ -33,8 +33,8 @@ __all__ = [
 LOCK_FILE = ".writer.lock"
 
 
-class FolderLockedError(RuntimeError):
-    """Another process is writing the folder."""
+class FolderLockedError(OSError):
+    """Another process is writing the folder (an ``OSError``, like the failed lock underneath it)."""
 
 
 class CorruptFileError(ValueError):

@@ -22,8 +22,9 @@ COMMANDS = {
     "patches": "probe.cli.patches",
 }
 
-# Errors that come from the user's input or a diverged run; printed as one line, without a traceback.
-USER_ERRORS = (ValueError, LookupError, OSError, FloatingPointError, importlib.import_module("zoo").FolderLockedError)
+# Errors that come from the user's input, a file or a busy folder (zoo.FolderLockedError is an OSError), or a
+# diverged run; printed as one line, without a traceback.
+USER_ERRORS = (ValueError, LookupError, OSError, FloatingPointError)
 
 
 def build_parser() -> argparse.ArgumentParser:

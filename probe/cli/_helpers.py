@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["load_run_or_model", "parse_reduce"]
+__all__ = ["load_run_or_model", "parse_reduce", "check_model_fits_dataset"]
 
 
 def load_run_or_model(run_or_model: str, device: str = "cpu") -> nn.Module:
@@ -42,3 +42,22 @@ def parse_reduce(text: str) -> Any:
         layer, mode = item.split("=", 1)
         reduce[layer.strip()] = mode.strip()
     return reduce
+
+
+def check_model_fits_dataset(model: nn.Module, dataset: Any, dataset_name: str) -> None:
+    """Refuse a dataset whose images are not the shape the model was built for (zoo models know theirs).
+
+    Raises
+    ------
+    ValueError
+        Naming both shapes and the ``--dataset`` to use instead.
+    """
+    expected = (getattr(model, "config", None) or {}).get("input_shape")
+    info = getattr(dataset, "info", None)
+    if expected is None or info is None:
+        return
+    if tuple(expected) != tuple(info.image_shape):
+        raise ValueError(
+            f"--dataset {dataset_name} has images of shape {tuple(info.image_shape)}, but the model was built for "
+            f"{tuple(expected)}; pass the --dataset it was trained on (its config.json names it)"
+        )

@@ -18,10 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import zoo
     from probe import describe_layers
-    from probe.cli._helpers import load_run_or_model
+    from probe.cli._helpers import check_model_fits_dataset, load_run_or_model
 
     model = load_run_or_model(args.run_or_model)
     dataset = zoo.load_dataset(args.dataset, split="test")
+    check_model_fits_dataset(model, dataset, args.dataset)
     example = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(min(2, len(dataset)))])
     device = next(iter(model.parameters()), torch.empty(0)).device
     layers = [name for name, _ in model.named_modules() if name] if args.all else None

@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for <layer>_top.png, <layer>_bottom.png and patches.csv"
     )
+    parser.add_argument("--force", action="store_true", help="overwrite the grids and patches.csv of an earlier run in --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -43,14 +44,24 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     import zoo
+    from probe.cli._helpers import check_model_fits_dataset
     from probe.study import record_top_patches
-    from reports import save_unit_grids
+    from reports import save_unit_grids, unit_grid_paths
 
     if not args.run_dir.is_dir():
         raise FileNotFoundError(f"run folder {args.run_dir} does not exist; train one with probe train")
+    csv_path = args.out / "patches.csv"
+    targets = [csv_path, *(path for layer in args.layer for path in unit_grid_paths(args.out, layer).values())]
+    existing = [str(path) for path in targets if path.exists()]
+    if existing and not args.force:
+        raise FileExistsError(
+            f"--out {args.out} already holds {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}; "
+            "pass --force to overwrite them, or choose another --out"
+        )
     model = zoo.load(args.run_dir, device="cpu")
     name, options = (args.dataset, {}) if args.dataset else zoo.RunDir(args.run_dir).training_dataset()
     dataset = zoo.load_dataset(name, split=args.split, **options)
+    check_model_fits_dataset(model, dataset, name)
     results = record_top_patches(
         model,
         dataset,
@@ -69,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
         for path in written.values():
             print(f"wrote {path}")
         frames.append(result.to_frame())
-    csv_path = args.out / "patches.csv"
     with zoo.atomic_path(csv_path, suffix=".csv") as tmp:
         pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
     print(f"wrote {csv_path}")

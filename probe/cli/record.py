@@ -26,10 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import zoo
     from probe import record
-    from probe.cli._helpers import load_run_or_model, parse_reduce
+    from probe.cli._helpers import check_model_fits_dataset, load_run_or_model, parse_reduce
 
     model = load_run_or_model(args.run_dir)
     dataset = zoo.load_dataset(args.dataset, split=args.split)
+    check_model_fits_dataset(model, dataset, args.dataset)
     if args.layers is None and not hasattr(model, "recordable_layers"):
         raise ValueError(f"{args.run_dir} has no recordable_layers(); name the layers with --layers (see `probe layers`)")
     layers = args.layers or model.recordable_layers()
