@@ -9,12 +9,30 @@ never draw; ``reports`` draws their results.
 - Units: receptive fields, top-activating patches (of a ``probe.TopK`` recording), class selectivity.
 - Subspaces: the linear autoencoder estimator, principal angles, PCA against linear autoencoders.
 - Transfer: linear probes and kNN read-outs per layer, label efficiency.
+
+Memory: analyses whose memory grows with the square of the stimulus count (``rdm``, crossnobis,
+``compare_rdms``, the bootstrap and permutation tests, ``cka`` through Gram matrices, ``cka_matrix``,
+``layer_rdms``, ``rdm_similarity_matrix``, ``rank_layers``, ``load_rdm``, an RDM's square/condensed
+forms and ``to_frame``) estimate their peak bytes before allocating anything of that size and,
+above a limit, raise ``MemoryLimitError`` (a ``MemoryError`` and a ``ValueError``) with the
+estimate, the limit, the variant to use instead (``rdm_chunked`` writes a large RDM to disk in row
+blocks; ``StreamingCKA`` streams linear CKA during recording) and how to raise the limit. The limit
+is 4 GiB (``DEFAULT_MEMORY_LIMIT``) unless the environment variable ``NEUROPROBE_MAX_BYTES`` says
+otherwise ("16GB", "unlimited"), and ``set_memory_limit`` overrides both for the process, or for a
+``with`` block::
+
+    analyses.set_memory_limit("32GB")
+    with analyses.set_memory_limit("unlimited"):
+        big = analyses.rdm(X)
+
+``get_memory_limit()`` tells the limit in force.
 """
 
 from analyses._cka import cka
 from analyses._compare import compare_rdms
 from analyses._linear_autoencoder import LinearAutoencoder
 from analyses._linear_probe import DEFAULT_CS, ProbeResult, knn_accuracy, linear_probe
+from analyses._memory import DEFAULT_MEMORY_LIMIT, MemoryLimitError, get_memory_limit, set_memory_limit
 from analyses._rdm import RDM, rdm, rdm_chunked
 from analyses._receptive_field import ReceptiveField, receptive_field
 from analyses._reference_rdm import LayerRanking, load_rdm, rank_layers
@@ -77,4 +95,9 @@ __all__ = [
     "label_efficiency",
     "LabelEfficiency",
     "resolve_features",
+    # memory guard
+    "MemoryLimitError",
+    "set_memory_limit",
+    "get_memory_limit",
+    "DEFAULT_MEMORY_LIMIT",
 ]

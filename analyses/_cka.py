@@ -26,12 +26,29 @@ from typing import Any
 import numpy as np
 import torch
 
+from analyses._memory import check_memory, square_bytes, stimuli
 from analyses._rdm import MIN_STIMULI, as_float_tensor, gram
 from zoo._names import unknown_name_error
 
 __all__ = ["cka", "CKA_KERNELS"]
 
 CKA_KERNELS = ("linear", "rbf")
+
+# What to use instead when the Gram matrices are too large for memory (the memory guard's advice).
+STREAMING_ADVICE = (
+    "use analyses.StreamingCKA (probe.record(model, data, layers, reducers={'cka': StreamingCKA})), which "
+    "accumulates linear CKA batch by batch in memory independent of the stimulus count, or a subset of the stimuli"
+)
+
+
+def gram_copies(X: torch.Tensor) -> int:
+    """(n, n) buffers that ``gram(X)`` holds at its peak: one from NumPy, three while torch's is symmetrised."""
+    return 1 if X.device.type == "cpu" and X.dtype == torch.float64 else 3
+
+
+# (n, n) buffers at the peak of ``centre_gram(_rbf_gram(X))``: the Gram matrix, the squared distances
+# and two temporaries (of the distances, then of NumPy's median or the kernel's exponent).
+RBF_GRAM_COPIES = 4
 
 
 def flatten_units(X: Any, name: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -112,6 +129,12 @@ def _linear_cka(X: torch.Tensor, Y: torch.Tensor, debiased: bool) -> float:
     Xc, Yc = X - X.mean(dim=0), Y - Y.mean(dim=0)
     feature_cost = n * (X.shape[1] * Y.shape[1] + X.shape[1] ** 2 + Y.shape[1] ** 2)
     gram_cost = n * n * (X.shape[1] + Y.shape[1])
+    if feature_cost > gram_cost:
+        # Kx, Ky and their product, or gram()'s temporaries next to Kx
+        copies = 2 + max(1, gram_copies(Xc) - 1)
+        check_memory(
+            square_bytes(n, copies, X.element_size()), f"analyses.cka (linear kernel) on {stimuli(n)}", STREAMING_ADVICE
+        )
     if feature_cost <= gram_cost:
         xy = torch.linalg.matrix_norm(Xc.T @ Yc) ** 2
         xx = torch.linalg.matrix_norm(gram(Xc.T)) ** 2
@@ -162,6 +185,13 @@ def cka(
     -------
     float
         CKA in [0, 1] (debiased: may be slightly below 0).
+
+    Raises
+    ------
+    MemoryLimitError
+        The (n_stimuli, n_stimuli) Gram matrices (RBF kernel, or linear with more units than
+        stimuli) would exceed the memory limit (``analyses.set_memory_limit``); raised before they
+        are built. ``StreamingCKA`` streams linear CKA instead.
     """
     if kernel not in CKA_KERNELS:
         raise unknown_name_error("CKA kernel", kernel, CKA_KERNELS)
@@ -170,6 +200,13 @@ def cka(
     check_pair(X, Y, debiased)
     if kernel == "linear":
         return _linear_cka(X, Y, debiased)
+    n = X.shape[0]
+    # Kx is kept while Ky is built
+    check_memory(
+        square_bytes(n, 1 + RBF_GRAM_COPIES, X.element_size()), f"analyses.cka (RBF kernel) on {stimuli(n)}",
+        "use kernel='linear' with analyses.StreamingCKA, which streams linear CKA in memory independent of the "
+        "stimulus count, or a subset of the stimuli",
+    )
     Kx = centre_gram(_rbf_gram(X, sigma, median_fraction, "X"), debiased)
     Ky = centre_gram(_rbf_gram(Y, sigma, median_fraction, "Y"), debiased)
     return _ratio((Kx * Ky).sum(), torch.linalg.matrix_norm(Kx), torch.linalg.matrix_norm(Ky))

@@ -24,10 +24,17 @@ from typing import Any, Callable
 import numpy as np
 import scipy.stats
 
-from analyses._rdm import RDM, n_stimuli_from_pairs
+from analyses._memory import check_memory, stimuli
+from analyses._rdm import RDM, is_symmetric, n_stimuli_from_pairs
 from zoo._names import unknown_name_error
 
 __all__ = ["compare_rdms", "COMPARISON_METHODS"]
+
+# What to use instead when RDMs are too large to compare in memory (the memory guard's advice).
+SUBSET_ADVICE = (
+    "compare the RDMs on a random subset of the stimuli (RDM.subset), for example a few thousand, which "
+    "estimates the same comparison"
+)
 
 
 def rdm_vectors(rdms: Any, name: str = "RDM") -> tuple[np.ndarray, bool]:
@@ -49,11 +56,14 @@ def rdm_vectors(rdms: Any, name: str = "RDM") -> tuple[np.ndarray, bool]:
         n_stimuli_from_pairs(array.size)
         vectors, single = array[None, :], True
     elif array.ndim == 2 and array.shape[0] == array.shape[1] and _looks_square(array):
-        vectors, single = RDM(array, check=True).condensed()[None, :], True
+        vectors, single = RDM(array, check=True).condensed()[None, :], True  # condensed() checks its memory
     elif array.ndim == 2:
         n_stimuli_from_pairs(array.shape[1])
         vectors, single = array, False
     elif array.ndim == 3 and array.shape[1] == array.shape[2]:
+        k, n = array.shape[:2]
+        # the condensed forms and their stack
+        check_memory(2 * 4 * n * (n - 1) * k, f"the condensed forms of {k} RDMs of {stimuli(n)}", SUBSET_ADVICE)
         vectors, single = np.stack([RDM(m).condensed() for m in array]), False
     else:
         raise ValueError(
@@ -65,8 +75,41 @@ def rdm_vectors(rdms: Any, name: str = "RDM") -> tuple[np.ndarray, bool]:
     return vectors, single
 
 
+def rdm_sizes(rdms: Any) -> tuple[int, int, int] | None:
+    """(number of RDMs, stimulus pairs, bytes ``rdm_vectors`` allocates for them), read from shapes alone.
+
+    None when the shapes say nothing sensible (``rdm_vectors`` then refuses the input itself).
+    """
+    if isinstance(rdms, RDM):
+        n_pairs = rdms.n_stimuli * (rdms.n_stimuli - 1) // 2
+        return 1, n_pairs, 0 if rdms._condensed is not None else 8 * n_pairs
+    if isinstance(rdms, (list, tuple)):
+        sizes = [rdm_sizes(item) for item in rdms]
+        if not sizes or None in sizes:
+            return None
+        k, n_pairs = sum(s[0] for s in sizes), max(s[1] for s in sizes)
+        return k, n_pairs, sum(s[2] for s in sizes) + 8 * k * n_pairs  # and their concatenation
+    shape = np.shape(rdms)
+    if len(shape) == 3 and shape[1] == shape[2]:
+        n_pairs = shape[1] * (shape[1] - 1) // 2
+        return shape[0], n_pairs, 2 * 8 * shape[0] * n_pairs  # the condensed forms and their stack
+    if len(shape) == 2 and shape[0] == shape[1]:
+        n_pairs = shape[0] * (shape[0] - 1) // 2
+        return 1, n_pairs, 8 * n_pairs
+    if len(shape) in (1, 2):
+        return (1, shape[0], 0) if len(shape) == 1 else (shape[0], shape[1], 0)
+    return None
+
+
+def _described_pairs(n_pairs: int) -> str:
+    try:
+        return f"RDMs of {stimuli(n_stimuli_from_pairs(n_pairs))}"
+    except ValueError:
+        return f"{n_pairs:,} stimulus pairs"
+
+
 def _looks_square(array: np.ndarray) -> bool:
-    return bool(np.allclose(np.diag(array), 0) and np.allclose(array, array.T))
+    return bool(np.allclose(np.diag(array), 0) and is_symmetric(array, rtol=1e-5, atol=1e-8))
 
 
 def _centre(vectors: np.ndarray) -> np.ndarray:
@@ -161,6 +204,19 @@ _METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 _ALIASES = {"corr": "pearson", "correlation": "pearson", "kendall": "tau-b"}
 COMPARISON_METHODS: tuple[str, ...] = tuple(_METHODS)
+# Peak working bytes per element of the compared vectors (measured with tracemalloc, rounded up):
+# centred copies for pearson, norms' temporaries for cosine, the sort and rank arrays of the rank
+# methods, and scipy's kendalltau on one pair at a time.
+_BYTES_PER_ELEMENT = {"pearson": 16, "cosine": 8, "spearman": 40, "rho-a": 40}
+_BYTES_PER_PAIR_ELEMENT = {"tau-a": 48, "tau-b": 48}
+
+
+def compare_bytes(k_a: int, k_b: int, n_pairs: int, method: str) -> int:
+    """Estimated peak working bytes of comparing (k_a, n_pairs) vectors with (k_b, n_pairs) ones."""
+    method = resolve_method(method)
+    if method in _BYTES_PER_PAIR_ELEMENT:
+        return _BYTES_PER_PAIR_ELEMENT[method] * n_pairs
+    return _BYTES_PER_ELEMENT[method] * (k_a + k_b) * n_pairs
 
 
 def resolve_method(method: str) -> str:
@@ -179,7 +235,13 @@ def compare_vectors(a: np.ndarray, b: np.ndarray, method: str) -> np.ndarray:
         )
     if a.shape[1] < 3:
         raise ValueError(f"only {a.shape[1]} stimulus pair(s); comparing RDMs needs at least 3 stimuli")
-    return _METHODS[resolve_method(method)](a, b)
+    method = resolve_method(method)
+    check_memory(
+        compare_bytes(a.shape[0], b.shape[0], a.shape[1], method),
+        f"comparing {a.shape[0]} x {b.shape[0]} RDMs over {a.shape[1]:,} stimulus pairs ({method})",
+        SUBSET_ADVICE,
+    )
+    return _METHODS[method](a, b)
 
 
 def compare_rdms(A: Any, B: Any, method: str = "spearman") -> float | np.ndarray:
@@ -204,8 +266,20 @@ def compare_rdms(A: Any, B: Any, method: str = "spearman") -> float | np.ndarray
     ValueError
         Unknown method, different stimulus counts, NaN, or a constant RDM for a method that is
         undefined on it.
+    MemoryLimitError
+        The comparison's working memory (it grows with the number of stimulus pairs) would exceed
+        the memory limit (``analyses.set_memory_limit``); raised before it is allocated.
     """
     method = resolve_method(method)
+    sizes = rdm_sizes(A), rdm_sizes(B)
+    if None not in sizes:
+        (k_a, pairs_a, bytes_a), (k_b, pairs_b, bytes_b) = sizes
+        n_pairs = max(pairs_a, pairs_b)
+        check_memory(
+            bytes_a + bytes_b + compare_bytes(k_a, k_b, n_pairs, method),
+            f"analyses.compare_rdms ({method}, {k_a} x {k_b} RDMs) on {_described_pairs(n_pairs)}",
+            SUBSET_ADVICE,
+        )
     a, single_a = rdm_vectors(A, "A")
     b, single_b = rdm_vectors(B, "B")
     result = compare_vectors(a, b, method)

@@ -37,9 +37,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from analyses._memory import check_memory, parse_bytes, square_bytes, stimuli
 from zoo._names import unknown_name_error
 
 __all__ = ["RDM", "rdm", "rdm_chunked", "RDM_METRICS"]
+
+# What to use instead when an RDM is too large for memory (the memory guard's advice).
+CHUNKED_ADVICE = (
+    "use analyses.rdm_chunked(X, metric, path='rdm.npy', condensed=True), which computes the RDM in row blocks "
+    "within memory_budget and writes it to disk, or compute the RDM on a subset of the stimuli"
+)
 
 MIN_STIMULI = 3
 
@@ -174,6 +181,11 @@ class RDM:
         """Array of shape (n_stimuli, n_stimuli) (built from the condensed form on first use)."""
         if self._matrix is None:
             n = self.n_stimuli
+            # the matrix and the two index vectors of the upper triangle
+            check_memory(
+                square_bytes(n, 2), f"the square matrix of a condensed RDM of {stimuli(n)}",
+                "work with rdm.condensed() (the upper triangle), which every comparison in analyses accepts",
+            )
             matrix = np.zeros((n, n))
             rows, cols = np.triu_indices(n, 1)
             matrix[rows, cols] = self._condensed
@@ -196,14 +208,23 @@ class RDM:
         """The upper triangle, array of shape (n_stimuli * (n_stimuli - 1) / 2,)."""
         if self._condensed is not None:
             return np.asarray(self._condensed, dtype=np.float64)
-        rows, cols = np.triu_indices(self.n_stimuli, 1)
-        return np.asarray(self._matrix[rows, cols], dtype=np.float64)
+        n = self.n_stimuli
+        check_memory(
+            4 * n * (n - 1), f"the condensed form of an RDM of {stimuli(n)}",
+            "compute the RDM with analyses.rdm_chunked(X, metric, path='rdm.npy', condensed=True), which keeps "
+            "the upper triangle on disk",
+        )
+        return upper_triangle(self._matrix)
 
     def subset(self, index: Any) -> "RDM":
         """The RDM of a subset (or reordering) of stimuli, with descriptors carried along."""
         index = np.asarray(index)
         if index.dtype == bool:
             index = np.flatnonzero(index)
+        check_memory(
+            square_bytes(index.size, 1), f"RDM.subset to {stimuli(index.size)}",
+            "take fewer stimuli, or compute the subset's RDM with analyses.rdm_chunked(X[index], metric, path=...)",
+        )
         matrix = np.asarray(self.matrix)[np.ix_(index, index)]
         descriptors = {key: value[index] for key, value in self.descriptors.items()}
         return RDM(matrix, self.metric, descriptors, self.name, check=False)
@@ -216,6 +237,12 @@ class RDM:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per stimulus pair i < j: stimulus_i, stimulus_j, dissimilarity, descriptors."""
+        n_pairs = self.n_stimuli * (self.n_stimuli - 1) // 2
+        # index columns, values and the metric/name columns, built once and copied once into the frame
+        check_memory(
+            n_pairs * 8 * (9 + 4 * len(self.descriptors)), f"RDM.to_frame for {stimuli(self.n_stimuli)}",
+            "use rdm.condensed() (a NumPy vector of the upper triangle, in the same pair order) instead of a DataFrame",
+        )
         rows, cols = np.triu_indices(self.n_stimuli, 1)
         frame = pd.DataFrame({"stimulus_i": rows, "stimulus_j": cols, "dissimilarity": self.condensed()})
         for key, value in self.descriptors.items():
@@ -236,11 +263,45 @@ def n_stimuli_from_pairs(n_pairs: int) -> int:
     return n
 
 
+def upper_triangle(matrix: np.ndarray) -> np.ndarray:
+    """The upper triangle of a square matrix in row-major order (scipy's ``squareform``), as float64.
+
+    Row by row, so that nothing but the result is allocated (``np.triu_indices`` would take twice
+    its size again in index vectors).
+    """
+    n = matrix.shape[0]
+    out = np.empty(n * (n - 1) // 2)
+    offset = 0
+    for i in range(n - 1):
+        out[offset : offset + n - i - 1] = matrix[i, i + 1 :]
+        offset += n - i - 1
+    return out
+
+
+def _block_rows(n: int) -> int:
+    """Rows per block of about 2**20 entries, to check an (n, n) matrix without (n, n) temporaries."""
+    return max(1, 2**20 // max(n, 1))
+
+
+def is_symmetric(matrix: np.ndarray, rtol: float, atol: float) -> bool:
+    """``np.allclose(matrix, matrix.T, rtol, atol)``, one block of rows at a time."""
+    n, step = matrix.shape[0], _block_rows(matrix.shape[0])
+    return all(
+        np.allclose(matrix[start : start + step], matrix[:, start : start + step].T, rtol=rtol, atol=atol)
+        for start in range(0, n, step)
+    )
+
+
 def _check_square_rdm(matrix: np.ndarray, atol: float = 1e-8) -> None:
-    if not np.isfinite(matrix).all():
-        raise ValueError("the RDM contains NaN or inf; an RDM must be finite")
-    scale = max(float(np.abs(matrix).max()), 1.0)
-    if not np.allclose(matrix, matrix.T, rtol=0, atol=atol * scale):
+    n, step = matrix.shape[0], _block_rows(matrix.shape[0])
+    largest = 0.0
+    for start in range(0, n, step):
+        block = np.asarray(matrix[start : start + step])
+        if not np.isfinite(block).all():
+            raise ValueError("the RDM contains NaN or inf; an RDM must be finite")
+        largest = max(largest, float(np.abs(block).max(initial=0.0)))
+    scale = max(largest, 1.0)
+    if not is_symmetric(matrix, 0, atol * scale):
         raise ValueError("the RDM is not symmetric; symmetrise it with (M + M.T) / 2 if that is intended")
     if np.abs(np.diag(matrix)).max(initial=0.0) > atol * scale:
         raise ValueError("the RDM has a non-zero diagonal; a stimulus must have zero dissimilarity to itself")
@@ -336,6 +397,8 @@ _PREPARE: dict[str, Callable[..., _Prepared]] = {
 }
 RDM_METRICS: tuple[str, ...] = (*_PREPARE, "crossnobis")
 _PER_UNIT_METRICS = {"sqeuclidean", "mahalanobis", "crossnobis"}
+# metrics whose finishing step adds the squared norms as an (n, n) temporary
+_DISTANCE_METRICS = {"euclidean", "sqeuclidean", "mahalanobis"}
 
 
 def _precision_factor(precision: torch.Tensor) -> torch.Tensor:
@@ -508,6 +571,9 @@ def rdm(
     ValueError
         Unknown metric (with the nearest names), NaN/inf in X, fewer than 3 stimuli, a stimulus
         for which the metric is undefined, a missing or singular noise matrix.
+    MemoryLimitError
+        The (n_stimuli, n_stimuli) work would exceed the memory limit (``analyses.set_memory_limit``);
+        raised before it is allocated. ``rdm_chunked`` with ``path`` computes it on disk instead.
     """
     if metric not in RDM_METRICS:
         raise unknown_name_error("RDM metric", metric, RDM_METRICS)
@@ -517,6 +583,7 @@ def rdm(
     if metric == "crossnobis":
         runs_data, condition_values = _crossnobis_runs(X, runs, conditions, dtype)
         check_stimulus_count(runs_data.shape[1])
+        _check_rdm_memory(runs_data.shape[1], metric, runs_data, per_unit)
         if isinstance(noise_covariance, str):
             if noise_covariance != "residuals":
                 raise ValueError(f"noise_covariance={noise_covariance!r}: the only string accepted is 'residuals'")
@@ -531,6 +598,7 @@ def rdm(
         if data.ndim != 2:
             raise ValueError(f"X must have shape (n_stimuli, n_units), got {tuple(data.shape)}; flatten or pool units first")
         check_stimulus_count(data.shape[0])
+        _check_rdm_memory(data.shape[0], metric, data, per_unit)
         precision = _resolve_precision(noise_precision, noise_covariance, data.shape[1], data.device, dtype)
         prepared = _PREPARE[metric](data, precision=precision)
         squared = prepared.squared_norms()
@@ -541,15 +609,42 @@ def rdm(
     return RDM(D.cpu().numpy(), metric, descriptors, name, check=False)
 
 
-def _parse_bytes(budget: int | str) -> int:
-    if isinstance(budget, (int, np.integer)):
-        return int(budget)
-    units = {"KB": 2**10, "MB": 2**20, "GB": 2**30, "B": 1}
-    text = str(budget).strip().upper()
-    for suffix, factor in units.items():
-        if text.endswith(suffix):
-            return int(float(text[: -len(suffix)]) * factor)
-    raise ValueError(f"memory budget {budget!r} not understood; pass bytes (int) or a string like '512MB' or '2GB'")
+def rdm_bytes(
+    n_stimuli: int,
+    metric: str,
+    itemsize: int = 8,
+    *,
+    per_unit: bool = False,
+    cpu_float64: bool = True,
+    on_cpu: bool = True,
+) -> int:
+    """Estimated peak bytes of the (n_stimuli, n_stimuli) work of ``rdm`` (its input not counted).
+
+    The Gram matrix (one buffer, or three while a non-NumPy Gram is symmetrised), a temporary of
+    the distance metrics' finishing step, the per-unit division, crossnobis's accumulator and its
+    four temporaries, and the float64 result on the host when the work ran elsewhere or in
+    another precision.
+    """
+    if metric == "crossnobis":
+        peak = 5 + (1 if per_unit else 0)
+    else:
+        finishing = 2 if metric in _DISTANCE_METRICS else 1
+        peak = max(1 if cpu_float64 else 3, finishing, 2 if per_unit else 1)
+    needed = square_bytes(n_stimuli, peak, itemsize)
+    if not on_cpu:
+        needed += square_bytes(n_stimuli, 1, itemsize)
+    if itemsize != 8:
+        needed += square_bytes(n_stimuli, 1, 8)
+    return needed
+
+
+def _check_rdm_memory(n_stimuli: int, metric: str, data: torch.Tensor, per_unit: bool) -> None:
+    needed = rdm_bytes(
+        n_stimuli, metric, data.element_size(), per_unit=per_unit,
+        cpu_float64=data.device.type == "cpu" and data.dtype == torch.float64, on_cpu=data.device.type == "cpu",
+    )
+    advice = "use a subset of the stimuli" if metric == "crossnobis" else CHUNKED_ADVICE
+    check_memory(needed, f"analyses.rdm (metric={metric!r}) on {stimuli(n_stimuli)}", advice)
 
 
 def rdm_chunked(
@@ -578,7 +673,8 @@ def rdm_chunked(
     path
         Where to write a ``.npy`` file (square float64 matrix, or the condensed upper triangle
         when ``condensed``). It is written to a temporary file and renamed when complete, so an
-        interrupted run never leaves a torn file. None keeps the result in memory.
+        interrupted run never leaves a torn file. None keeps the result in memory, within the
+        memory limit (``analyses.set_memory_limit``; ``MemoryLimitError`` above it).
     condensed
         Store only the upper triangle: n(n-1)/2 values instead of n^2.
     memory_budget
@@ -601,11 +697,20 @@ def rdm_chunked(
         raise ValueError(f"X must have shape (n_stimuli, n_units), got {tuple(data.shape)}")
     n, n_units = data.shape
     check_stimulus_count(n)
+    budget = parse_bytes(memory_budget, "memory budget")
+    if path is None:
+        result_bytes = 4 * n * (n - 1) if condensed else square_bytes(n, 1)
+        check_memory(
+            result_bytes + min(budget, square_bytes(n, 4)),
+            f"analyses.rdm_chunked (metric={metric!r}, path=None) on {stimuli(n)}",
+            "pass path='rdm.npy' (with condensed=True to halve it) so that the RDM is written to disk instead of "
+            "kept in memory",
+        )
     precision = _resolve_precision(noise_precision, noise_covariance, n_units, data.device, dtype)
     prepared = _PREPARE[metric](data, precision=precision)
     squared = prepared.squared_norms()
     bytes_per_row = 4 * 8 * n  # the block, the finished block and two temporaries, float64
-    block_rows = max(1, min(n, _parse_bytes(memory_budget) // bytes_per_row))
+    block_rows = int(max(1, min(n, budget // bytes_per_row)))
     scale = 1.0 / n_units if per_unit else 1.0
 
     def allocate(target):

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyses._compare import compare_vectors, rdm_vectors, resolve_method
+from analyses._compare import SUBSET_ADVICE, compare_bytes, compare_vectors, rdm_vectors, resolve_method
+from analyses._memory import check_memory, stimuli
 from analyses._rdm import RDM
-from analyses._rsa_inference import bootstrap_rdm_comparison
-from analyses._similarity_maps import _rdm_entries
+from analyses._rsa_inference import bootstrap_rdm_comparison, inference_bytes
+from analyses._similarity_maps import _rdm_entries, rdm_map_bytes
 
 __all__ = ["load_rdm", "LayerRanking", "rank_layers"]
 
@@ -32,6 +33,23 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if values.shape[0] == 1 and values.shape[1] != 1:
         return values[0], None
     return values, frame.index.to_numpy()
+
+
+def _check_npy_memory(path: Path) -> None:
+    """Refuse a .npy RDM too large for memory, from its header alone (before reading its values)."""
+    try:
+        header = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError):
+        return  # not a plain numeric array: np.load below says what is wrong
+    # the array, and its float64 copy when stored in another type
+    needed = header.nbytes + (header.size * 8 if header.dtype != np.float64 else 0)
+    shape = header.shape
+    del header
+    check_memory(
+        needed, f"analyses.load_rdm of {path} (an array of shape {shape})",
+        "open it without loading: analyses.RDM(np.load(path, mmap_mode='r'), check=False), or, for a condensed "
+        "vector, analyses.RDM.from_condensed(np.load(path, mmap_mode='r'), check=False)",
+    )
 
 
 def load_rdm(path: str | os.PathLike, *, metric: str = "reference", name: str | None = None) -> RDM:
@@ -55,6 +73,9 @@ def load_rdm(path: str | os.PathLike, *, metric: str = "reference", name: str | 
     ValueError
         Unsupported suffix; not square / not symmetric / non-zero diagonal; a vector whose length
         is not n(n-1)/2; NaN or inf.
+    MemoryLimitError
+        A .npy file larger than the memory limit (``analyses.set_memory_limit``), refused from its
+        header before its values are read.
     """
     path = Path(path)
     if not path.is_file():
@@ -62,6 +83,7 @@ def load_rdm(path: str | os.PathLike, *, metric: str = "reference", name: str | 
     descriptors = None
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        _check_npy_memory(path)
         values = np.load(path, allow_pickle=False)
     elif suffix == ".csv":
         values, stimuli = _read_csv(path)
@@ -142,6 +164,12 @@ def rank_layers(
     if isinstance(reference, (str, os.PathLike)):
         reference = load_rdm(reference)
     reference_name = getattr(reference, "name", None) or "reference"
+    n, k, needed = rdm_map_bytes(representations, metric)
+    n_pairs = n * (n - 1) // 2
+    needed += 8 * n_pairs + compare_bytes(1, k, n_pairs, method)  # the reference's condensed form, the scores
+    if n_bootstrap > 0:
+        needed += inference_bytes(n, k, method, bootstrap=True)
+    check_memory(needed, f"analyses.rank_layers ({method}, {k} layers) on {stimuli(n)}", SUBSET_ADVICE)
     reference_vector, single = rdm_vectors(reference, "reference")
     if not single:
         raise ValueError("reference must be a single RDM")

@@ -18,9 +18,60 @@ import pandas as pd
 from scipy.spatial.distance import squareform
 from tqdm.auto import tqdm
 
-from analyses._compare import compare_vectors, rdm_vectors, resolve_method
+from analyses._compare import compare_bytes, compare_vectors, rdm_vectors, resolve_method
+from analyses._memory import check_memory, square_bytes, stimuli
+from analyses._rdm import RDM, n_stimuli_from_pairs
 
 __all__ = ["BootstrapResult", "PermutationResult", "bootstrap_rdm_comparison", "permutation_test_rdms"]
+
+
+def _stimulus_count(rdm_like: Any) -> int | None:
+    """The stimulus count of an RDM-like input, read from its shape (None when that says nothing)."""
+    if isinstance(rdm_like, RDM):
+        return rdm_like.n_stimuli
+    shape = np.shape(rdm_like)
+    if len(shape) == 1 and shape[0] > 0:
+        try:
+            return n_stimuli_from_pairs(shape[0])
+        except ValueError:
+            return None  # rdm_vectors says what is wrong
+    return shape[0] if len(shape) == 2 and shape[0] == shape[1] else None
+
+
+def _candidate_values(B: Any) -> list[Any]:
+    return list(B.values()) if isinstance(B, Mapping) else list(B) if isinstance(B, (list, tuple)) else [B]
+
+
+def inference_bytes(n: int, n_candidates: int, method: str, bootstrap: bool) -> int:
+    """Estimated peak bytes of a bootstrap (or permutation test) over RDMs of ``n`` stimuli.
+
+    The square matrices (reference, candidates and, for the bootstrap, their stack), the upper
+    triangle's index vectors, and one resample: its pair indices, the gathered vectors and the
+    comparison's working memory.
+    """
+    p = n * (n - 1) // 2
+    k = n_candidates
+    if bootstrap:
+        squares = square_bytes(n, 1 + 2 * k)
+        resample = (16 + 1 + 16) * p + 8 * (1 + k) * p
+    else:
+        squares = square_bytes(n, 2)
+        resample = 16 * p + 8 * 2 * p
+    return squares + 16 * p + resample + compare_bytes(1, k, p, method)
+
+
+def _check_inference_memory(A: Any, B: Any, method: str, bootstrap: bool) -> None:
+    candidates = _candidate_values(B)
+    counts = [_stimulus_count(x) for x in [A, *candidates]]
+    if any(count is None for count in counts):
+        return  # malformed input: _square refuses it with its own message
+    n = max(counts)
+    check_memory(
+        inference_bytes(n, len(candidates), method, bootstrap),
+        f"analyses.{'bootstrap_rdm_comparison' if bootstrap else 'permutation_test_rdms'} on RDMs of {stimuli(n)}",
+        "run it on a random subset of the stimuli (RDM.subset), for example a few thousand; the resampling "
+        "distribution is then that of the subset",
+    )
 
 
 def _square(rdm_like: Any, name: str) -> np.ndarray:
@@ -126,6 +177,7 @@ def bootstrap_rdm_comparison(
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     if n_bootstrap < 2:
         raise ValueError(f"n_bootstrap must be at least 2, got {n_bootstrap}")
+    _check_inference_memory(A, B, method, bootstrap=True)
     reference = _square(A, "A")
     names, candidates = _candidates(B)
     _check_sizes(reference, candidates)
@@ -211,6 +263,7 @@ def permutation_test_rdms(
     method = resolve_method(method)
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be at least 1, got {n_permutations}")
+    _check_inference_memory(A, [B], method, bootstrap=False)
     first, second = _square(A, "A"), _square(B, "B")
     _check_sizes(first, [second])
     n = first.shape[0]

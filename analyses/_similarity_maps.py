@@ -19,9 +19,20 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from analyses._cka import CKA_KERNELS, _rbf_gram, centre_gram, check_pair, debiased_inner, flatten_units
-from analyses._compare import compare_vectors, resolve_method
-from analyses._rdm import RDM, gram, rdm
+from analyses._cka import (
+    CKA_KERNELS,
+    RBF_GRAM_COPIES,
+    STREAMING_ADVICE,
+    _rbf_gram,
+    centre_gram,
+    check_pair,
+    debiased_inner,
+    flatten_units,
+    gram_copies,
+)
+from analyses._compare import SUBSET_ADVICE, compare_bytes, compare_vectors, resolve_method
+from analyses._memory import check_memory, square_bytes, stimuli
+from analyses._rdm import RDM, gram, rdm, rdm_bytes
 from zoo._names import unknown_name_error
 
 __all__ = [
@@ -198,6 +209,7 @@ def cka_matrix(
         tensors = [t.to(resolve_device(device)) for t in tensors]
     n = _check_same_stimuli(tensors, entries, debiased)
     k = len(entries)
+    _check_cka_matrix_memory(tensors, kernel, n)
     summaries = [_summarise(t, kernel, sigma, median_fraction, debiased, e.name) for t, e in zip(tensors, entries)]
     inner = np.zeros((k, k))
     pairs = [(a, b) for a in range(k) for b in range(a, k)]
@@ -225,6 +237,30 @@ def cka_matrix(
         measure,
         n,
         {"kernel": kernel, "debiased": debiased, "median_fraction": median_fraction, "sigma": sigma},
+    )
+
+
+def _check_cka_matrix_memory(tensors: list[torch.Tensor], kernel: str, n: int) -> None:
+    """Refuse before the first Gram matrix when the layers' (n, n) Gram matrices would not fit."""
+    itemsize = tensors[0].element_size()
+    if kernel == "rbf":
+        # every layer's centred kernel is kept; the last one is built next to the others
+        copies = len(tensors) - 1 + RBF_GRAM_COPIES
+        advice = (
+            "use kernel='linear' and analyses.StreamingCKA, which streams linear CKA in memory independent of "
+            "the stimulus count, or a subset of the stimuli"
+        )
+    else:
+        # layers wider than the stimulus count are kept as Gram matrices; products add one more
+        n_grams = sum(t.shape[1] > n for t in tensors)
+        if n_grams == 0:
+            return
+        copies = n_grams + max(gram_copies(tensors[0]) - 1, 1 if n_grams > 1 else 0)
+        advice = STREAMING_ADVICE
+    check_memory(
+        square_bytes(n, copies, itemsize),
+        f"analyses.cka_matrix ({kernel} kernel, {len(tensors)} layers) on {stimuli(n)}",
+        advice,
     )
 
 
@@ -275,6 +311,14 @@ def layer_rdms(
         Passed to ``analyses.rdm``.
     """
     entries = collect_entries(representations)
+    n, needed = layer_rdms_bytes(entries, metric, rdm_options)
+    check_memory(
+        needed,
+        f"analyses.layer_rdms (metric={metric!r}, {len(entries)} layers) on {stimuli(n)}",
+        "use fewer stimuli" if metric == "crossnobis" else
+        "compute the layers' RDMs one at a time with analyses.rdm_chunked(X, metric, path=..., condensed=True), "
+        "which writes each to disk, or use fewer stimuli",
+    )
     if descriptors is None:
         descriptors = _recording_labels(representations)
     result = {}
@@ -284,6 +328,36 @@ def layer_rdms(
             data = flatten_units(data, entry.name)
         result[entry.name] = rdm(data, metric, descriptors, name=entry.name, **rdm_options)
     return result
+
+
+def _stimulus_count(data: Any) -> int:
+    """Stimuli of one entry (an RDM or an array of shape (n_stimuli, ...)), read from its shape."""
+    if isinstance(data, RDM):
+        return data.n_stimuli
+    shape = np.shape(data)
+    return int(shape[0]) if shape else 0
+
+
+def layer_rdms_bytes(entries: list[Entry], metric: str, rdm_options: Mapping[str, Any]) -> tuple[int, int]:
+    """(n_stimuli, estimated peak bytes) of ``layer_rdms``: every layer's float64 RDM, and one more being computed.
+
+    The bytes are 0 when the stimulus count is not read from the shapes (crossnobis with
+    ``runs=``, whose ``rdm`` call checks its own memory).
+    """
+    data = entries[0].data
+    if metric == "crossnobis":
+        if rdm_options.get("runs") is not None or np.ndim(data) != 3:
+            return 0, 0
+        n = int(np.shape(data)[1])
+    else:
+        n = _stimulus_count(data)
+    dtype = rdm_options.get("dtype", torch.float64)
+    on_cpu = not (isinstance(data, torch.Tensor) and data.device.type != "cpu")
+    working = rdm_bytes(
+        n, metric, torch.empty((), dtype=dtype).element_size(), per_unit=bool(rdm_options.get("per_unit")),
+        cpu_float64=on_cpu and dtype == torch.float64, on_cpu=on_cpu,
+    )
+    return n, square_bytes(n, len(entries) - 1) + working
 
 
 def _recording_labels(representations: Any) -> dict[str, np.ndarray] | None:
@@ -298,10 +372,33 @@ def _recording_labels(representations: Any) -> dict[str, np.ndarray] | None:
     return None
 
 
+def _are_rdms(rdms_or_representations: Any) -> bool:
+    return (
+        isinstance(rdms_or_representations, Mapping)
+        and bool(rdms_or_representations)
+        and all(isinstance(v, RDM) for v in rdms_or_representations.values())
+    )
+
+
+def rdm_map_bytes(rdms_or_representations: Any, metric: str) -> tuple[int, int, int]:
+    """(n_stimuli, n_rdms, bytes) of having every layer's RDM and stacking their condensed forms.
+
+    The bytes count the RDMs when they are computed here (``layer_rdms``), the condensed vectors
+    and their stack; a caller adds what it does with them.
+    """
+    if _are_rdms(rdms_or_representations):
+        rdms = list(rdms_or_representations.values())
+        n, k, computing = max(r.n_stimuli for r in rdms), len(rdms), 0
+    else:
+        entries = collect_entries(rdms_or_representations)
+        k = len(entries)
+        n, computing = layer_rdms_bytes(entries, metric, {})
+    n_pairs = n * (n - 1) // 2
+    return n, k, computing + 2 * 8 * k * n_pairs
+
+
 def _rdm_entries(rdms_or_representations: Any, metric: str, progress: bool) -> tuple[list[Entry], str]:
-    if isinstance(rdms_or_representations, Mapping) and rdms_or_representations and all(
-        isinstance(v, RDM) for v in rdms_or_representations.values()
-    ):
+    if _are_rdms(rdms_or_representations):
         rdms = dict(rdms_or_representations)
     else:
         rdms = layer_rdms(rdms_or_representations, metric, progress=progress)
@@ -337,6 +434,12 @@ def rdm_similarity_matrix(
     SimilarityMatrix
     """
     method = resolve_method(method)
+    n, k, needed = rdm_map_bytes(rdms_or_representations, metric)
+    check_memory(
+        needed + compare_bytes(k, k, n * (n - 1) // 2, method),
+        f"analyses.rdm_similarity_matrix ({method}, {k} RDMs) on {stimuli(n)}",
+        SUBSET_ADVICE,
+    )
     entries, metrics = _rdm_entries(rdms_or_representations, metric, progress)
     vectors = np.stack([e.data.condensed() for e in entries]) if len({e.data.n_stimuli for e in entries}) == 1 else None
     if vectors is None:

@@ -8,7 +8,9 @@ and ``label`` an int (-1 when the dataset is unlabelled), and describes itself w
 from __future__ import annotations
 
 import functools
+import inspect
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -313,7 +315,9 @@ def _reference_patch_std(photos: tuple[np.ndarray, ...], patch_size: int) -> tup
 # --- real data from a local folder ----------------------------------------------------------------
 
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-_CIFAR10_FILES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch", "batches.meta")
+_CIFAR10_TRAIN = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5")
+_CIFAR10_TEST = ("test_batch",)
+_CIFAR10_FILES = (*_CIFAR10_TRAIN, *_CIFAR10_TEST, "batches.meta")
 # Normalisation constants of the standard training sets (pixels in [0, 1]).
 _STATS = {
     "mnist": ((0.1307,), (0.3081,)),
@@ -351,38 +355,113 @@ def _mnist_like(name: str, dataset_class_name: str):
     return load
 
 
-def _cifar10_class():
-    from torchvision import datasets
+class _RefusedPickle(ValueError):
+    """A pickle asked for something a genuine CIFAR-10 file never does; it was not unpickled further."""
 
-    class LocalCIFAR10(datasets.CIFAR10):
-        """torchvision's CIFAR10 that checks local batch files for presence only.
 
-        The archive's checksum is still verified by torchvision when downloading; skipping the
-        per-file MD5 lets a subset or a re-packed copy of the batches load.
-        """
+class _CIFARBatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 python batch and refuses every global a genuine one does not use.
 
-        train_list = [[name, None] for name, _ in datasets.CIFAR10.train_list]
-        test_list = [[name, None] for name, _ in datasets.CIFAR10.test_list]
-        meta = {**datasets.CIFAR10.meta, "md5": None}
+    A pickle can name any importable callable and call it (``os.system`` included), so a planted
+    batch file would run code on load. The real batches (and ``batches.meta``) hold only dicts,
+    lists, ints, str and bytes, which need no global, and one uint8 NumPy array, which needs
+    exactly the four globals below (``numpy.core`` for NumPy 1, ``numpy._core`` for NumPy 2).
+    """
 
-        def download(self) -> None:  # download the real files, with torchvision's checks
-            checked = datasets.CIFAR10(self.root, train=self.train, download=True)
-            del checked
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+    )
 
-    return LocalCIFAR10
+    def __init__(self, handle, path: Path) -> None:
+        super().__init__(handle, encoding="latin1")  # the batches were written by Python 2
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise _RefusedPickle(
+                f"{self.path}: refused to unpickle the global {module}.{name}: a genuine CIFAR-10 batch uses only "
+                f"{', '.join(sorted('.'.join(g) for g in self.ALLOWED))}, so this file is not a genuine CIFAR-10 "
+                "batch (loading it could run code); replace the folder with the files of the official "
+                "cifar-10-python.tar.gz, or load with download=True"
+            )
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        raise _RefusedPickle(f"{self.path}: a persistent id in the pickle; this file is not a genuine CIFAR-10 batch")
+
+
+def _read_cifar_pickle(path: Path) -> dict[str, object]:
+    """The dict pickled in a CIFAR-10 batch or meta file, read without running code; keys as str."""
+    try:
+        with open(path, "rb") as handle:
+            content = _CIFARBatchUnpickler(handle, path).load()
+    except _RefusedPickle:
+        raise
+    except Exception as error:  # noqa: BLE001 - any malformed pickle: say which file, not where in pickle it broke
+        raise ValueError(f"{path}: not a readable CIFAR-10 batch ({type(error).__name__}: {error})") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: holds a {type(content).__name__}, not the dict of a genuine CIFAR-10 batch")
+    return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in content.items()}
+
+
+def _read_cifar_batches(folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, list[int]]:
+    """Images, uint8 array of shape (n, 3, 32, 32), and labels of the named batch files."""
+    images, labels = [], []
+    for name in names:
+        path = folder / name
+        entry = _read_cifar_pickle(path)
+        data = entry.get("data")
+        batch_labels = entry.get("labels", entry.get("fine_labels"))
+        is_pixels = isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+        if not (is_pixels and data.shape[1] == 3 * 32 * 32):
+            what = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+            raise ValueError(f"{path}: 'data' is a {what}; a CIFAR-10 batch holds a uint8 array of shape (n, 3072)")
+        if not isinstance(batch_labels, list) or len(batch_labels) != len(data) or not all(
+            isinstance(label, int) and not isinstance(label, bool) for label in batch_labels
+        ):
+            raise ValueError(f"{path}: 'labels' must be a list of {len(data)} ints, one per image")
+        images.append(data)
+        labels.extend(batch_labels)
+    return np.vstack(images).reshape(-1, 3, 32, 32), labels
+
+
+def _download_cifar10(root: Path) -> None:
+    """Fetch and unpack the official archive (checksum verified by torchvision) unless the batches are intact."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+
+    folder = root / CIFAR10.base_folder
+    if all(check_integrity(str(folder / name), md5) for name, md5 in CIFAR10.train_list + CIFAR10.test_list):
+        return
+    download_and_extract_archive(CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
 
 
 def _load_cifar10(split: str = "train", root=None, download: bool = False) -> ImageTensorDataset:
-    """torchvision's CIFAR10 from ``root/cifar-10-batches-py`` (pickled batches)."""
+    """CIFAR-10 from the python batches in ``root/cifar-10-batches-py``, read without running pickled code.
+
+    The files are checked for presence, not checksums, so a subset or a re-packed copy of the
+    batches loads; ``download=True`` fetches the official archive (checksum verified).
+    """
     is_train = _check_split(split)
     root = Path(root) if root is not None else default_data_root()
-    if not download:
-        _require_files(root, root / "cifar-10-batches-py", _CIFAR10_FILES, "cifar10")
-    base = _cifar10_class()(str(root), train=is_train, download=download)
+    folder = root / "cifar-10-batches-py"
+    if download:
+        _download_cifar10(root)
+    _require_files(root, folder, _CIFAR10_FILES, "cifar10")
+    pixels, labels = _read_cifar_batches(folder, _CIFAR10_TRAIN if is_train else _CIFAR10_TEST)
+    meta = _read_cifar_pickle(folder / "batches.meta")
+    names = meta.get("label_names")
+    if not isinstance(names, list) or not all(isinstance(n, (str, bytes)) for n in names):
+        raise ValueError(f"{folder / 'batches.meta'}: 'label_names' must be a list of class names")
+    class_names = tuple(n.decode("latin1") if isinstance(n, bytes) else n for n in names)
     mean, std = _STATS["cifar10"]
-    info = DatasetInfo("cifar10", (3, 32, 32), mean, std, tuple(base.classes))
-    images = torch.from_numpy(base.data).permute(0, 3, 1, 2).contiguous()
-    return ImageTensorDataset(images, torch.as_tensor(base.targets), info)
+    info = DatasetInfo("cifar10", (3, 32, 32), mean, std, class_names)
+    return ImageTensorDataset(torch.from_numpy(np.ascontiguousarray(pixels)), torch.as_tensor(labels), info)
 
 
 def _load_image_folder(
@@ -463,20 +542,39 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     Raises
     ------
     KeyError
-        Unknown name (the message lists the nearest valid names).
+        Unknown name, or an option the dataset does not take (an ``UnknownNameError``, also a
+        ``ValueError``; the message lists the nearest valid names), before anything is loaded.
     FileNotFoundError
         A real dataset's files are missing (the message lists them and the folder).
     ValueError
-        ``classes`` given for an unlabelled dataset, empty, or naming a class the dataset lacks.
+        ``classes`` given for an unlabelled dataset, empty, or naming a class the dataset lacks; a
+        CIFAR-10 batch file that is not genuine (pickled with any global beyond a NumPy array's:
+        it is refused unread, never executed).
     """
-    classes = options.pop("classes", None)
     if name.startswith("imagefolder:"):
-        dataset = _load_image_folder(name.split(":", 1)[1], split=split, root=root, download=download, **options)
+        kind, loader = "imagefolder", functools.partial(_load_image_folder, name.split(":", 1)[1])
     elif name not in _LOADERS:
         raise unknown_name_error("dataset", name, list_datasets(), listing="zoo.list_datasets()")
     else:
-        dataset = _LOADERS[name](split=split, root=root, download=download, **options)
+        kind, loader = name, _LOADERS[name]
+    valid = _dataset_options(name)
+    for option in options:
+        if option not in valid:
+            raise unknown_name_error(f"{kind} option", option, valid)
+    classes = options.pop("classes", None)
+    dataset = loader(split=split, root=root, download=download, **options)
     return dataset if classes is None else _keep_classes(dataset, classes)
+
+
+# Parameters every loader takes from load_dataset itself, not from **options.
+_LOADER_ARGUMENTS = ("path", "split", "root", "download")
+
+
+def _dataset_options(name: str) -> list[str]:
+    """The options ``load_dataset(name, **options)`` accepts: the loader's own and ``classes``."""
+    loader = _load_image_folder if name.startswith("imagefolder:") else _LOADERS[name]
+    own = [p for p in inspect.signature(loader).parameters if p not in _LOADER_ARGUMENTS]
+    return sorted([*own, "classes"])
 
 
 def _class_labels(info: DatasetInfo, classes) -> list[int]:
