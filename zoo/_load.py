@@ -14,7 +14,7 @@ import torch
 from zoo._checkpoint import LATEST_FILE, MODEL_FILE, STATE_DIR, RunDir, load_tensor_file, read_tensor_metadata
 from zoo._device import resolve_device
 from zoo._names import UnknownNameError, unknown_name_error
-from zoo._registry import MAX_PARAMETERS
+from zoo._settings import MAX_PARAMETERS
 
 __all__ = ["load", "load_weights", "load_state_dict_file", "load_torchvision"]
 

@@ -32,15 +32,8 @@ from zoo._device import resolve_device
 from zoo._evaluate import PRIMARY_METRIC, evaluate_model
 from zoo._files import writer_lock
 from zoo._names import unknown_name_error
-from zoo._registry import (
-    MAX_PARAMETERS,
-    ModelEntry,
-    TrainDefaults,
-    check_model_config,
-    check_setting,
-    create_model,
-    model_entry,
-)
+from zoo._registry import ModelEntry, TrainDefaults, check_model_config, create_model, model_entry
+from zoo._settings import MAX_PARAMETERS, check_setting
 
 __all__ = ["TrainResult", "TrainingDivergedError", "train", "default_run_dir", "seed_everything"]
 
