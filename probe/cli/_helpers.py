@@ -1,34 +1,64 @@
-"""Helpers shared by the ``probe layers`` and ``probe record`` commands."""
+"""Helpers shared by the ``probe layers``, ``probe record`` and ``probe patches`` commands."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # torch is imported inside the commands' run, so that `probe --help` stays quick
+    from torch import nn
 
-__all__ = ["load_run_or_model", "parse_reduce", "check_model_fits_dataset"]
+__all__ = ["add_model_arguments", "check_model_fits_dataset", "load_run_or_model", "parse_reduce", "prepare_for_model"]
+
+#: How a model can be named on the command line (``zoo.load_model``'s spellings).
+MODEL_HELP = (
+    "a run directory, a zoo model name, pretrained:NAME (see zoo.list_pretrained()), torchvision:NAME, "
+    "timm:NAME, hf:PATH or FILE.py:FACTORY"
+)
 
 
-def load_run_or_model(run_or_model: str, device: str = "cpu") -> nn.Module:
-    """A model from a run directory (``zoo.load``) or a zoo model name (``zoo.create_model``, untrained).
+def load_run_or_model(
+    run_or_model: str, device: str = "cpu", *, weights: str | None = None, allow_download: bool = False
+) -> nn.Module:
+    """Any model spelling of ``zoo.load_model``: a run directory, a zoo model name (untrained),
+    ``pretrained:NAME``, ``torchvision:NAME``, ``timm:NAME``, ``hf:PATH`` or ``FILE.py:FACTORY``.
 
     Raises
     ------
     FileNotFoundError
         When the argument looks like a path (contains a slash) but no such folder exists.
+    ValueError
+        When a package the spelling needs is missing (the message gives the pip line), besides
+        ``zoo.load_model``'s own errors.
     """
     import zoo
 
-    path = Path(run_or_model)
-    if path.is_dir():
-        return zoo.load(path, device=device)
-    if "/" in run_or_model or run_or_model.startswith("."):
-        raise FileNotFoundError(
-            f"run directory {run_or_model} does not exist; pass a run directory from `probe train` "
-            "or a zoo model name (see zoo.list_models())"
-        )
-    return zoo.create_model(run_or_model)
+    try:
+        return zoo.load_model(run_or_model, weights=weights, device=device, allow_download=allow_download)
+    except ModuleNotFoundError as err:
+        if "pip install" not in str(err):
+            raise
+        raise ValueError(str(err)) from err  # a missing optional package: one line, as user errors are
+
+
+def prepare_for_model(model: nn.Module, dataset: Any) -> Any:
+    """The dataset resized and normalised as the model expects, when it says so (``model.preprocessing``)."""
+    import zoo
+
+    preprocessing = getattr(model, "preprocessing", None)
+    if not isinstance(preprocessing, zoo.Preprocessing) or getattr(dataset, "info", None) is None:
+        return dataset
+    return zoo.prepare_dataset(dataset, preprocessing)
+
+
+def add_model_arguments(parser: Any) -> None:
+    """``--weights`` and ``--allow-download``, shared by the verbs that load a model."""
+    parser.add_argument(
+        "--weights", default=None, metavar="FILE",
+        help="a .safetensors/.pt/.pth state dict to load into the model (for torchvision:/timm: also 'pretrained')",
+    )
+    parser.add_argument(
+        "--allow-download", action="store_true", help="download pretrained weights that are not in their cache"
+    )
 
 
 def parse_reduce(text: str) -> Any:

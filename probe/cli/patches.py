@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from probe.cli._helpers import MODEL_HELP, add_model_arguments
+
 HELP = "top-k (and bottom-k) image patches per unit of a layer, cropped to receptive fields: PNG grids + CSV"
 
 
@@ -21,9 +23,11 @@ def _units(text: str) -> str | list[int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``probe patches``'s arguments to ``parser``."""
-    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a trained run folder (from probe train)")
+    parser.add_argument("run_dir", metavar="RUN_OR_MODEL", help=f"{MODEL_HELP} (a trained run folder from probe train)")
     parser.add_argument("--layer", required=True, action="append", help="module name to analyse (repeatable)")
-    parser.add_argument("--dataset", default=None, help="dataset name (default: the run's training dataset)")
+    parser.add_argument(
+        "--dataset", default=None, help="dataset name (default: the run's training dataset; required for other models)"
+    )
     parser.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default: test)")
     parser.add_argument("--k", type=int, default=9, help="top stimuli per unit (default: 9)")
     parser.add_argument("--bottom-k", type=int, default=0, help="most suppressive stimuli per unit (default: 0)")
@@ -38,18 +42,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--force", action="store_true", help="overwrite the grids and patches.csv of an earlier run in --out")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     import zoo
-    from probe.cli._helpers import check_model_fits_dataset
+    from probe.cli._helpers import check_model_fits_dataset, load_run_or_model, prepare_for_model
     from probe.study import record_top_patches
     from reports import save_unit_grids, unit_grid_paths
 
-    if not args.run_dir.is_dir():
+    is_run = Path(args.run_dir).is_dir()
+    if not is_run and ("/" in args.run_dir or args.run_dir.startswith(".")) and ":" not in args.run_dir:
         raise FileNotFoundError(f"run folder {args.run_dir} does not exist; train one with probe train")
+    if not is_run and not args.dataset:
+        raise ValueError(f"name the stimuli with --dataset: {args.run_dir} is not a run folder that names its dataset")
     csv_path = args.out / "patches.csv"
     targets = [csv_path, *(path for layer in args.layer for path in unit_grid_paths(args.out, layer).values())]
     existing = [str(path) for path in targets if path.exists()]
@@ -58,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
             f"--out {args.out} already holds {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}; "
             "pass --force to overwrite them, or choose another --out"
         )
-    model = zoo.load(args.run_dir, device="cpu")
+    model = load_run_or_model(args.run_dir, weights=args.weights, allow_download=args.allow_download)
     name, options = (args.dataset, {}) if args.dataset else zoo.RunDir(args.run_dir).training_dataset()
-    dataset = zoo.load_dataset(name, split=args.split, **options)
+    dataset = prepare_for_model(model, zoo.load_dataset(name, split=args.split, **options))
     check_model_fits_dataset(model, dataset, name)
     results = record_top_patches(
         model,

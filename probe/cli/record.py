@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "record layers of a trained run over a dataset into an on-disk recording folder"
+from probe.cli._helpers import MODEL_HELP, add_model_arguments
+
+HELP = "record layers of a trained run (or any model) over a dataset into an on-disk recording folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (or a zoo model name, untrained)")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help=MODEL_HELP)
     parser.add_argument("--dataset", default="digits", help="dataset name (default digits)")
     parser.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
     parser.add_argument("--layers", nargs="+", default=None, help="layer names or globs (default: the model's recordable layers)")
@@ -21,15 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted recording at --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the recording at --out")
     parser.add_argument("--no-progress", action="store_true")
+    add_model_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import zoo
     from probe import record
-    from probe.cli._helpers import check_model_fits_dataset, load_run_or_model, parse_reduce
+    from probe.cli._helpers import check_model_fits_dataset, load_run_or_model, parse_reduce, prepare_for_model
 
-    model = load_run_or_model(args.run_dir)
-    dataset = zoo.load_dataset(args.dataset, split=args.split)
+    model = load_run_or_model(args.run_dir, weights=args.weights, allow_download=args.allow_download)
+    dataset = prepare_for_model(model, zoo.load_dataset(args.dataset, split=args.split))
     check_model_fits_dataset(model, dataset, args.dataset)
     if args.layers is None and not hasattr(model, "recordable_layers"):
         raise ValueError(f"{args.run_dir} has no recordable_layers(); name the layers with --layers (see `probe layers`)")
