@@ -34,7 +34,7 @@ from analyses._linear_autoencoder import LinearAutoencoder
 from analyses._linear_probe import DEFAULT_CS, ProbeResult, knn_accuracy, linear_probe
 from analyses._memory import DEFAULT_MEMORY_LIMIT, MemoryLimitError, get_memory_limit, set_memory_limit
 from analyses._rdm import RDM, rdm, rdm_chunked
-from analyses._receptive_field import ReceptiveField, receptive_field
+from analyses._receptive_field import IrregularFieldError, ReceptiveField, receptive_field
 from analyses._reference_rdm import LayerRanking, load_rdm, rank_layers
 from analyses._rsa_inference import BootstrapResult, PermutationResult, bootstrap_rdm_comparison, permutation_test_rdms
 from analyses._similarity_maps import MDSResult, SimilarityMatrix, cka_matrix, layer_rdms, rdm_mds, rdm_similarity_matrix
@@ -73,6 +73,7 @@ __all__ = [
     # units
     "ReceptiveField",
     "receptive_field",
+    "IrregularFieldError",
     "TopPatches",
     "top_patches",
     "ClassSelectivity",

@@ -1,34 +1,56 @@
-"""Receptive fields of convolutional units: computed exactly where the path allows, measured otherwise.
+"""Receptive fields of map units and tokens: computed exactly where the path allows, measured otherwise.
 
-Exact: the model is traced with ``torch.fx`` and the path from the input to the layer is walked in
-forward order. When that path is a chain (every node has one tensor input) made only of modules and
-functions with known geometry — Conv1d/2d, MaxPool/AvgPool 1d/2d (modules or ``F.*_pool*d``), and
-element-wise modules and functions (BatchNorm, activations, Dropout, Identity) — the field follows
-from the classic recursion over (kernel k, stride s, padding p, dilation d) per spatial axis::
+Layouts. A layer's output is read as channels-first maps (batch, C, H, W) or (batch, C, L),
+channels-last maps (batch, H, W, C) (timm Swin stages, a LayerNorm or Linear over the last axis of a
+4-d tensor) or tokens (batch, T, D) of a ViT, whose last ``gh * gw`` tokens form the patch grid
+(earlier ones are class/register tokens). ``layout="auto"`` never guesses from the shape: it reads
+the layout off the module that produced the tensor (conv, pool, norm layers: channels-first;
+LayerNorm/Linear over the last axis, timm ``output_fmt``, Swin blocks: channels-last or tokens;
+activations, dropout and containers: whatever produced their input or output), then, if that says
+nothing, off which axes grow when the input grows; failing both it refuses and asks for ``layout=``.
+Map positions (y, x) always index the H and W axes, whatever the layout; for tokens (y, x) is the
+token's cell in the patch grid.
+
+Calls. A module that runs several times per forward pass (a shared ReLU) is addressed as
+``name#k``, its k-th call (counting from 1), as ``probe.record`` names its recordings; the plain
+name of such a module is refused as ambiguous.
+
+Exact: the model is traced with ``torch.fx`` and the path from the input to the layer's call is
+walked in forward order. When that path is a chain (every node has one tensor input) made only of
+modules and functions with known geometry — Conv1d/2d, MaxPool/AvgPool 1d/2d (modules or
+``F.*_pool*d``), and element-wise modules and functions (BatchNorm, activations, Dropout,
+Identity) — the field follows from the classic recursion over (kernel k, stride s, padding p,
+dilation d) per spatial axis::
 
     size  <- size + d * (k - 1) * jump
     start <- start - p * jump
     jump  <- jump * s
 
+Only channels-first maps are walked exactly; channels-last maps and tokens are measured.
+
 Measured: where the path branches (residual additions, attention, concatenation), holds unknown
 modules, or cannot be traced, the field is measured with gradients: a float64 copy of the model is
-run on several random inputs, one position of the layer (all its channels summed) is back-propagated
+run on several random inputs, one position of the layer (its channels summed with random weights,
+which no normalisation over channels can cancel) is back-propagated
 to the input, and the bounding box of the pixels with a non-zero gradient in *any* draw is the
 field. The union over random draws matters: a single input leaves zero gradient where a ReLU is off
 or where a max-pool did not pick a pixel, which would shrink the field; float64 keeps tiny gradients
 from rounding to zero. Each probed position gets its own draws in one batch, so one backward pass
 measures them all. The first two, the middle and the last two positions along the middle row and
 column are probed; box edges clipped by the image border are left out of the fit of (size, stride,
-start). When every box along an axis covers the whole input (global pooling, attention), the field
-is the whole input; when too few edges are unclipped, the answer is an error rather than a guess
-(the input is never enlarged to see past the border: adaptive pooling would change the geometry).
+start), and every probed box must then equal the fitted one (clipped to the image): fields that do
+not form a regular grid (windowed attention) are an error, not a guess. When every box along an
+axis covers the whole input (global pooling, attention), the field is the whole input (stride 0);
+when too few edges are unclipped, the answer is an error rather than a guess (the input is never
+enlarged to see past the border: adaptive pooling would change the geometry). For tokens the grid
+stride is the patch size when the edges alone cannot tell it (a 2 x 2 patch grid).
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -41,23 +63,62 @@ from zoo._names import unknown_name_error
 __all__ = ["ReceptiveField", "receptive_field", "find_layer"]
 
 Geometry = tuple[tuple[int, int, int, int], ...]  # per spatial axis: (kernel, stride, padding, dilation)
+Layout = Literal["auto", "maps", "channels_first", "channels_last", "tokens"]
+LAYOUTS = ("auto", "maps", "channels_first", "channels_last", "tokens")
+# the engine's spellings (probe.TopKResult.source_layout, probe.record's layout=) mean the same
+_LAYOUT_ALIASES = {
+    "maps": "channels_first", "channels-first": "channels_first", "nchw": "channels_first", "ncl": "channels_first",
+    "channels-last": "channels_last", "nhwc": "channels_last", "nlc": "tokens",
+}  # fmt: skip
+_LAYOUT_NDIM = {"channels_first": (3, 4), "channels_last": (4,), "tokens": (3,)}
+_LAYOUT_HELP = (
+    "pass layout='channels_first' (alias 'maps': (batch, C, H, W) or (batch, C, L)), "
+    "'channels_last' ((batch, H, W, C)) or 'tokens' ((batch, T, D) of a ViT)"
+)
 
 
 class _NotExact(Exception):
     """The path to the layer has no closed-form receptive field (the reason is the message)."""
 
 
+class _Irregular(_NotExact):
+    """The measured fields do not form a regular grid of equal, evenly spaced boxes."""
+
+
+class IrregularFieldError(ValueError):
+    """The layer's receptive fields exist but are no regular grid (windowed attention): no single
+    (size, stride, start) describes them. ``analyses.top_patches`` then shows whole stimuli."""
+
+
 class _StopForward(Exception):
     """Raised by a hook to end the forward pass once the recorded layer has run."""
 
 
-def find_layer(model: nn.Module, layer: str) -> nn.Module:
-    """Return ``dict(model.named_modules())[layer]``; an unknown name lists the nearest valid ones."""
+def _split_call(layer: str) -> tuple[str, int | None]:
+    """``"name#k"`` -> (``"name"``, k); any other name -> (name, None)."""
+    base, sep, suffix = layer.rpartition("#")
+    if sep and base and suffix.isdigit() and int(suffix) >= 1:
+        return base, int(suffix)
+    return layer, None
+
+
+def _resolve_layer(model: nn.Module, layer: str) -> tuple[nn.Module, str, int | None]:
+    """(module, module name, call) of ``name`` or ``name#k`` (call None: the module's only call)."""
     modules = dict(model.named_modules())
-    if layer not in modules:
-        names = [name for name in modules if name]
-        raise unknown_name_error("layer", layer, names, listing="`probe layers RUN_OR_MODEL` or model.named_modules()")
-    return modules[layer]
+    if layer in modules:
+        return modules[layer], layer, None
+    base, call = _split_call(layer)
+    if call is not None and base in modules:
+        return modules[base], base, call
+    names = [name for name in modules if name]
+    raise unknown_name_error("layer", layer, names, listing="`probe layers RUN_OR_MODEL` or model.named_modules()")
+
+
+def find_layer(model: nn.Module, layer: str) -> nn.Module:
+    """The module of a layer name: ``dict(model.named_modules())[layer]``, or the module of
+    ``name#k`` (its k-th call in a forward pass, as ``probe.record`` names it). An unknown name
+    lists the nearest valid ones."""
+    return _resolve_layer(model, layer)[0]
 
 
 @dataclass(frozen=True)
@@ -69,19 +130,24 @@ class ReceptiveField:
     Attributes
     ----------
     layer
-        The layer's module name.
+        The layer's name (``name#k`` for the k-th call of a module).
     input_shape
         (C, H, W) of the input the field was computed for.
     map_shape
-        (h, w) of the layer's map for that input.
+        (h, w) of the layer's map for that input (for tokens: the patch grid).
     size
         Field size in input pixels (h, w).
     stride
-        Input pixels between neighbouring map positions (jump).
+        Input pixels between neighbouring map positions (jump); 0 along an axis where every
+        position sees the whole input (then ``size`` is the input's extent and ``start`` 0).
     start
         Top-left input pixel of the field of map position (0, 0); negative when it runs into padding.
     method
         ``"exact"`` or ``"gradient"``.
+    layout
+        How the layer's output was read: ``"channels_first"``, ``"channels_last"`` or ``"tokens"``.
+    prefix_tokens
+        Tokens before the patch grid (class and register tokens); 0 for maps.
     """
 
     layer: str
@@ -91,6 +157,13 @@ class ReceptiveField:
     stride: tuple[int, int]
     start: tuple[int, int]
     method: str
+    layout: str = "channels_first"
+    prefix_tokens: int = 0
+
+    @property
+    def whole_input(self) -> bool:
+        """True when every position sees the whole input (global pooling, attention)."""
+        return all(s == 0 for s in self.stride)
 
     def box(self, y: int, x: int) -> tuple[int, int, int, int]:
         """Input box (top, left, bottom, right) of map position (y, x), half-open like a slice.
@@ -108,7 +181,7 @@ class ReceptiveField:
         return np.stack([top, left, top + self.size[0], left + self.size[1]], axis=-1)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per spatial axis: axis, size, stride, start, map size."""
+        """One row per spatial axis: axis, size, stride, start, map size, method, layout."""
         return pd.DataFrame(
             {
                 "layer": self.layer,
@@ -118,6 +191,7 @@ class ReceptiveField:
                 "start": self.start,
                 "map_size": self.map_shape,
                 "method": self.method,
+                "layout": self.layout,
             }
         )
 
@@ -198,22 +272,45 @@ _FUNCTION_RULES: dict[Any, Callable[..., Geometry | None]] = {
 _ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone", "float", "double", "half"}
 
 
-def _traced_path(model: nn.Module, layer: str) -> tuple[list[Any], torch.fx.GraphModule]:
-    """fx nodes from the input to the layer's output, in forward order; _NotExact if not a chain."""
+def _call_of(node: Any, base: str) -> int | None:
+    """Which call (from 1) of module ``base`` the fx node belongs to, or None.
+
+    fx keys the k-th call (k >= 2) of a module in ``nn_module_stack`` as ``"name@{k-1}"``.
+    """
+    for key, (path, _) in node.meta.get("nn_module_stack", {}).items():
+        if path != base:
+            continue
+        suffix = key[len(base) :] if key.startswith(base) else None
+        if suffix == "":
+            return 1
+        if suffix and suffix[0] == "@" and suffix[1:].isdigit():
+            return int(suffix[1:]) + 1
+        return None
+    return None
+
+
+def _traced_path(model: nn.Module, base: str, call: int) -> tuple[list[Any], torch.fx.GraphModule]:
+    """fx nodes from the input to the output of the ``call``-th call of module ``base``, in forward
+    order; _NotExact if not a chain."""
     try:
         graph_module = torch.fx.symbolic_trace(model)
     except Exception as err:  # noqa: BLE001 - any tracing failure means "measure instead"
         raise _NotExact(f"torch.fx cannot trace the model ({type(err).__name__}: {err})") from None
-    inside = [
-        node
-        for node in graph_module.graph.nodes
-        if (node.op == "call_module" and (node.target == layer or node.target.startswith(layer + ".")))
-        or any(path == layer for path, _ in node.meta.get("nn_module_stack", {}).values())
-    ]
+    nodes = list(graph_module.graph.nodes)
+    if any("nn_module_stack" in node.meta for node in nodes):
+        inside = [node for node in nodes if _call_of(node, base) == call]
+    else:  # an fx without module stacks: only a module's single call can be told apart
+        inside = [
+            node
+            for node in nodes
+            if node.op == "call_module" and (node.target == base or node.target.startswith(base + "."))
+        ]
+        if call != 1 or sum(node.target == base for node in inside) > 1:
+            raise _NotExact(f"the traced graph cannot tell the calls of {base!r} apart")
     if not inside:
-        raise _NotExact(f"layer {layer!r} does not appear in the traced graph")
+        raise _NotExact(f"call {call} of layer {base!r} does not appear in the traced graph")
     node, path = inside[-1], []
-    placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
+    placeholders = [n for n in nodes if n.op == "placeholder"]
     while node.op != "placeholder":
         inputs = [n for n in node.all_input_nodes if n.op != "get_attr"]
         if len(inputs) != 1:
@@ -225,9 +322,9 @@ def _traced_path(model: nn.Module, layer: str) -> tuple[list[Any], torch.fx.Grap
     return path[::-1], graph_module
 
 
-def _exact_geometry(model: nn.Module, layer: str) -> list[Geometry]:
+def _exact_geometry(model: nn.Module, base: str, call: int) -> list[Geometry]:
     """Geometry of every spatial step on the path to the layer; _NotExact when one is unknown."""
-    path, graph_module = _traced_path(model, layer)
+    path, graph_module = _traced_path(model, base, call)
     modules = dict(graph_module.named_modules())
     steps = []
     for node in path:
@@ -264,39 +361,266 @@ def _compose(steps: list[Geometry], n_axes: int) -> tuple[tuple[int, int], tuple
 
 
 # ----------------------------------------------------------------------------------------------
-# forward to the layer (shape) and gradient measurement
+# the layout of a module's output, read off the module that produced it
+
+_CHANNELS_FIRST_MODULES = (
+    nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.MaxPool1d, nn.MaxPool2d,
+    nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d, nn.LPPool1d, nn.LPPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm1d,
+    nn.InstanceNorm2d, nn.GroupNorm, nn.LocalResponseNorm, nn.Dropout1d, nn.Dropout2d, nn.Upsample,
+    nn.PixelShuffle, nn.PixelUnshuffle, nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d,
+    nn.ReplicationPad2d,
+)  # fmt: skip
+_PASS_THROUGH_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
+    nn.Tanh, nn.Softplus, nn.Softsign, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.PReLU, nn.RReLU,
+    nn.LogSigmoid, nn.Tanhshrink, nn.Threshold, nn.Dropout, nn.AlphaDropout, nn.Identity,
+)  # fmt: skip
+# element-wise modules of other libraries (timm), by class name: their output keeps their input's layout
+_PASS_THROUGH_NAMES = {
+    "DropPath", "GELUTanh", "QuickGELU", "Swish", "HardSwish", "HardSigmoid", "HardMish", "LayerScale",
+}  # fmt: skip
+# timm Swin blocks and stages emit (batch, H, W, C) from reshapes no hook sees
+_CHANNELS_LAST_NAMES = {
+    "SwinTransformerBlock", "SwinTransformerStage", "SwinTransformerV2Block", "SwinTransformerV2Stage", "PatchMerging",
+}  # fmt: skip
+_FORMATS = {"NCHW": "channels_first", "NCL": "channels_first", "NHWC": "channels_last", "NLC": "tokens"}
+_LAST_AXIS = {4: "channels_last", 3: "tokens"}  # a module over the last axis of a 4-d / 3-d tensor
+
+
+def _layout_rule(module: nn.Module, output: torch.Tensor) -> str | None:
+    """The layout a module's own type fixes for its output, ``"input"`` when it keeps its input's,
+    or None (containers, unknown modules)."""
+    name = type(module).__name__
+    if name in _CHANNELS_LAST_NAMES:
+        return "channels_last" if output.ndim == 4 else None
+    fmt = getattr(module, "output_fmt", None)  # timm PatchEmbed and friends
+    fmt = getattr(fmt, "value", fmt)
+    if isinstance(fmt, str):
+        if getattr(module, "flatten", False) is True and output.ndim == 3:
+            return "tokens"
+        layout = _FORMATS.get(fmt)
+        return layout if layout is not None and output.ndim == len(fmt) else None
+    if isinstance(module, nn.LayerNorm) and name.endswith(("1d", "2d")):  # timm LayerNorm2d: channels-first
+        return "channels_first"
+    if isinstance(module, _CHANNELS_FIRST_MODULES):
+        return "channels_first"
+    if isinstance(module, nn.LayerNorm):
+        return _LAST_AXIS.get(output.ndim) if tuple(module.normalized_shape) == (output.shape[-1],) else None
+    if isinstance(module, nn.Linear):
+        return _LAST_AXIS.get(output.ndim)
+    if isinstance(module, nn.MultiheadAttention):
+        return "tokens" if module.batch_first and output.ndim == 3 else None
+    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        return "tokens" if module.self_attn.batch_first and output.ndim == 3 else None
+    if isinstance(module, _PASS_THROUGH_MODULES) or name in _PASS_THROUGH_NAMES:
+        return "input"
+    return None
+
+
+def _first_tensor(value: Any) -> torch.Tensor | None:
+    """The first tensor of a (possibly nested) output, depth-first, as ``probe.record`` reads it."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            found = _first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+@dataclass
+class _Capture:
+    """What one forward pass saw of a layer: the wanted call's output, the calls, the layout."""
+
+    output: torch.Tensor | None = None
+    calls: int = 0
+    complete: bool = False  # the pass ran to its end, so ``calls`` is the number of calls per pass
+    layout: str | None = None
+
+
+def _capture(model: nn.Module, layer: str, x: torch.Tensor, *, stop: bool = True, layouts: bool = False) -> _Capture:
+    """Run ``model(x)`` and capture the output of the layer's call (``name#k``: the k-th call).
+
+    stop: end the pass right after that call. layouts: hook every module to follow which one
+    produced each tensor, and read the captured output's layout off it (see ``_layout_rule``).
+    """
+    target, _, call = _resolve_layer(model, layer)
+    wanted = call or 1
+    found = _Capture()
+    known: dict[int, tuple[torch.Tensor, str]] = {}  # id(tensor) -> (tensor, layout); the tensor keeps the id alive
+
+    def follow(module: nn.Module, args: tuple, output: Any) -> None:
+        tensor = _first_tensor(output)
+        if tensor is None:
+            return
+        rule = _layout_rule(module, tensor)
+        if rule == "input":
+            source = _first_tensor(args)
+            layout = known.get(id(source), (None, None))[1] if source is not None else None
+        elif rule is None:  # a container, or a module that hands on a tensor an inner module made
+            layout = known.get(id(tensor), (None, None))[1]
+        else:
+            layout = rule
+        if layout is not None:
+            known[id(tensor)] = (tensor, layout)
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        found.calls += 1
+        if found.calls == wanted:
+            found.output = _first_tensor(output)
+            if found.output is None:
+                raise ValueError(f"layer {layer!r} returns {type(output).__name__} without any tensor")
+            found.layout = known.get(id(found.output), (None, None))[1]
+            if stop:
+                raise _StopForward
+
+    handles = [module.register_forward_hook(follow) for module in model.modules()] if layouts else []
+    handles.append(target.register_forward_hook(hook))  # after `follow`, which must run first
+    # nn.TransformerEncoderLayer's fused eval-mode kernel skips its submodules' hooks (pytorch#128413)
+    mha = getattr(torch.backends, "mha", None)
+    fastpath = mha.get_fastpath_enabled() if hasattr(mha, "get_fastpath_enabled") else False
+    try:
+        if fastpath:
+            mha.set_fastpath_enabled(False)
+        model(x)
+        found.complete = True
+    except _StopForward:
+        pass
+    except Exception:
+        if found.output is None:
+            raise
+        # the model failed after the layer (a head that needs another input size): the layer ran
+    finally:
+        if fastpath:
+            mha.set_fastpath_enabled(True)
+        for handle in handles:
+            handle.remove()
+    if found.output is None:
+        if found.calls:
+            raise ValueError(f"layer {layer!r} asks for call {wanted}, but the module ran {found.calls} time(s)")
+        raise ValueError(f"layer {layer!r} did not run in the model's forward pass")
+    return found
 
 
 def _run_to_layer(model: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """The layer's output for input x; the forward pass stops right after the layer."""
-    captured = {}
+    """The output of the layer (``name#k``: of the module's k-th call) for input x; the forward
+    pass stops right after it."""
+    return _capture(model, layer, x).output
 
-    def hook(module, inputs, output):
-        captured["output"] = output
-        raise _StopForward
 
-    handle = find_layer(model, layer).register_forward_hook(hook)
+def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    parameter = next(iter(model.parameters()), None)
+    if parameter is None:
+        return torch.device("cpu"), torch.float32
+    return parameter.device, parameter.dtype if parameter.dtype.is_floating_point else torch.float32
+
+
+def _layout_from_sizes(model, layer, input_shape, output) -> str | None:
+    """The layout, read off which output axes grow with the input (doubled); None when unclear."""
+    device, dtype = _device_dtype(model)
+    bigger = (input_shape[0], *(2 * s for s in input_shape[1:]))
     try:
-        model(x)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    if "output" not in captured:
-        raise ValueError(f"layer {layer!r} did not run in the model's forward pass")
-    output = captured["output"]
-    if not isinstance(output, torch.Tensor):
-        raise ValueError(f"layer {layer!r} returns {type(output).__name__}, not a tensor")
-    return output
+        with torch.no_grad():
+            other = _run_to_layer(model, layer, torch.zeros((1, *bigger), device=device, dtype=dtype))
+    except Exception:  # noqa: BLE001 - a model that takes one input size only: no answer here
+        return None
+    if other.ndim != output.ndim:
+        return None
+    grown = tuple(axis for axis in range(1, output.ndim) if other.shape[axis] != output.shape[axis])
+    by_growth = {(2, 3): "channels_first", (1, 2): "channels_last", (2,): "channels_first", (1,): "tokens"}
+    layout = by_growth.get(grown)
+    return layout if layout is not None and output.ndim in _LAYOUT_NDIM[layout] else None
 
 
-def _map_shape(output: torch.Tensor, layer: str) -> tuple[int, int]:
+# ----------------------------------------------------------------------------------------------
+# maps of each layout, and the patch grid of tokens
+
+
+def _patch_size_of(model: nn.Module, patch_size: Any) -> tuple[int, int] | None:
+    """The ViT patch side: the argument, else ``model.patch_size``, ``model.config["patch_size"]``
+    or timm's ``model.patch_embed.patch_size``; None if none is known."""
+    if patch_size is None:
+        config = getattr(model, "config", None)
+        embed = getattr(model, "patch_embed", None)
+        candidates = (
+            getattr(model, "patch_size", None),
+            config.get("patch_size") if isinstance(config, Mapping) else None,
+            getattr(embed, "patch_size", None) if isinstance(embed, nn.Module) else None,
+        )
+        patch_size = next((c for c in candidates if c is not None), None)
+    if patch_size is None:
+        return None
+    patch = tuple(int(p) for p in patch_size) if isinstance(patch_size, (tuple, list)) else (int(patch_size),) * 2
+    if len(patch) != 2 or min(patch) < 1:
+        raise ValueError(f"patch_size must be a positive int or (height, width), got {patch_size!r}")
+    return patch
+
+
+def _token_grid(
+    model: nn.Module, n_tokens: int, image_hw: tuple[int, int], patch_size: Any
+) -> tuple[tuple[int, int], tuple[int, int], int]:
+    """(patch (h, w), grid (rows, columns), prefix tokens) of a layer with ``n_tokens`` tokens."""
+    patch = _patch_size_of(model, patch_size)
+    if patch is None:
+        raise ValueError(
+            "the layer outputs tokens (batch, T, D): pass patch_size= (the ViT's patch side in pixels), "
+            "or layout='maps' if it is a Conv1d output (batch, C, L)"
+        )
+    grid = (image_hw[0] // patch[0], image_hw[1] // patch[1])
+    n_extra = n_tokens - grid[0] * grid[1]
+    if n_extra < 0 or grid[0] * grid[1] == 0:
+        raise ValueError(f"{n_tokens} tokens do not hold the {grid[0]}x{grid[1]} patch grid of patch size {patch}")
+    return patch, grid, n_extra
+
+
+def _map_reader(output: torch.Tensor, layout: str, grid: tuple[int, int], n_extra: int):
+    """(map shape (h, w), function turning a layer output into channels-first maps (batch, C, h, w))."""
+    if layout == "tokens":
+        return grid, lambda o: o[:, n_extra:].reshape(o.shape[0], *grid, o.shape[-1]).permute(0, 3, 1, 2)
+    if layout == "channels_last":
+        return tuple(output.shape[1:3]), lambda o: o.permute(0, 3, 1, 2)
+    return ((1,) + tuple(output.shape[2:]))[-2:], lambda o: o if o.ndim == 4 else o.unsqueeze(2)
+
+
+def _parse_layout(layout: str) -> tuple[str, int | None]:
+    """(canonical layout, stated prefix tokens or None) of a ``layout=`` value or an engine spelling."""
+    text = layout.strip().lower() if isinstance(layout, str) else layout
+    if isinstance(text, str) and text.startswith("tokens+") and text[7:].isdigit():
+        return "tokens", int(text[7:])
+    text = _LAYOUT_ALIASES.get(text, text)
+    if text not in LAYOUTS:
+        raise unknown_name_error("layout", layout, [*LAYOUTS, "tokens+N", *_LAYOUT_ALIASES])
+    return text, None
+
+
+def _choose_layout(model, layer, input_shape, found: _Capture, layout: str) -> str:
+    """The layout to read the layer's output with; refuses what cannot be told (see the module docstring)."""
+    output = found.output
+    shape = tuple(output.shape)
     if output.ndim not in (3, 4):
         raise ValueError(
-            f"layer {layer!r} has output of shape {tuple(output.shape)}: a receptive field needs a map "
-            "(batch, C, H, W) or (batch, C, L); fully connected units see the whole stimulus"
+            f"layer {layer!r} has output of shape {shape}: a receptive field needs a map (batch, C, H, W), "
+            "(batch, H, W, C) or (batch, C, L), or tokens (batch, T, D); fully connected units see the whole stimulus"
         )
-    return ((1,) + tuple(output.shape[2:]))[-2:]
+    if layout == "auto":
+        layout = found.layout or _layout_from_sizes(model, layer, input_shape, output)
+        if layout is None or output.ndim not in _LAYOUT_NDIM[layout]:
+            raise ValueError(
+                f"cannot tell how the output of layer {layer!r} ({type(find_layer(model, layer)).__name__}, "
+                f"shape {shape}) is arranged: no module that fixes its layout produced it, and its axes do not "
+                f"show it; {_LAYOUT_HELP}"
+            )
+    if output.ndim not in _LAYOUT_NDIM[layout]:
+        raise ValueError(f"layer {layer!r} has output of shape {shape}, which is no {layout!r} layout; {_LAYOUT_HELP}")
+    return layout
+
+
+# ----------------------------------------------------------------------------------------------
+# gradient measurement
 
 
 def _positions(length: int) -> list[int]:
@@ -305,35 +629,35 @@ def _positions(length: int) -> list[int]:
     return sorted({0, 1, length // 2, length - 2, length - 1} & set(range(length)))
 
 
-def _measure_boxes(model, layer, input_shape, n_draws, seed, max_batch: int = 64):
-    """Gradient boxes along the middle row and column: {axis: [(position, low, high, extent)]}, map shape.
+def _measure_boxes(model, layer, input_shape, n_draws, seed, to_map, map_shape, max_batch: int = 64):
+    """Gradient boxes along the middle row and column: {axis: [(position, low, high, extent)]}.
 
     Each probed position gets its own ``n_draws`` random inputs in one batch, so a single backward
-    pass measures many positions at once (the batch items are independent in eval mode).
+    pass measures many positions at once (the batch items are independent in eval mode). The
+    channels of a position are summed with random weights, so that no normalisation cancels them.
     """
     generator = torch.Generator().manual_seed(seed)
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    with torch.no_grad():
-        zeros = torch.zeros((1, *input_shape), dtype=torch.float64, device=device)
-        map_shape = _map_shape(_run_to_layer(model, layer, zeros), layer)
+    device, _ = _device_dtype(model)
     spatial = tuple(input_shape[1:]) if len(input_shape) == 3 else (1, input_shape[-1])
     middle = (map_shape[0] // 2, map_shape[1] // 2)
     probes = [(axis, int(p)) for axis in (0, 1) for p in _positions(map_shape[axis])]
     per_batch = max(1, max_batch // n_draws)
-    boxes = {0: [], 1: []}
+    boxes, mixing = {0: [], 1: []}, None
     for chunk_start in range(0, len(probes), per_batch):
         chunk = probes[chunk_start : chunk_start + per_batch]
         x = torch.randn((len(chunk) * n_draws, *input_shape), generator=generator, dtype=torch.float64).to(device)
         x.requires_grad_(True)
         with torch.enable_grad():
-            output = _run_to_layer(model, layer, x)
+            output = to_map(_run_to_layer(model, layer, x))
             output = output.reshape(len(chunk), n_draws, output.shape[1], *map_shape)
             if not output.requires_grad:
                 raise _NotExact(f"layer {layer!r} output has no gradient path to the input")
+            if mixing is None:  # random channel weights: a plain sum cancels (LayerNorm, softmax over channels)
+                mixing = torch.randn(output.shape[2], generator=generator, dtype=torch.float64).to(device)
             total = sum(
-                output[i, :, :, p, middle[1]].sum() if axis == 0 else output[i, :, :, middle[0], p].sum()
+                (output[i, :, :, p, middle[1]] if axis == 0 else output[i, :, :, middle[0], p]) @ mixing
                 for i, (axis, p) in enumerate(chunk)
-            )
+            ).sum()
             (gradient,) = torch.autograd.grad(total, x, allow_unused=True)
         if gradient is None:
             raise _NotExact(f"layer {layer!r} output has no gradient path to the input")
@@ -343,11 +667,14 @@ def _measure_boxes(model, layer, input_shape, n_draws, seed, max_batch: int = 64
             if hits.numel() == 0:
                 raise _NotExact(f"a position of layer {layer!r} has zero gradient for every input")
             boxes[axis].append((p, int(hits.min()), int(hits.max()) + 1, spatial[axis]))
-    return boxes, map_shape
+    return boxes
 
 
-def _fit_axis(boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int] | None:
-    """(size, stride, start) from boxes (position, low, high, extent) clipped to [0, extent); None if unknown."""
+def _fit_axis(boxes: list[tuple[int, int, int, int]], stride_hint: int | None = None) -> tuple[int, int, int] | None:
+    """(size, stride, start) from boxes (position, low, high, extent) clipped to [0, extent); None if unknown.
+
+    ``stride_hint`` is used only when the unclipped edges cannot tell the stride.
+    """
     lows = [(p, low) for p, low, high, extent in boxes if low > 0]
     highs = [(p, high) for p, low, high, extent in boxes if high < extent]
     if not lows or not highs:
@@ -359,23 +686,36 @@ def _fit_axis(boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int] | 
             stride = (e1 - e0) // (p1 - p0)
             break
     if stride is None:
-        if len(boxes) > 1:
+        if len(boxes) > 1 and stride_hint is None:
             return None
-        stride = 1  # a single position: any stride describes it
+        stride = stride_hint or 1  # a single position: any stride describes it
     start = min(low - p * stride for p, low in lows)
     size = max(high - p * stride for p, high in highs) - start
     return size, stride, start
 
 
-def _gradient_field(model, layer, input_shape, n_draws, seed):
+def _check_fit(fit: tuple[int, int, int], boxes: list[tuple[int, int, int, int]], axis: int) -> None:
+    """Every measured box must be the fitted box clipped to the input; else the grid is irregular."""
+    size, stride, start = fit
+    for p, low, high, extent in boxes:
+        expected = (max(start + p * stride, 0), min(start + p * stride + size, extent))
+        if (low, high) != expected:
+            name = "yx"[axis]
+            raise _Irregular(
+                f"the measured fields are no regular grid: position {name}={p} sees [{low}, {high}) along {name}, "
+                f"a grid of size {size}, stride {stride}, start {start} predicts [{expected[0]}, {expected[1]})"
+            )
+
+
+def _gradient_field(model, layer, input_shape, n_draws, seed, to_map, map_shape, stride_hint=(None, None)):
     measured = copy.deepcopy(model).double().eval()
-    boxes, map_shape = _measure_boxes(measured, layer, tuple(input_shape), n_draws, seed)
+    boxes = _measure_boxes(measured, layer, tuple(input_shape), n_draws, seed, to_map, map_shape)
     fits = []
     for axis in (0, 1):
         if axis == 0 and len(input_shape) == 2:  # 1-d maps are read as one row
             fits.append((1, 1, 0))
             continue
-        fit = _fit_axis(boxes[axis])
+        fit = _fit_axis(boxes[axis], stride_hint[axis])
         if fit is None and all(low == 0 and high == extent for _, low, high, extent in boxes[axis]):
             # every position sees the whole input along this axis (global pooling, attention, or
             # a field wider than the image): the input itself is the field
@@ -385,8 +725,12 @@ def _gradient_field(model, layer, input_shape, n_draws, seed):
                 "the measured fields are clipped by the image border on both sides; record the model on "
                 "larger images to measure them"
             )
+        _check_fit(fit, boxes[axis], axis)
         fits.append(fit)
     return tuple(f[0] for f in fits), tuple(f[1] for f in fits), tuple(f[2] for f in fits)
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def receptive_field(
@@ -395,23 +739,38 @@ def receptive_field(
     input_shape: tuple[int, ...],
     *,
     method: Literal["auto", "exact", "gradient"] = "auto",
+    layout: Layout = "auto",
+    patch_size: int | tuple[int, int] | None = None,
     n_draws: int = 8,
     seed: int = 0,
 ) -> ReceptiveField:
-    """Receptive field of the units of a convolutional layer.
+    """Receptive field of the units of a map layer, or of the patch tokens of a ViT layer.
 
     Parameters
     ----------
     model
-        Any module whose forward takes a batch of inputs of ``input_shape``.
+        Any module whose forward takes a batch of inputs of ``input_shape``. Its modules' train/eval
+        modes are the same afterwards (each one's own); the field is computed in eval mode.
     layer
-        Module name (from ``model.named_modules()``) whose output is a map (batch, C, H, W) or
-        (batch, C, L).
+        Module name (from ``model.named_modules()``), or ``name#k`` for the k-th call of a module
+        that runs several times per forward pass (as ``probe.record`` names them).
     input_shape
         (C, H, W) or (C, L) of one stimulus.
     method
-        ``"exact"`` (fx path walk; error where it does not apply), ``"gradient"`` (measured), or
-        ``"auto"``: exact where possible, measured otherwise (see the module docstring).
+        ``"exact"`` (fx path walk, channels-first maps only; error where it does not apply),
+        ``"gradient"`` (measured), or ``"auto"``: exact where possible, measured otherwise (see the
+        module docstring).
+    layout
+        How the output is arranged: ``"channels_first"`` (alias ``"maps"``: (batch, C, H, W) or
+        (batch, C, L)), ``"channels_last"`` ((batch, H, W, C)), ``"tokens"`` ((batch, T, D): the
+        field of each patch token, measured; class/register tokens are left out), or ``"auto"``:
+        read off the module that produced the output, never guessed from the shape. The engine's
+        spellings (``"channels-first"``, ``"channels-last"``, ``"tokens+N"`` with N prefix tokens,
+        which is checked) are accepted too.
+    patch_size
+        For tokens: the ViT's patch side in pixels (default: the model's ``patch_size`` attribute,
+        ``config["patch_size"]`` or timm's ``patch_embed.patch_size``). The patch grid is
+        (H // patch, W // patch); tokens before it are prefix (class/register) tokens.
     n_draws
         Random inputs whose gradient supports are united (gradient method).
     seed
@@ -420,42 +779,79 @@ def receptive_field(
     Returns
     -------
     ReceptiveField
-        With ``box(y, x)`` giving (top, left, bottom, right) for any map position.
+        With ``box(y, x)`` giving (top, left, bottom, right) for any map position (for tokens, the
+        patch-grid cell (y, x) of token ``prefix_tokens + y * w + x``). A patch-embedding's
+        tokens get their patch; tokens after global attention get the whole input (stride 0).
 
     Raises
     ------
     KeyError
         Unknown layer (lists the nearest names).
+    IrregularFieldError
+        The fields exist but are no regular grid (windowed attention), a ValueError.
     ValueError
-        The layer has no map, or neither method can give the field.
+        The layer has no map or tokens, its layout cannot be told (``layout="auto"``), a module that
+        runs several times is named without ``#k``, or neither method can give the field.
     """
     if method not in ("auto", "exact", "gradient"):
         raise ValueError(f"method must be 'auto', 'exact' or 'gradient', got {method!r}")
-    find_layer(model, layer)
+    layout, stated_prefix = _parse_layout(layout)
+    _, base, call = _resolve_layer(model, layer)
     input_shape = tuple(int(s) for s in input_shape)
-    was_training = model.training
+    modes = {name: module.training for name, module in model.named_modules()}
     model.eval()
     try:
-        device = next(iter(model.parameters()), torch.empty(0)).device
+        device, dtype = _device_dtype(model)
         with torch.no_grad():
-            probe_input = torch.zeros((1, *input_shape), device=device)
-            map_shape = _map_shape(_run_to_layer(model, layer, probe_input), layer)
+            zeros = torch.zeros((1, *input_shape), device=device, dtype=dtype)
+            found = _capture(model, layer, zeros, stop=False, layouts=layout == "auto")
+        if call is None and found.calls > 1:
+            calls = ", ".join(f"'{layer}#{k}'" for k in range(1, found.calls + 1))
+            raise ValueError(
+                f"module {layer!r} runs {found.calls}{'' if found.complete else '+'} times per forward pass; "
+                f"name one call: {calls}"
+            )
+        layout = _choose_layout(model, layer, input_shape, found, layout)
+        image_hw = ((1,) + input_shape[1:])[-2:]
+        patch, grid, n_extra = (None, None), (0, 0), 0
+        if layout == "tokens":
+            patch, grid, n_extra = _token_grid(model, found.output.shape[1], image_hw, patch_size)
+            if stated_prefix is not None and stated_prefix != n_extra:
+                raise ValueError(
+                    f"layout 'tokens+{stated_prefix}' says layer {layer!r} has {stated_prefix} prefix tokens, but its "
+                    f"{found.output.shape[1]} tokens hold a {grid[0]}x{grid[1]} grid of {patch[0]}x{patch[1]} px "
+                    f"patches and {n_extra} more; check patch_size"
+                )
+        map_shape, to_map = _map_reader(found.output, layout, grid, n_extra)
+        made = {"input_shape": input_shape, "map_shape": tuple(map_shape), "layout": layout, "prefix_tokens": n_extra}
         reasons = []
         if method in ("auto", "exact"):
             try:
-                steps = _exact_geometry(model, layer)
+                if layout != "channels_first":
+                    raise _NotExact(f"the path walk covers channels-first maps only, not {layout}")
+                steps = _exact_geometry(model, base, call or 1)
                 size, stride, start = _compose(steps, len(steps[0]) if steps else len(input_shape) - 1)
-                return ReceptiveField(layer, input_shape, map_shape, size, stride, start, "exact")
+                return ReceptiveField(layer, size=size, stride=stride, start=start, method="exact", **made)
             except _NotExact as err:
                 reasons.append(f"exact: {err}")
+        irregular = False
         if method in ("auto", "gradient"):
             try:
-                size, stride, start = _gradient_field(model, layer, input_shape, n_draws, seed)
-                return ReceptiveField(layer, input_shape, map_shape, size, stride, start, "gradient")
+                size, stride, start = _gradient_field(
+                    model, layer, input_shape, n_draws, seed, to_map, map_shape, patch
+                )
+                return ReceptiveField(layer, size=size, stride=stride, start=start, method="gradient", **made)
             except _NotExact as err:
+                irregular = isinstance(err, _Irregular)
                 reasons.append(f"gradient: {err}")
     finally:
-        model.train(was_training)
+        for name, module in model.named_modules():
+            module.training = modes.get(name, module.training)
+    if irregular:
+        raise IrregularFieldError(
+            f"the receptive fields of layer {layer!r} differ from position to position (windowed attention?), "
+            f"so no single size and stride describe them ({reasons[-1]})"
+        )
     raise ValueError(
         f"the receptive field of layer {layer!r} can be neither computed nor measured ({'; '.join(reasons)}); "
         "pick a convolutional layer whose output depends differentiably on the input"

@@ -20,8 +20,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from analyses._receptive_field import (
+    IrregularFieldError,
     ReceptiveField,
+    _parse_layout,
     _run_to_layer,
+    _token_grid,
     find_layer,
     receptive_field,
 )
@@ -182,7 +185,8 @@ class TopPatches:
     boxes, bottom_boxes
         Int arrays of shape (n_units, k, 4): each crop's (top, left, bottom, right) in the stimulus.
     field
-        The receptive field (maps), or None (units and tokens: whole stimuli or token patches).
+        The receptive field: of the map positions (maps), of the patch tokens (tokens; measured),
+        or None (units, and tokens whose fields are no regular grid: whole stimuli).
     labels
         Int array of shape (n_stimuli,), -1 where unknown.
     selectivity
@@ -192,6 +196,10 @@ class TopPatches:
     max_recheck_error
         Largest absolute difference between recorded values and a re-run of the layer on the best
         and worst stimulus of each unit (at most 64 stimuli): 0 up to rounding for deterministic data.
+    field_note
+        What the crops show when it is not simply each entry's receptive field at its position, for a
+        caption: tokens (their patch, or the whole stimulus after attention), whole-stimulus fields;
+        None otherwise.
     """
 
     layer: str
@@ -207,6 +215,7 @@ class TopPatches:
     selectivity: ClassSelectivity | None = None
     class_names: tuple[str, ...] | None = None
     max_recheck_error: float = 0.0
+    field_note: str | None = None
 
     @property
     def n_units(self) -> int:
@@ -368,37 +377,45 @@ class _Stimuli:
 # boxes per layout
 
 
-def _token_grid(model: nn.Module, n_tokens: int, image_hw: tuple[int, int], patch_size: int | None):
-    patch_size = patch_size or getattr(model, "patch_size", None) or getattr(model, "config", {}).get("patch_size")
-    if patch_size is None:
-        raise ValueError(
-            "the layer outputs tokens (batch, T, D): pass patch_size= (the ViT's patch side in pixels), "
-            "or layout='maps' if it is a Conv1d output (batch, C, L)"
-        )
-    patch = tuple(patch_size) if isinstance(patch_size, (tuple, list)) else (int(patch_size), int(patch_size))
-    grid = (image_hw[0] // patch[0], image_hw[1] // patch[1])
-    n_extra = n_tokens - grid[0] * grid[1]
-    if n_extra < 0:
-        raise ValueError(f"{n_tokens} tokens is fewer than the {grid[0]}x{grid[1]} patch grid of patch size {patch}")
-    return patch, grid, n_extra
-
-
-def _boxes(result, field_, stimulus_hw, which, model, patch_size):
+def _boxes(result, field_, stimulus_hw, which):
     """(boxes (units, k, 4), crop size) for the kept entries of one kind."""
     y, x = result.coordinates(which)
-    height, width = stimulus_hw
-    if result.layout == "maps":
+    whole = np.array([0, 0, *stimulus_hw])
+    if field_ is None:  # units, or fields that are no regular grid: whole stimuli
+        return np.broadcast_to(whole, (*y.shape, 4)).copy(), tuple(stimulus_hw)
+    if result.layout == "maps":  # (y, x) on the H, W grid, whatever the layout of the recorded tensor
         return field_.boxes(y, x), field_.size
-    if result.layout == "units":
-        whole = np.broadcast_to(np.array([0, 0, height, width]), (*y.shape, 4))
-        return whole.copy(), (height, width)
-    patch, grid, n_extra = _token_grid(model, result.map_shape[0], stimulus_hw, patch_size)
-    token = y - n_extra
-    row, column = np.divmod(np.maximum(token, 0), grid[1])
-    top, left = row * patch[0], column * patch[1]
-    boxes = np.stack([top, left, top + patch[0], left + patch[1]], axis=-1)
-    boxes[token < 0] = (0, 0, height, width)  # class/register tokens see the whole image
-    return boxes, patch
+    token = y - field_.prefix_tokens
+    row, column = np.divmod(np.maximum(token, 0), field_.map_shape[1])
+    boxes = field_.boxes(row, column)
+    boxes[token < 0] = whole  # class/register tokens see the whole image
+    return boxes, field_.size
+
+
+def _token_field(model, layer, input_shape, n_tokens, patch_size):
+    """(field or None, note) of a token layer: the measured field of its patch tokens."""
+    image_hw = ((1,) + tuple(input_shape[1:]))[-2:]
+    patch, _, n_extra = _token_grid(model, n_tokens, image_hw, patch_size)
+    extra = " (class/register tokens: the whole stimulus, resized)" if n_extra else ""
+    try:
+        field_ = receptive_field(model, layer, input_shape, method="gradient", layout="tokens", patch_size=patch)
+    except IrregularFieldError as err:
+        return None, (
+            f"The tokens' measured receptive fields are no regular grid ({err}); each crop is the whole stimulus."
+        )
+    if field_.whole_input:
+        return field_, (
+            "Each token's measured receptive field is the whole stimulus (attention mixes all patches), "
+            "so each crop is the whole stimulus, not the token's patch."
+        )
+    if (field_.size, field_.stride, field_.start) == (patch, patch, (0, 0)):
+        return field_, (
+            f"Each token sees exactly its {patch[0]}×{patch[1]} px patch (measured); each crop is that patch{extra}."
+        )
+    return field_, (
+        f"Each token's measured receptive field is {field_.size[0]}×{field_.size[1]} px, more than its "
+        f"{patch[0]}×{patch[1]} px patch; each crop is that field{extra}."
+    )
 
 
 def _render(stimuli: _Stimuli, stimulus: np.ndarray, boxes: np.ndarray, size: tuple[int, int]):
@@ -426,7 +443,7 @@ def _render(stimuli: _Stimuli, stimulus: np.ndarray, boxes: np.ndarray, size: tu
     return crops.reshape(n_units, k, channels, *size), masks.reshape(n_units, k, *size)
 
 
-def _recheck(model, stimuli, layer, result, device, max_stimuli: int = 64) -> float:
+def _recheck(model, stimuli, layer, result, device, source_layout, max_stimuli: int = 64) -> float:
     """Spot check: re-run the layer on the best (and worst) stimulus of each unit, up to ``max_stimuli``
     stimuli in all; returns the largest |recorded - recomputed| value."""
     stimulus, position, values = [], [], []
@@ -444,6 +461,8 @@ def _recheck(model, stimuli, layer, result, device, max_stimuli: int = 64) -> fl
         output = _run_to_layer(model, layer, stimuli.get(torch.as_tensor(unique))[0].to(device)).float()
     if result.layout == "tokens":
         output = output.transpose(1, 2)
+    elif result.layout == "maps" and source_layout == "channels_last":  # (n, H, W, C) -> (n, C, H, W)
+        output = output.permute(0, 3, 1, 2)
     output = output.reshape(output.shape[0], output.shape[1], -1).cpu().numpy()  # (n, units, positions)
     recomputed = output[np.searchsorted(unique, stimulus[checked]), units[checked], position[checked]]
     return float(np.abs(recomputed - values[checked]).max(initial=0.0))
@@ -481,19 +500,25 @@ def top_patches(
         without shuffling, or a tensor of shape (n_stimuli, C, H, W). Stimulus i must be the
         recording's stimulus i.
     topk
-        A ``probe.TopKResult``, or ``{layer: TopKResult}`` (a recording's ``extras`` entry).
-        Maps (batch, C, H, W) give (stimulus, y, x) entries cropped to the exact receptive field;
-        tokens (batch, T, D) give (stimulus, token) entries cropped to the token's patch (class
-        tokens: the whole image, resized); vectors (batch, D) give whole stimuli.
+        A ``probe.TopKResult``, or ``{layer: TopKResult}`` (a recording's ``extras`` entry); a
+        layer may be ``name#k``, the k-th call of a module that runs several times per pass.
+        Maps give (stimulus, y, x) entries cropped to the receptive field of (y, x), read with the
+        result's ``source_layout`` (``"channels_first"`` (batch, C, H, W) or ``"channels_last"``
+        (batch, H, W, C); absent: channels-first). Tokens (batch, T, D) give (stimulus, token)
+        entries cropped to the token's *measured* field: its patch for a patch embedding, the
+        whole stimulus once attention has mixed the patches (``field_note`` says which; class
+        tokens: the whole image, resized). Vectors (batch, D) give whole stimuli.
     labels
         Int array of shape (n_stimuli,), -1 where unknown (a recording's ``labels``), for class
         selectivity; None: no labels.
     batch_size
         Stimuli loaded at a time for the crops and the re-check.
     patch_size
-        ViT patch side in pixels (default: the model's ``patch_size`` attribute or config entry).
+        ViT patch side in pixels (default: the model's ``patch_size`` attribute or config entry, or
+        timm's ``patch_embed.patch_size``).
     field_method
-        How the receptive field is obtained (see ``analyses.receptive_field``).
+        How the receptive field of maps is obtained (see ``analyses.receptive_field``); token
+        fields are always measured.
     amp
         True when the recording ran under autocast: the re-check then tolerates half-precision
         differences.
@@ -509,7 +534,8 @@ def top_patches(
         A layer that ``model`` does not have.
     ValueError
         Labels of the wrong length; a layer without unit structure; a receptive field that can be
-        neither computed nor measured.
+        neither computed nor measured (``IrregularFieldError`` for maps whose fields are no
+        regular grid; for tokens the whole stimulus is shown instead).
     """
     results = dict(topk) if isinstance(topk, Mapping) else {topk.layer: topk}
     if not results:
@@ -537,20 +563,28 @@ def _second_pass(model, stimuli, layer, result, labels, patch_size, field_method
     """Receptive field, crops of the winners, re-check of their values, class selectivity."""
     first_image = stimuli.get(torch.tensor([0]))[0][0]
     image_hw = ((1,) + tuple(first_image.shape[1:]))[-2:]
-    field_ = None
-    if result.layout == "maps":
-        field_ = receptive_field(model, layer, tuple(first_image.shape), method=field_method)
-    boxes, size = _boxes(result, field_, image_hw, "top", model, patch_size)
-    bottom_boxes, _ = _boxes(result, field_, image_hw, "bottom", model, patch_size)
+    field_, note, source_layout = None, None, None
+    if result.layout == "maps":  # the engine's layout of the raw output ("" or absent: channels-first)
+        source_layout = _parse_layout(getattr(result, "source_layout", "") or "channels_first")[0]
+        field_ = receptive_field(model, layer, tuple(first_image.shape), method=field_method, layout=source_layout)
+        if field_.whole_input:
+            note = "Every position's receptive field is the whole stimulus; each crop is the whole stimulus."
+    elif result.layout == "tokens":
+        field_, note = _token_field(model, layer, tuple(first_image.shape), result.map_shape[0], patch_size)
+    boxes, size = _boxes(result, field_, image_hw, "top")
+    bottom_boxes, _ = _boxes(result, field_, image_hw, "bottom")
     patches, masks = _render(stimuli, result.top_stimulus, boxes, size)
     bottom_patches, bottom_masks = _render(stimuli, result.bottom_stimulus, bottom_boxes, size)
 
-    # the second pass runs where the model lives, in eval mode like the first
-    was_training, model_device = model.training, next(iter(model.parameters()), torch.empty(0)).device
+    # the second pass runs where the model lives, in eval mode like the first; every module's own
+    # mode is restored (a BatchNorm or Dropout left in train mode stays so)
+    modes = {name: module.training for name, module in model.named_modules()}
+    model_device = next(iter(model.parameters()), torch.empty(0)).device
     try:
-        recheck = _recheck(model.eval(), stimuli, layer, result, model_device)
+        recheck = _recheck(model.eval(), stimuli, layer, result, model_device, source_layout)
     finally:
-        model.train(was_training)
+        for name, module in model.named_modules():
+            module.training = modes.get(name, module.training)
     scale = max(float(np.abs(result.top_values).max(initial=0)), float(np.abs(result.bottom_values).max(initial=0)), 1.0)
     if recheck > (3e-2 if amp else 1e-3) * scale:  # the re-check runs in float32
         warnings.warn(
@@ -577,4 +611,5 @@ def _second_pass(model, stimuli, layer, result, labels, patch_size, field_method
         selectivity=selectivity,
         class_names=None if class_names is None else tuple(class_names),
         max_recheck_error=recheck,
+        field_note=note,
     )
