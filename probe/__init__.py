@@ -10,6 +10,7 @@ The command line (``probe.cli``) and the study pipeline that trains, records, an
 """
 
 from probe._layers import describe_layers, resolve_layers
+from probe._layouts import LAYOUTS, Layout
 from probe._record import record
 from probe._recording import Recording
 from probe._reducers import REDUCTIONS, Moments, MomentsReducer, Reduction
@@ -29,4 +30,6 @@ __all__ = [
     "TopKResult",
     "resolve_layers",
     "describe_layers",
+    "Layout",
+    "LAYOUTS",
 ]

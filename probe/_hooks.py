@@ -18,19 +18,23 @@ Conventions (documented in ``probe.record``):
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
 
-__all__ = ["first_tensor", "capture_outputs", "ForwardCapture"]
+__all__ = ["first_tensor", "capture_outputs", "ForwardCapture", "call_model", "describe_batch", "forward_failure", "no_fastpath"]
 
 
 def first_tensor(output: Any) -> torch.Tensor | None:
-    """The first tensor in a (possibly nested) module output, or None if it holds none."""
+    """The first tensor in a (possibly nested) module output, or None if it holds none.
+
+    Dicts (and Hugging Face ``ModelOutput`` objects, which are ordered dicts) give their first
+    tensor value in insertion order: ``last_hidden_state`` for a transformers encoder.
+    """
     if isinstance(output, torch.Tensor):
         return output
-    if isinstance(output, dict):
+    if isinstance(output, Mapping):
         output = list(output.values())
     if isinstance(output, (tuple, list)):
         for item in output:
@@ -43,6 +47,38 @@ def first_tensor(output: Any) -> torch.Tensor | None:
 def _describe_inputs(args: tuple) -> str:
     shapes = [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)]
     return ", ".join(str(s) for s in shapes) or "no tensor input"
+
+
+def call_model(model: nn.Module, x: Any) -> Any:
+    """``model(**x)`` for a dict batch (``input_ids``, ``attention_mask``...), else ``model(x)``."""
+    return model(**x) if isinstance(x, Mapping) else model(x)
+
+
+def describe_batch(x: Any) -> str:
+    """The per-stimulus shape of a batch, for messages: ``(3, 32, 32)`` or ``{'input_ids': (12,), ...}``."""
+    if isinstance(x, torch.Tensor):
+        return str(tuple(x.shape[1:]))
+    if isinstance(x, Mapping):
+        shapes = {key: tuple(value.shape[1:]) for key, value in x.items() if isinstance(value, torch.Tensor)}
+        return "{" + ", ".join(f"{key!r}: {shape}" for key, shape in shapes.items()) + "}"
+    return type(x).__name__
+
+
+def forward_failure(x: Any, failed: tuple[str, nn.Module, tuple] | None, err: Exception) -> ValueError:
+    """The error for a forward pass that raised: the innermost module running and its input shapes.
+
+    ``failed`` is (name, module, positional arguments), or None when no module was running.
+    """
+    if failed is not None:
+        name, module, args = failed
+        where = f"in layer {name or '<root>'!r} ({type(module).__name__}) with input shape {_describe_inputs(args)}"
+    else:
+        where = "outside any layer"
+    return ValueError(
+        f"the forward pass failed {where} for stimuli of shape {describe_batch(x)}: {err}. "
+        "Check that the data matches the model's expected input (for a zoo model, "
+        "model.config['input_shape'])."
+    )
 
 
 class _ReducerFailure(Exception):
@@ -93,7 +129,7 @@ class ForwardCapture:
                 tracking.append(module.register_forward_hook(self._left))
             self._running.clear()
             try:
-                self.model(x)
+                call_model(self.model, x)
             except Exception:
                 return self._running[-1] if self._running else None
             return None
@@ -141,7 +177,7 @@ class ForwardCapture:
         """
         self.calls = dict.fromkeys(self.names, 0)
         try:
-            return self.model(x)
+            return call_model(self.model, x)
         except _ReducerFailure as failure:
             cause = failure.__cause__
             if isinstance(cause, Exception):
@@ -151,18 +187,7 @@ class ForwardCapture:
         except torch.OutOfMemoryError:
             raise
         except (RuntimeError, ValueError, TypeError, IndexError) as err:
-            stimulus = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else type(x).__name__
-            failed = self._locate_failure(x)
-            if failed is not None:
-                name, module, args = failed
-                where = f"in layer {name or '<root>'!r} ({type(module).__name__}) with input shape {_describe_inputs(args)}"
-            else:
-                where = "outside any layer"
-            raise ValueError(
-                f"the forward pass failed {where} for stimuli of shape {stimulus}: {err}. "
-                "Check that the data matches the model's expected input (for a zoo model, "
-                "model.config['input_shape'])."
-            ) from err
+            raise forward_failure(x, self._locate_failure(x), err) from err
 
 
 def _mha_fastpath_enabled() -> bool | None:
@@ -191,13 +216,22 @@ def capture_outputs(
         Run batches with its ``forward(x)``; ``calls`` holds the per-module call counts of the last pass.
     """
     capture = ForwardCapture(model, names, callback)
+    with no_fastpath():
+        try:
+            capture._install()
+            yield capture
+        finally:
+            capture._remove()
+
+
+@contextmanager
+def no_fastpath() -> Iterator[None]:
+    """Switch off the fused attention fast path (which skips submodule hooks) for the block."""
     fastpath = _mha_fastpath_enabled()
     try:
         if fastpath:
             torch.backends.mha.set_fastpath_enabled(False)
-        capture._install()
-        yield capture
+        yield
     finally:
-        capture._remove()
         if fastpath:
             torch.backends.mha.set_fastpath_enabled(True)

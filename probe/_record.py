@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import os
@@ -10,6 +9,8 @@ import time
 import warnings
 import weakref
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
@@ -18,11 +19,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from probe._hooks import capture_outputs
-from probe._layers import LayerSelection, resolve_layers
+from probe._hooks import capture_outputs, first_tensor
+from probe._layers import LayerSelection, per_layer, resolve_layers
+from probe._layouts import Layout, ModuleCall, layer_layouts, not_per_stimulus_error, tracing
 from probe._recording import Recording
 from probe._reducers import Reduction, ReductionOp
-from probe._store import DiskSink, MemorySink
+from probe._store import MANIFEST, DiskSink, MemorySink
 from zoo._device import resolve_device
 from zoo._names import unknown_name_error
 from zoo._reducer import MultiLayerReducer, Reducer
@@ -34,6 +36,9 @@ STORED_DTYPES = {"float32": (np.float32, torch.float32), "float16": (np.float16,
 #: What ``record`` does with stimuli that hold NaN or inf values.
 NONFINITE = ("raise", "skip")
 _SHOWN = 5  # indices named in a message
+#: Keys of a dict batch that hold labels (taken out, never passed to the model), and the padding mask.
+LABEL_KEYS = ("labels", "label")
+MASK_KEY = "attention_mask"
 _AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
 
 
@@ -86,10 +91,16 @@ def _stimulus_fingerprint(dataset: Any, index: int) -> str | None:
     try:
         item = dataset[index]
         x = item[0] if isinstance(item, (tuple, list)) else item
-        values = torch.as_tensor(x).detach().to("cpu", torch.float32).contiguous()
+        if isinstance(x, Mapping):  # a text item: every input tensor, in key order
+            parts = [torch.as_tensor(x[key]) for key in sorted(x) if key not in LABEL_KEYS]
+        else:
+            parts = [torch.as_tensor(x)]
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     except (LookupError, TypeError, ValueError, RuntimeError):  # a dataset keyed otherwise, items that are no arrays
         return None
-    return hashlib.sha256(values.numpy().tobytes()).hexdigest()
+    return digest.hexdigest()
 
 
 def _dataset_options(dataset: Any) -> tuple[Any, dict[str, Any] | None]:
@@ -109,7 +120,11 @@ def _dataset_options(dataset: Any) -> tuple[Any, dict[str, Any] | None]:
 
 # -- data --------------------------------------------------------------------------------------
 class _Source:
-    """Batches of (stimuli, labels or None) from a tensor, a Dataset or a DataLoader."""
+    """Batches of (stimuli, labels or None) from a tensor, a dict of tensors, a Dataset or a DataLoader.
+
+    Stimuli are a tensor, or a dict of tensors (``input_ids``, ``attention_mask``...) that the model
+    takes as keyword arguments.
+    """
 
     def __init__(self, data: Any, batch_size: int, num_workers: int, pin_memory: bool):
         self.data, self.batch_size, self.num_workers, self.pin_memory = data, batch_size, num_workers, pin_memory
@@ -117,13 +132,16 @@ class _Source:
             if data.dim() < 1:
                 raise ValueError("a tensor of stimuli needs a batch axis: shape (n_stimuli, ...)")
             self.n_stimuli = data.shape[0]
+        elif isinstance(data, Mapping):
+            self.n_stimuli = _tensor_dict_length(data)
         elif isinstance(data, DataLoader):
             self.n_stimuli = _loader_length(data)
         elif isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
             self.n_stimuli = len(data)
         else:
             raise ValueError(
-                f"data must be a torch Dataset, a DataLoader or a tensor of stimuli, got {type(data).__name__}"
+                f"data must be a torch Dataset, a DataLoader, a tensor of stimuli or a dict of tensors, got "
+                f"{type(data).__name__}"
             )
         if self.n_stimuli == 0:
             raise ValueError("the data holds no stimuli (length 0); pass a non-empty dataset, loader or tensor")
@@ -133,6 +151,16 @@ class _Source:
             description = {"type": "tensor", "shape": list(self.data.shape), "dtype": str(self.data.dtype)}
             if fingerprint:
                 description["sha256"] = _tensor_fingerprint(self.data)
+            return description
+        if isinstance(self.data, Mapping):
+            tensors = {str(key): torch.as_tensor(value) for key, value in self.data.items()}
+            description = {
+                "type": "tensors",
+                "shapes": {key: list(value.shape) for key, value in tensors.items()},
+                "dtypes": {key: str(value.dtype) for key, value in tensors.items()},
+            }
+            if fingerprint:
+                description["sha256"] = {key: _tensor_fingerprint(value) for key, value in sorted(tensors.items())}
             return description
         dataset = self.data.dataset if isinstance(self.data, DataLoader) else self.data
         kind, subset = type(dataset).__name__, None
@@ -167,6 +195,10 @@ class _Source:
             for first in range(start, self.n_stimuli, self.batch_size):
                 yield self.data[first : first + self.batch_size], None
             return
+        if isinstance(self.data, Mapping):
+            for first in range(start, self.n_stimuli, self.batch_size):
+                yield _split_batch({key: value[first : first + self.batch_size] for key, value in self.data.items()})
+            return
         if isinstance(self.data, DataLoader):
             loader, position = self.data, 0
         else:
@@ -177,15 +209,15 @@ class _Source:
             position = start
         for batch in loader:
             x, y = _split_batch(batch)
-            size = len(x)
+            size = batch_length(x)
             if position + size <= start:  # resuming a DataLoader: skip what is on disk
                 position += size
                 continue
             if position < start:
                 offset = start - position
-                x, y = x[offset:], (y[offset:] if y is not None else None)
+                x, y = _rows(x, slice(offset, None)), (y[offset:] if y is not None else None)
                 position = start
-            position += len(x)
+            position += batch_length(x)
             yield x, y
 
 
@@ -201,50 +233,111 @@ def _loader_length(loader: DataLoader) -> int:
         ) from None
 
 
-def _split_batch(batch: Any) -> tuple[torch.Tensor, Any]:
+def _split_batch(batch: Any) -> tuple[Any, Any]:
+    """(stimuli, labels or None) of a batch: a tensor, a dict of tensors (labels under ``labels`` or
+    ``label``), or a (stimuli, labels, ...) tuple."""
     if isinstance(batch, torch.Tensor):
         return batch, None
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-        return batch[0], (batch[1] if len(batch) > 1 else None)
+    if isinstance(batch, Mapping):
+        inputs = {key: value for key, value in batch.items() if key not in LABEL_KEYS}
+        if first_tensor(inputs) is None:
+            raise ValueError(f"a dict batch needs at least one tensor besides its labels, got keys {list(batch)}")
+        return inputs, next((batch[key] for key in LABEL_KEYS if key in batch), None)
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], (torch.Tensor, Mapping)):
+        x = batch[0]
+        if isinstance(x, Mapping):
+            x = {key: value for key, value in x.items() if key not in LABEL_KEYS}
+        return x, (batch[1] if len(batch) > 1 else None)
     raise ValueError(
-        f"each batch must be a tensor of stimuli or a (stimuli, labels, ...) tuple, got {type(batch).__name__}; "
-        "make the dataset return x or (x, y)"
+        f"each batch must be a tensor of stimuli, a dict of tensors or a (stimuli, labels, ...) tuple, got "
+        f"{type(batch).__name__}; make the dataset return x, (x, y) or a dict such as "
+        "{'input_ids': ..., 'attention_mask': ..., 'labels': ...}"
     )
+
+
+def _tensor_dict_length(data: Mapping) -> int:
+    """Number of stimuli of a dict of tensors (all with that many rows)."""
+    lengths = {}
+    for key, value in data.items():
+        if not isinstance(value, torch.Tensor) or value.dim() < 1:
+            raise ValueError(f"a dict of stimuli must hold tensors with a batch axis; {key!r} is {type(value).__name__}")
+        lengths[key] = value.shape[0]
+    if not lengths or len(set(lengths.values())) != 1:
+        raise ValueError(f"the tensors of a dict of stimuli must have one row per stimulus each; rows per key: {lengths}")
+    return next(iter(lengths.values()))
+
+
+def batch_length(x: Any) -> int:
+    """Number of stimuli in a batch (a tensor, or a dict of tensors)."""
+    if isinstance(x, Mapping):
+        return int(first_tensor(x).shape[0])
+    return len(x)
+
+
+def _rows(x: Any, rows: Any) -> Any:
+    """Some rows (a slice or a boolean mask) of a batch, a tensor or each tensor of a dict."""
+    if isinstance(x, Mapping):
+        return {key: value[rows] if isinstance(value, torch.Tensor) else value for key, value in x.items()}
+    return x[rows]
+
+
+def _to_device(x: Any, device: torch.device) -> Any:
+    if isinstance(x, Mapping):
+        return {key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value for key, value in x.items()}
+    return x.to(device, non_blocking=True)
+
+
+def _attention_mask(x: Any) -> torch.Tensor | None:
+    """The padding mask of a dict batch, shape (batch, T), or None."""
+    mask = x.get(MASK_KEY) if isinstance(x, Mapping) else None
+    return mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
 
 
 def _labels_of(y: Any, size: int) -> np.ndarray:
     if y is not None:
-        y = torch.as_tensor(y) if not isinstance(y, torch.Tensor) else y
+        try:
+            y = torch.as_tensor(y) if not isinstance(y, torch.Tensor) else y
+        except (TypeError, ValueError, RuntimeError):  # labels that are no numbers (strings)
+            return np.full(size, -1, dtype=np.int64)
         if y.shape == (size,) and not (y.is_floating_point() or y.is_complex()):
             return y.cpu().numpy().astype(np.int64)
     return np.full(size, -1, dtype=np.int64)
 
 
 # -- reductions per layer ----------------------------------------------------------------------
-def _per_layer(option: Any, names: list[str], what: str, default: Any) -> dict[str, Any]:
-    """Expand a single value or a {name or glob: value} dict to one value per recorded layer."""
-    if not isinstance(option, Mapping):
-        return dict.fromkeys(names, option)
-    chosen = dict.fromkeys(names, default)
-    for key, value in option.items():
-        matches = [n for n in names if fnmatch.fnmatchcase(n, key)] if set("*?[") & set(key) else [key] * (key in names)
-        if not matches:
-            raise KeyError(
-                f"{what} names layer {key!r}, which is not among the recorded layers {names}; "
-                "use a recorded layer's name (or a glob matching some)"
-            )
-        for name in matches:
-            chosen[name] = value
-    return chosen
-
-
-def _reductions(reduce: Any, project: Any, seed: int, names: list[str]) -> dict[str, Reduction]:
-    modes = _per_layer(reduce, names, "reduce", "auto")
-    sizes = _per_layer(project, names, "project", None)
-    return {
+def _reductions(
+    reduce: Any, project: Any, seed: int, names: list[str], stated: dict[str, Layout | None]
+) -> dict[str, Reduction]:
+    """One reduction per layer, holding the layout stated for it (by ``layout=`` or the Reduction itself)."""
+    modes = per_layer(reduce, names, "reduce", "auto")
+    sizes = per_layer(project, names, "project", None)
+    reductions = {
         name: modes[name] if isinstance(modes[name], Reduction) else Reduction(modes[name], sizes[name], seed)
         for name in names
     }
+    for name in names:
+        if stated[name] is not None:
+            reductions[name] = replace(reductions[name], layout=stated[name].name)
+        elif reductions[name].layout is not None:
+            stated[name] = Layout.parse(reductions[name].layout)
+    return reductions
+
+
+def _stated_layouts(layout: Any, names: list[str]) -> dict[str, Layout | None]:
+    chosen = per_layer(layout, names, "layout", None)
+    return {name: None if value is None else Layout.parse(value) for name, value in chosen.items()}
+
+
+def _reshapes(reshape: Any, names: list[str]) -> dict[str, Callable[[torch.Tensor, int], torch.Tensor]]:
+    if reshape is None:
+        return {}
+    if not isinstance(reshape, Mapping):
+        raise ValueError("reshape must be a dict {layer or glob: fn} with fn(output, batch_size) -> (batch_size, ...)")
+    chosen = {name: fn for name, fn in per_layer(reshape, names, "reshape", None).items() if fn is not None}
+    for name, fn in chosen.items():
+        if not callable(fn):
+            raise ValueError(f"reshape[{name!r}] must be a function fn(output, batch_size), got {type(fn).__name__}")
+    return chosen
 
 
 # -- model state -------------------------------------------------------------------------------
@@ -336,6 +429,39 @@ class _HostTransfer:
 
 
 # -- the pass ----------------------------------------------------------------------------------
+class _PendingSink:
+    """Stands in for a new on-disk recording until the first batch has run, so that nothing is
+    written before every layer is known to be recordable (its layout found, its rows stimuli).
+
+    Keeps the labels and skipped stimuli of batches that held only NaN or inf, and hands them to
+    the ``DiskSink`` that ``open`` creates.
+    """
+
+    def __init__(self, open_sink: Callable[[], DiskSink]):
+        self._open_sink = open_sink
+        self.n_done = 0
+        self.layers: dict[str, dict[str, Any]] = {}
+        self.skipped: list[int] = []
+        self.float16_overflow: dict[str, dict[str, float]] = {}
+        self._labels: list[tuple[int, np.ndarray]] = []
+
+    def write_labels(self, start: int, labels: np.ndarray) -> None:
+        self._labels.append((start, np.array(labels)))
+
+    def open(self) -> DiskSink:
+        sink = self._open_sink()
+        if sink.complete_existing or sink.n_done:  # another process wrote a recording there meanwhile
+            sink.close()
+            raise FileExistsError(f"a recording appeared at {sink.path} while this one started; record again")
+        sink.skipped = list(self.skipped)
+        for start, labels in self._labels:
+            sink.write_labels(start, labels)
+        return sink
+
+    def close(self) -> None:
+        pass
+
+
 class _Pass:
     """State of one recording pass: reductions, reducers and the per-batch dispatch."""
 
@@ -348,8 +474,15 @@ class _Pass:
         n_stimuli: int,
         device: torch.device,
         stored: torch.dtype,
+        stated: dict[str, Layout | None] | None = None,
+        reshapes: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] | None = None,
     ):
         self.names, self.reductions, self.factories = names, reductions, factories
+        self.stated = dict(stated or dict.fromkeys(names))
+        self.reshapes = dict(reshapes or {})
+        self.layer_layouts: dict[str, Layout | None] = {}
+        self.n_forward = 0  # stimuli of the batch that went through the model
+        self.mask: torch.Tensor | None = None  # the batch's attention mask (dict batches)
         self.sink, self.n_stimuli, self.device, self.stored = sink, n_stimuli, device, stored
         self.transfer = _HostTransfer(sink, device)
         self.start = 0
@@ -370,9 +503,15 @@ class _Pass:
         self.index = torch.empty(0, dtype=torch.int64)
 
     def on_output(self, base: str, call: int, output: torch.Tensor) -> None:
+        if base in self.reshapes:
+            output = self.reshapes[base](output, self.n_forward)
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"reshape[{base!r}] returned {type(output).__name__}, not a tensor")
         if not self.started:  # names and reducers are known after the first pass; keep a copy till then
             self._buffer.append((base, call, output.clone()))
             return
+        if output.dim() == 0 or output.shape[0] != self.n_forward:
+            raise not_per_stimulus_error(base if call == 1 else f"{base}#{call}", tuple(output.shape), self.n_forward, None)
         name = self.expanded.get((base, call))
         if name is None:
             raise ValueError(
@@ -387,7 +526,7 @@ class _Pass:
                 f"layer {name!r} produced shape {tuple(output.shape[1:])} per stimulus, but {self.shapes[name]} "
                 "on the first batch; all stimuli must give the same layer shapes"
             )
-        self.transfer.put(name, self.start, self._stored_rows(name, self.ops[name](output)), output)
+        self.transfer.put(name, self.start, self._stored_rows(name, self.ops[name](output, self.mask)), output)
         for reducers in self.per_layer.values():
             reducers[name].update(output, self.index)
         if self.multi:  # fed after the pass: a copy, since later in-place operations may change the output
@@ -446,7 +585,17 @@ class _Pass:
                 self.sink.write(name, start, torch.full((size, width), float("nan"), dtype=self.stored).numpy())
         self.pending_nan = []
 
-    def _start(self, calls: dict[str, int]) -> None:
+    def _layouts(self, trace: list[ModuleCall] | None, outputs: dict[tuple[str, int], torch.Tensor]) -> dict:
+        """Each recorded call's layout, from the traced first pass; raises for layers that cannot be recorded."""
+        if trace is None:
+            raise RuntimeError("the first forward pass of a recording must be traced")
+        for call in trace:  # a reshaped layer is recorded as the reshape gives it
+            if call.name in self.reshapes and (call.name, call.call) in outputs:
+                call.output_shape = tuple(outputs[call.name, call.call].shape)
+        need = {name: self.reductions[name].mode != "flatten" for name in self.names}
+        return layer_layouts(trace, self.names, self.stated, self.n_forward, need, dict.fromkeys(self.reshapes, True))
+
+    def _start(self, calls: dict[str, int], trace: list[ModuleCall] | None) -> None:
         missing = [name for name in self.names if calls[name] == 0]
         if missing:
             raise ValueError(
@@ -455,12 +604,16 @@ class _Pass:
             )
         self.first_calls = dict(calls)
         outputs = {(base, call): output for base, call, output in self._buffer}
+        layouts = self._layouts(trace, outputs)  # before anything is written
         for base in self.names:  # the requested order, each call in call order
             for call in range(1, calls[base] + 1):
                 name = base if calls[base] == 1 else f"{base}#{call}"
                 self.expanded[(base, call)] = name
                 self.shapes[name] = tuple(outputs[base, call].shape[1:])
-                self.ops[name] = ReductionOp(self.reductions[base], name, self.shapes[name], self.device)
+                self.layer_layouts[name] = layouts.get((base, call))
+                self.ops[name] = ReductionOp(self.reductions[base], name, self.shapes[name], self.device, self.layer_layouts[name])
+        if isinstance(self.sink, _PendingSink):
+            self.sink = self.transfer.sink = self.sink.open()
         layers = {
             name: {
                 "n_units": self.ops[name].n_units,
@@ -487,6 +640,9 @@ class _Pass:
             elif isinstance(first, Reducer):
                 reducers = {name: (first if i == 0 else factory()) for i, name in enumerate(layer_names)}
                 for name, reducer in reducers.items():
+                    adopt = getattr(reducer, "adopt_layout", None)
+                    if callable(adopt):  # TopK, MomentsReducer: read the output in the layout found
+                        adopt(self.layer_layouts[name])
                     reducer.start(name, self.n_stimuli, self.device)
                 self.per_layer[reducer_name] = reducers
             else:
@@ -500,9 +656,9 @@ class _Pass:
         for base, call, output in buffered:
             self._consume(self.expanded[(base, call)], output)
 
-    def end_batch(self, calls: dict[str, int]) -> None:
+    def end_batch(self, calls: dict[str, int], trace: list[ModuleCall] | None = None) -> None:
         if not self.started:
-            self._start(calls)
+            self._start(calls, trace)
         elif calls != self.first_calls:
             changed = {n: (self.first_calls[n], c) for n, c in calls.items() if c != self.first_calls[n]}
             raise ValueError(
@@ -540,6 +696,8 @@ def record(
     num_workers: int = 0,
     flush_every: float = 10.0,
     progress: bool = True,
+    layout: str | Mapping[str, str] | None = None,
+    reshape: Mapping[str, Callable[[torch.Tensor, int], torch.Tensor]] | None = None,
 ) -> Recording:
     """Record named layers of a model over a dataset in one streaming pass.
 
@@ -550,15 +708,21 @@ def record(
         ``requires_grad`` flags and device are restored afterwards.
     data
         A Dataset whose items are ``(x, y)`` or ``x``, a DataLoader (iterated as is, so keep it
-        unshuffled for stable stimulus indices), or a tensor of shape (n_stimuli, ...).
+        unshuffled for stable stimulus indices), or a tensor of shape (n_stimuli, ...). For text
+        models, stimuli may be dicts of tensors (``input_ids``, ``attention_mask``...), passed to
+        the model as keyword arguments: a dict of tensors with one row per stimulus (a tokenizer's
+        output), a Dataset whose items are such dicts, or a DataLoader yielding them; labels under
+        ``"labels"`` or ``"label"`` are taken as labels and not passed to the model.
     layers
         Module name, list of names, glob (``"layer*"``, matched over ``named_modules()``) or a
         predicate ``(name, module) -> bool``.
     reduce
         A reduction mode for every layer or a dict ``{name or glob: mode}`` (others ``"auto"``):
-        ``"auto"`` (spatial mean for 4-D maps, mean over tokens for 3-D, flatten for 2-D),
-        ``"flatten"``, ``"spatial-mean"``/``"mean"``, ``"spatial-max"``/``"max"``,
-        ``"token-mean"``, ``"cls"``, ``"tokens"``; see ``probe._reducers``.
+        ``"auto"`` (the layout's: spatial mean for maps, mean over the tokens after any class or
+        register tokens, flatten for vectors), ``"flatten"``, ``"spatial-mean"``/``"mean"``,
+        ``"spatial-max"``/``"max"``, ``"token-mean"``, ``"cls"``, ``"tokens"``; see
+        ``probe._reducers``. With dict stimuli holding an ``attention_mask``, ``token-mean``
+        averages only the tokens the mask marks (padding is skipped).
     batch_size
         Stimuli per forward pass (for Dataset and tensor data).
     device
@@ -599,6 +763,21 @@ def record(
         Seconds between flushes of an on-disk recording (how much a killed pass loses).
     progress
         Show a tqdm progress bar.
+    layout
+        The layout of the layers' outputs, one name for every layer or ``{name or glob: name}``
+        (others found): ``"channels-first"`` (batch, C, H, W) / (batch, C, L), ``"channels-last"``
+        (batch, H, W, C), ``"tokens"`` (batch, T, D), ``"tokens+N"`` (N class/register tokens
+        first), ``"vector"``. Unstated layouts are found from the modules and shapes on the first
+        batch, before anything is written (rules in ``probe._layouts``); a 4-d output whose
+        layout cannot be told is refused (unless recorded with ``reduce="flatten"``), naming the
+        layer, its shape and these values. ``probe.describe_layers`` shows the layouts found;
+        ``recording.reductions[layer].layout`` keeps the one used. Reducers with an
+        ``adopt_layout(layout)`` method (``probe.TopK``, ``probe.MomentsReducer``) are told it.
+    reshape
+        ``{name or glob: fn}``: ``fn(output, batch_size)`` turns a layer's output into a tensor of
+        shape (batch_size, ...) before anything else sees it, for layers whose output does not lead
+        with the batch (windowed attention's (batch * windows, N, C)). Such layers are otherwise
+        refused before anything is written.
 
     Returns
     -------
@@ -613,9 +792,15 @@ def record(
     the manifest holds the size and SHA-256 of every file, which ``Recording.load`` verifies.
 
     A module called several times in one forward pass is recorded once per call, as
-    ``name#1``, ``name#2``... For tuple, list or dict outputs the first tensor is recorded.
+    ``name#1``, ``name#2``... For tuple, list or dict outputs (Hugging Face ``ModelOutput``) the
+    first tensor is recorded (``last_hidden_state`` of a transformers encoder).
     ``nn.TransformerEncoderLayer``'s fused fast path, which skips submodule hooks, is disabled
     during the pass.
+
+    The first batch's forward pass is followed module call by module call (hooks on every module,
+    for that batch only): it gives each layer's layout and checks that each layer's output leads
+    with the batch. A new on-disk recording's folder is created only after that check, so a
+    refused layer leaves nothing behind.
 
     Raises
     ------
@@ -623,7 +808,8 @@ def record(
         Unknown layer name (the message lists the nearest names).
     ValueError
         Empty data, a stimulus shape the model cannot take (the message names the failing layer and
-        its input shape), bad options.
+        its input shape), bad options, a layer whose output does not lead with the batch, a 4-d
+        output whose layout cannot be told. The last two are found before anything is written.
     FileExistsError
         ``out`` holds a different recording (or an incomplete one without ``resume``), or is a
         non-empty folder that holds no recording.
@@ -642,14 +828,17 @@ def record(
             raise ValueError(f"reducers[{name!r}] must be a factory (a class or function) returning a reducer")
     device = resolve_device(device)
     names = resolve_layers(model, layers)
-    reductions = _reductions(reduce, project, seed, names)
+    stated = _stated_layouts(layout, names)
+    reshapes = _reshapes(reshape, names)
+    reductions = _reductions(reduce, project, seed, names, stated)
     source = _Source(data, batch_size, num_workers, pin_memory=device.type == "cuda")
     model_description = model_fingerprint(model, weights=out is not None)
     dataset_description = source.describe(fingerprint=out is not None)
     np_dtype, torch_dtype = STORED_DTYPES[dtype]
+    autocast = torch.autocast(device.type, dtype=_AMP_DTYPES.get(device.type, torch.bfloat16)) if amp else nullcontext()
 
     if out is None:
-        sink: MemorySink | DiskSink = MemorySink(source.n_stimuli, np_dtype)
+        sink: MemorySink | DiskSink | _PendingSink = MemorySink(source.n_stimuli, np_dtype)
     else:
         identity = {
             "model": model_description,
@@ -659,61 +848,67 @@ def record(
             "n_stimuli": source.n_stimuli,
             "dtype": dtype,
         }
-        sink = DiskSink(out, identity, resume=resume, overwrite=overwrite)
-        if sink.complete_existing:
-            sink.close()
-            return Recording.load(out)
-        if sink.n_done and factories:
-            sink.close()
-            raise ValueError(
-                "resume cannot continue custom reducers (their state was not saved); record again with "
-                "overwrite=True, or resume without reducers="
-            )
+        if overwrite or not (Path(out) / MANIFEST).is_file():
+            # a new recording: its folder is written once the first batch has shown every layer can be recorded
+            sink = _PendingSink(lambda: DiskSink(out, identity, resume=resume, overwrite=overwrite))
+        else:  # resume, or refuse, what is there
+            sink = DiskSink(out, identity, resume=resume, overwrite=overwrite)
+            if sink.complete_existing:
+                sink.close()
+                return Recording.load(out)
+            if sink.n_done and factories:
+                sink.close()
+                raise ValueError(
+                    "resume cannot continue custom reducers (their state was not saved); record again with "
+                    "overwrite=True, or resume without reducers="
+                )
 
-    run = _Pass(names, reductions, factories, sink, source.n_stimuli, device, torch_dtype)
-    transfer = run.transfer
-    autocast = torch.autocast(device.type, dtype=_AMP_DTYPES.get(device.type, torch.bfloat16)) if amp else nullcontext()
+    run = _Pass(names, reductions, factories, sink, source.n_stimuli, device, torch_dtype, stated, reshapes)
     start = sink.n_done
     bar = tqdm(total=source.n_stimuli, initial=start, unit="stimuli", desc="record", disable=not progress)
     try:
         with _prepared(model, device), torch.no_grad(), capture_outputs(model, names, run.on_output) as capture:
             last_flush = time.monotonic()
             for x, y in source.batches(start):
-                size, labels = len(x), _labels_of(y, len(x))
-                x = x.to(device, non_blocking=True)
+                size = batch_length(x)
+                labels = _labels_of(y, size)
+                x = _to_device(x, device)
                 index = torch.arange(start, start + size, device=device)
                 bad = _nonfinite_stimuli(x)
                 if bad is not None:
                     if nonfinite == "raise":
                         raise _nonfinite_error(index[bad].tolist(), start, size)
-                    sink.skipped += index[bad].tolist()
-                    x, index = x[~bad], index[~bad]
+                    run.sink.skipped += index[bad].tolist()
+                    x, index = _rows(x, ~bad), index[~bad]
                 run.start, run.size, run.index, run.keep = start, size, index, (None if bad is None else ~bad)
-                if len(x):
-                    with autocast:
+                run.n_forward, run.mask = len(index), _attention_mask(x)
+                if len(index):
+                    # the first pass is followed module by module: the layouts and the rows are checked on it
+                    with autocast, (nullcontext() if run.started else tracing(model)) as tracer:
                         capture.forward(x)
-                    run.end_batch(capture.calls)
-                    transfer.end_batch(start, labels)
+                    run.end_batch(capture.calls, None if tracer is None else tracer.calls)
+                    run.transfer.end_batch(start, labels)
                 else:
                     run.skip_batch(labels)
                 start += size
                 bar.update(size)
-                if out is not None and time.monotonic() - last_flush > flush_every:
-                    transfer.drain()
-                    sink.float16_overflow = run.float16_overflow()
-                    sink.flush(start)
+                if out is not None and run.started and time.monotonic() - last_flush > flush_every:
+                    run.transfer.drain()
+                    run.sink.float16_overflow = run.float16_overflow()
+                    run.sink.flush(start)
                     last_flush = time.monotonic()
             if run.pending_nan:
                 raise ValueError(
                     "every stimulus held NaN or inf values, so none went through the model and nothing was recorded"
                 )
-            transfer.drain()
+            run.transfer.drain()
             extras = run.results()
+        sink = run.sink
         sink.float16_overflow = run.float16_overflow()
         sink.finish(extras)
     finally:
         bar.close()
-        sink.close()
+        run.sink.close()
 
     _warn_about(sink.skipped, sink.float16_overflow)
     if out is not None:
@@ -732,11 +927,21 @@ def record(
     )
 
 
-def _nonfinite_stimuli(x: torch.Tensor) -> torch.Tensor | None:
+def _nonfinite_stimuli(x: Any) -> torch.Tensor | None:
     """Mask of shape (batch,) of the stimuli holding NaN or inf, or None when every one is finite.
 
     Computed where the batch is (one pass over it; on CUDA reading the answer waits for the device).
+    For a dict batch, its floating-point tensors are checked.
     """
+    if isinstance(x, Mapping):
+        masks = [_nonfinite_stimuli(value) for value in x.values() if isinstance(value, torch.Tensor) and value.dim() >= 1]
+        masks = [mask for mask in masks if mask is not None]
+        if not masks:
+            return None
+        found = masks[0]
+        for mask in masks[1:]:
+            found = found | mask
+        return found
     if not (x.is_floating_point() or x.is_complex()):
         return None
     finite = torch.isfinite(x)

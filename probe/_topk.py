@@ -22,15 +22,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probe._layouts import Layout, ambiguous_layout_error
 from zoo._names import unknown_name_error
 from zoo._reducer import Reducer
 
 __all__ = ["TopK", "TopKResult"]
 
 _LOW_MASK = 0xFFFFFFFF
-_LAYOUTS = ("auto", "maps", "tokens", "units")
+_LAYOUTS = ("auto", "maps", "channels-first", "channels-last", "tokens", "units", "vector")
 _POOLS = ("max", "mean")
-_AUTO_LAYOUT = {2: "units", 3: "tokens", 4: "maps"}
+_RANK_LAYOUT = {2: "vector", 3: "tokens", 4: "channels-first"}  # auto, when probe.record did not say
+_RESULT_LAYOUT = {"channels-first": "maps", "channels-last": "maps", "tokens": "tokens", "vector": "units"}
+_NOT_GIVEN = object()
 
 
 def _encode(values: torch.Tensor, ids: torch.Tensor, largest: bool) -> torch.Tensor:
@@ -59,8 +62,8 @@ class TopKResult:
     layer
         The layer's module name.
     layout
-        ``"maps"`` (output (batch, C, H, W) or (batch, C, L)), ``"tokens"`` (batch, T, D) or
-        ``"units"`` (batch, D).
+        How the entries are indexed: ``"maps"`` (units are channels, positions (y, x) on an H x W
+        map, whatever the layer's layout), ``"tokens"`` (positions are tokens) or ``"units"``.
     map_shape
         Spatial shape of one unit's map: (H, W) for maps ((1, L) for 1-d maps), (T,) for tokens,
         () for units.
@@ -78,6 +81,11 @@ class TopKResult:
         Arrays of shape (n_units, bottom_k): the smallest values (most suppressive), lowest first.
     pooled
         Array of shape (n_stimuli, n_units) with each stimulus's pooled response, or None.
+    source_layout
+        The layout of the layer's raw output: ``"channels-first"`` (batch, C, H, W),
+        ``"channels-last"`` (batch, H, W, C: positions are still (y, x) on the H x W map),
+        ``"tokens"``, ``"tokens+N"`` (N prefix tokens come first among the positions) or
+        ``"vector"``; "" when unknown.
     """
 
     layer: str
@@ -93,6 +101,7 @@ class TopKResult:
     bottom_stimulus: np.ndarray
     bottom_position: np.ndarray
     pooled: np.ndarray | None = field(default=None, repr=False)
+    source_layout: str = ""
 
     @property
     def n_units(self) -> int:
@@ -196,10 +205,11 @@ class _RunningTopK:
 class TopK(Reducer):
     """Running top-k (and bottom-k) per unit, with where it happened.
 
-    For maps of shape (batch, C, H, W) (or (batch, C, L)) the units are channels and each entry is a
-    (stimulus, y, x); for ViT tokens (batch, T, D) the units are the D dimensions and each entry is a
-    (stimulus, token); for vectors (batch, D) each entry is a stimulus. Ties are broken towards the
-    lower stimulus index, then the lower position (see the module docstring).
+    For maps of shape (batch, C, H, W) (or (batch, C, L), or channels-last (batch, H, W, C)) the units
+    are channels and each entry is a (stimulus, y, x); for ViT tokens (batch, T, D) the units are the
+    D dimensions and each entry is a (stimulus, token); for vectors (batch, D) each entry is a
+    stimulus. Ties are broken towards the lower stimulus index, then the lower position (see the
+    module docstring).
 
     Parameters
     ----------
@@ -222,8 +232,12 @@ class TopK(Reducer):
         Keep the pooled response of every stimulus, an array of shape (n_stimuli, n_units) on the
         device (4 bytes per stimulus and unit). Set False to keep only O(units x k) memory.
     layout
-        ``"auto"`` reads 2-d outputs as units, 3-d as tokens (batch, T, D) and 4-d as maps
-        (batch, C, H, W); pass ``"maps"`` for Conv1d outputs (batch, C, L).
+        ``"auto"`` takes the layer's layout from ``probe.record`` (which finds it, or refuses a 4-d
+        output whose layout it cannot tell); used on its own, it reads 2-d outputs as units, 3-d as
+        tokens (batch, T, D) and 4-d as channels-first maps. Or state it: ``"maps"``/
+        ``"channels-first"`` ((batch, C, H, W), Conv1d's (batch, C, L)), ``"channels-last"``
+        ((batch, H, W, C): the result equals that of the permuted channels-first map), ``"tokens"``,
+        ``"units"``/``"vector"``.
 
     Examples
     --------
@@ -240,14 +254,14 @@ class TopK(Reducer):
         distinct_stimuli: bool = True,
         pool: Literal["max", "mean"] = "max",
         keep_pooled: bool = True,
-        layout: Literal["auto", "maps", "tokens", "units"] = "auto",
+        layout: Literal["auto", "maps", "channels-first", "channels-last", "tokens", "units", "vector"] = "auto",
     ) -> None:
         if int(k) != k or k < 0 or int(bottom_k) != bottom_k or bottom_k < 0:
             raise ValueError(f"k and bottom_k must be non-negative integers, got k={k!r}, bottom_k={bottom_k!r}")
         if pool not in _POOLS:
             raise unknown_name_error("top-k pooling", pool, _POOLS)
         if layout not in _LAYOUTS:
-            raise unknown_name_error("layout", layout, _LAYOUTS)
+            Layout.parse(layout)  # "tokens+1", aliases; refuses unknown names
         self.top_k = int(k) if largest else 0
         self.bottom_k = int(bottom_k) if largest else max(int(k), int(bottom_k))
         if self.top_k + self.bottom_k == 0:
@@ -256,7 +270,15 @@ class TopK(Reducer):
         self.pool = pool
         self.keep_pooled = keep_pooled
         self.layout = layout
+        self._adopted: object = _NOT_GIVEN
         self._reset()
+
+    def adopt_layout(self, layout: Layout | None) -> None:
+        """Called by ``probe.record`` with the layer's layout before the pass (None: it cannot be told).
+
+        Used when ``layout="auto"``.
+        """
+        self._adopted = layout
 
     def _reset(self) -> None:
         self._top = _RunningTopK(self.top_k, largest=True)
@@ -264,6 +286,7 @@ class TopK(Reducer):
         self._pooled: torch.Tensor | None = None
         self._nan_seen: torch.Tensor | None = None
         self._layout: str | None = None
+        self._source: Layout | None = None
         self._map_shape: tuple[int, ...] = ()
         self._n_units = 0
         self._n_seen = 0
@@ -277,24 +300,37 @@ class TopK(Reducer):
             )
         self._reset()
 
+    def _source_layout(self, activations: torch.Tensor) -> Layout | None:
+        """The layout of the raw output: stated, adopted from ``probe.record``, or by rank."""
+        if self.layout != "auto":
+            return Layout.parse(self.layout)
+        if isinstance(self._adopted, Layout):
+            return self._adopted
+        if self._adopted is None and activations.ndim >= 4:
+            raise ambiguous_layout_error(self.layer, tuple(activations.shape), "TopK input")
+        kind = _RANK_LAYOUT.get(activations.ndim)
+        return Layout(kind, 0, "rank") if kind else None
+
     def _as_units_by_positions(self, activations: torch.Tensor) -> torch.Tensor:
         """Reshape a batch to (batch, n_units, n_positions), checking its structure once."""
         if self._layout is None:
-            layout = _AUTO_LAYOUT.get(activations.ndim) if self.layout == "auto" else self.layout
+            source = self._source_layout(activations)
+            layout = _RESULT_LAYOUT[source.kind] if source is not None else None
             expected = {"units": (2,), "tokens": (3,), "maps": (3, 4)}.get(layout, ())
             if activations.ndim not in expected:
                 raise ValueError(
                     f"layer {self.layer!r} has output of shape {tuple(activations.shape)}: TopK needs units "
-                    "(batch, D), tokens (batch, T, D) or maps (batch, C, H, W) / (batch, C, L); record a "
-                    "layer with spatial or unit structure, or pass layout= explicitly"
+                    "(batch, D), tokens (batch, T, D) or maps (batch, C, H, W) / (batch, H, W, C) / (batch, C, L); "
+                    "record a layer with spatial or unit structure, or pass layout= explicitly"
                 )
-            self._layout = layout
+            self._layout, self._source = layout, source
+            spatial, channels = source.map_shape(tuple(activations.shape[1:])) if layout == "maps" else ((), 0)
             self._map_shape = {
                 "units": (),
                 "tokens": (activations.shape[1],),
-                "maps": ((1,) + tuple(activations.shape[2:]))[-2:],  # 1-d maps read as one row
+                "maps": ((1,) + tuple(spatial))[-2:],  # 1-d maps read as one row
             }[layout]
-            self._n_units = activations.shape[-1] if layout in ("units", "tokens") else activations.shape[1]
+            self._n_units = activations.shape[-1] if layout in ("units", "tokens") else channels
             if self.keep_pooled:
                 self._pooled = torch.zeros(self.n_stimuli, self._n_units, dtype=torch.float32, device=activations.device)
             self._nan_seen = torch.zeros((), dtype=torch.bool, device=activations.device)
@@ -307,7 +343,7 @@ class TopK(Reducer):
             return activations.unsqueeze(2)
         if self._layout == "tokens":
             return activations.transpose(1, 2)
-        return activations.flatten(2)
+        return self._source.channels_first(activations).flatten(2)
 
     def update(self, activations: torch.Tensor, stimulus_index: torch.Tensor) -> None:
         maps = self._as_units_by_positions(activations.detach())  # (B, units, P)
@@ -363,4 +399,5 @@ class TopK(Reducer):
             bottom_stimulus=bottom[1],
             bottom_position=bottom[2],
             pooled=None if self._pooled is None else self._pooled.cpu().numpy(),
+            source_layout=self._source.name if self._source is not None else "",
         )

@@ -332,13 +332,15 @@ def test_torchvision_vit_tokens():
     torch.backends.mha.set_fastpath_enabled(False)  # the recording runs attention without the fused kernel
     try:
         cls = hand_hooks(vit, x, [blocks[0]], lambda o: o[:, 0], 2)[blocks[0]]
-        attn = hand_hooks(vit, x, [blocks[1]], lambda o: o[0].mean(dim=1), 2)[blocks[1]]
+        attn = hand_hooks(vit, x, [blocks[1]], lambda o: o[0][:, 1:].mean(dim=1), 2)[blocks[1]]
     finally:
         torch.backends.mha.set_fastpath_enabled(True)
     np.testing.assert_array_equal(rec[blocks[0]], torch.cat(cls).numpy())
     np.testing.assert_allclose(rec[blocks[0]], torch.cat(fast).numpy(), atol=1e-5)
-    np.testing.assert_array_equal(rec[blocks[1]], torch.cat(attn).numpy())  # auto: mean over the 5 tokens
+    # auto: mean over the 4 patch tokens; the class token (found from torchvision's ViT) is left out
+    np.testing.assert_array_equal(rec[blocks[1]], torch.cat(attn).numpy())
     assert rec.shapes[blocks[0]] == (5, 8) and rec.reductions[blocks[1]].mode == "token-mean"
+    assert rec.reductions[blocks[1]].layout == "tokens+1"
 
 
 class InplaceNet(nn.Module):
