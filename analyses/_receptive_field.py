@@ -49,6 +49,7 @@ stride is the patch size when the edges alone cannot tell it (a 2 x 2 patch grid
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping
 
@@ -629,6 +630,11 @@ def _positions(length: int) -> list[int]:
     return sorted({0, 1, length // 2, length - 2, length - 1} & set(range(length)))
 
 
+# Input values per backward pass of the gradient measurement: the float64 activations kept for the
+# backward pass grow with it (about 1 GB for EfficientNet-Lite0 at 2^20 input values).
+_MEASURE_BUDGET = 2**20
+
+
 def _measure_boxes(model, layer, input_shape, n_draws, seed, to_map, map_shape, max_batch: int = 64):
     """Gradient boxes along the middle row and column: {axis: [(position, low, high, extent)]}.
 
@@ -641,6 +647,7 @@ def _measure_boxes(model, layer, input_shape, n_draws, seed, to_map, map_shape, 
     spatial = tuple(input_shape[1:]) if len(input_shape) == 3 else (1, input_shape[-1])
     middle = (map_shape[0] // 2, map_shape[1] // 2)
     probes = [(axis, int(p)) for axis in (0, 1) for p in _positions(map_shape[axis])]
+    max_batch = min(max_batch, _MEASURE_BUDGET // max(1, math.prod(input_shape)))
     per_batch = max(1, max_batch // n_draws)
     boxes, mixing = {0: [], 1: []}, None
     for chunk_start in range(0, len(probes), per_batch):

@@ -143,9 +143,14 @@ def _field_text(result: Any) -> str:
     layout = result.topk.layout
     if layout == "units":
         return "Fully connected units: whole stimuli."
+    note = getattr(result, "field_note", None)
+    if note:  # what the analysis measured a token (or an irregular map position) to see
+        return note
     if layout == "tokens":
         return "Tokens: each crop is the token's image patch (class tokens: the whole image, resized)."
     field = result.field
+    if getattr(field, "whole_input", False):
+        return "Every position sees the whole stimulus: each crop is the whole image."
     return (
         f"Receptive field {field.size[0]}×{field.size[1]} px, stride {field.stride[0]}×{field.stride[1]} "
         f"({field.method}); map {field.map_shape[0]}×{field.map_shape[1]}. Grey checkerboard: outside the image."

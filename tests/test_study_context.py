@@ -14,5 +14,6 @@ def test_each_dataset_is_loaded_once_and_shared(tmp_path):
 
 
 def test_demo_steps_run_in_the_report_order():
-    assert [title for title, _ in DEMO_STEPS] == ["Zoo", "Layers", "Similarity", "Units", "Subspaces", "Transfer"]
+    titles = ["Zoo", "Layers", "Similarity", "Units", "Subspaces", "Transfer", "Real network"]
+    assert [title for title, _ in DEMO_STEPS] == titles
     assert all(callable(step) for _, step in DEMO_STEPS)

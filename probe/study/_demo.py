@@ -13,6 +13,7 @@ from typing import Callable
 
 from probe.study._context import DemoContext
 from probe.study._layers_step import layers_step
+from probe.study._real_network_step import real_network_step
 from probe.study._similarity_step import similarity_step
 from probe.study._subspaces_step import subspaces_step
 from probe.study._transfer_step import transfer_step
@@ -30,14 +31,16 @@ DEMO_STEPS: list[tuple[str, Callable[[DemoContext], list[Section]]]] = [
     ("Units", units_step),
     ("Subspaces", subspaces_step),
     ("Transfer", transfer_step),
+    ("Real network", real_network_step),
 ]
 
 
 def run_demo(ctx: DemoContext, report_path: Path | None = None) -> Path:
     """Run every demo step and write the report; returns the report's path."""
     report = Report(
-        "Neuroscience-style analysis of a small model zoo",
-        subtitle=f"Embedded data (scikit-learn's digits and natural image patches), seed {ctx.seed}"
+        "Neuroscience-style analysis of a small model zoo and a pretrained network",
+        subtitle=f"Embedded data (scikit-learn's digits and natural image patches), the bundled photographs and "
+        f"Fashion-MNIST, seed {ctx.seed}"
         + (", quick mode" if ctx.quick else ""),
     )
     for title, step in DEMO_STEPS:

@@ -59,7 +59,6 @@ def _digits_recordings(ctx: DemoContext) -> dict[str, Any]:
 
 def similarity_step(ctx: DemoContext) -> list[Section]:
     """Compute the similarity analyses on the recorded zoo and return the report section."""
-
     recordings = _digits_recordings(ctx)
     labels = np.asarray(next(iter(recordings.values())).labels)
     index = _balanced_subsample(labels, N_STIMULI[ctx.quick], ctx.seed)

@@ -44,7 +44,6 @@ def _recorded_layer(ctx: DemoContext, min_units: int) -> tuple[str, np.ndarray] 
 
 def subspaces_step(ctx: DemoContext) -> list[Section]:
     """PCA vs linear autoencoders (plain, uniform L2, non-uniform L2) over a small sweep of k."""
-
     ks = KS[ctx.quick]
     options = dict(ks=ks, max_iter=MAX_ITER[ctx.quick], device=ctx.device, random_state=ctx.seed, progress=False)
     comparisons = [compare_subspaces(_pixels(ctx.dataset("digits", "train")), source="digits pixels", **options)]

@@ -67,7 +67,6 @@ def _pixels(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def transfer_step(ctx: DemoContext) -> list[Section]:
     """Probe every layer of the digits models, label-efficiency curves, and (full mode) the MAE sweep."""
-
     models = _digits_models(ctx)
     # The demo fixes C (one fit per probe) to stay within about a minute on 2 CPU cores;
     # analyses.linear_probe chooses C by cross-validation when it is not given.

@@ -37,7 +37,6 @@ def _stimuli(ctx: DemoContext, dataset_name: str) -> Any:
 
 def units_step(ctx: DemoContext) -> list[Section]:
     """Top-9 and bottom-3 patches per unit on held-out stimuli; grids saved under ``ctx.out / "units"``."""
-
     results = {}
     missing = sorted({run for _, run, _, _ in UNIT_PANELS if run not in ctx.models})
     panels: dict[tuple[str, str], list[tuple[str, str]]] = {}  # one streaming pass per model
