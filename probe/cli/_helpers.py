@@ -61,14 +61,14 @@ def add_model_arguments(parser: Any) -> None:
     )
 
 
-def parse_reduce(text: str) -> Any:
-    """Parse ``--reduce``: one mode (``"mean"``) or per-layer ``"layer1=flatten,fc*=auto"``."""
+def parse_reduce(text: str, flag: str = "--reduce") -> Any:
+    """Parse ``--reduce`` (or ``--layout``): one value (``"mean"``) or per-layer ``"layer1=flatten,fc*=auto"``."""
     if "=" not in text:
         return text.strip()
     reduce = {}
     for item in text.split(","):
         if "=" not in item:
-            raise ValueError(f"--reduce item {item!r} must read LAYER=MODE, e.g. 'conv1=flatten,fc1=auto'")
+            raise ValueError(f"{flag} item {item!r} must read LAYER=VALUE, e.g. 'conv1=flatten,fc1=auto'")
         layer, mode = item.split("=", 1)
         reduce[layer.strip()] = mode.strip()
     return reduce

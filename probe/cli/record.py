@@ -16,6 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", nargs="+", default=None, help="layer names or globs (default: the model's recordable layers)")
     parser.add_argument("--out", required=True, help="recording folder to write")
     parser.add_argument("--reduce", default="auto", help="reduction: one mode or LAYER=MODE,... (default auto)")
+    parser.add_argument(
+        "--layout",
+        default=None,
+        help="how layer outputs are arranged where it cannot be told: one of channels-first, channels-last, tokens, "
+        "tokens+N, vector, or LAYER=LAYOUT,... (default: detected)",
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--project", type=int, default=None, help="random-project layers wider than this many units")
@@ -42,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         dataset,
         layers,
         reduce=parse_reduce(args.reduce),
+        layout=None if args.layout is None else parse_reduce(args.layout, flag="--layout"),
         batch_size=args.batch_size,
         device=args.device,
         out=args.out,
