@@ -48,7 +48,10 @@ _BIG_REQUESTS = textwrap.dedent(
     import analyses
 
     def peak_bytes():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+        # VmHWM, the peak RSS of this process's own memory: ru_maxrss would carry over the parent's
+        # peak (Linux keeps it across fork and exec), so a large test process would inflate it
+        line = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+        return int(line.split()[1]) * 1024  # kilobytes
 
     n = 50_000
     X = np.random.default_rng(0).standard_normal((n, 64), dtype=np.float32)
