@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -90,16 +89,24 @@ def speed(name: str, args: argparse.Namespace) -> None:
         print(f"  {variant:<30} median {median:8.2f} s  best {best:8.2f} s  ratio {median / base:5.2f}x")
 
 
+def _peak_rss_mib() -> float:
+    """This process's own peak resident memory (VmHWM). ``ru_maxrss`` would not do: Linux carries the
+    parent's peak over into a child process."""
+    line = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
+
+
 def peak_rss_child(name: str, n_images: int, args: argparse.Namespace) -> None:
     """Run in a fresh process: one disk recording; prints its peak RSS as JSON."""
     model, _ = build(name)
     data = SyntheticStimuli(n_images, (3, args.size, args.size))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with torch.inference_mode():  # one batch first, so that the peak before recording includes the forward pass
+        model(data.get_batch(torch.arange(min(args.batch_size, n_images)))[0])
+    before = _peak_rss_mib()
     with tempfile.TemporaryDirectory() as folder:
         probe.record(model, data, LAYERS[name], reduce="spatial-mean", batch_size=args.batch_size, device="cpu",
                      out=Path(folder) / "rec", progress=False)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"n_images": n_images, "rss_before_mib": before, "peak_rss_mib": after}))
+    print(json.dumps({"n_images": n_images, "rss_before_mib": before, "peak_rss_mib": _peak_rss_mib()}))
 
 
 def peak_rss(name: str, args: argparse.Namespace) -> None:
@@ -109,7 +116,7 @@ def peak_rss(name: str, args: argparse.Namespace) -> None:
                    "--batch-size", str(args.batch_size)]
         result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         print(f"    {result['n_images']:>6} images: peak {result['peak_rss_mib']:7.0f} MiB "
-              f"(after building the model {result['rss_before_mib']:7.0f} MiB)")
+              f"(after building the model and one bare batch {result['rss_before_mib']:7.0f} MiB)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,3 +27,40 @@ class DetachedConv(nn.Module):
 
     def forward(self, x):
         return self.conv(x.detach().round())
+
+
+class LockHolder:
+    """Another process holding ``zoo._files.writer_lock`` on a folder (forked, so it starts at once).
+
+    Use as a context manager: the lock is held inside the block (``holder.pid`` is the holder's
+    PID) and released on exit; ``kill()`` ends the holder as a crash would.
+    """
+
+    def __init__(self, folder, what="folder"):
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        self._ready, self._release = context.Event(), context.Event()
+        self._process = context.Process(target=_hold, args=(folder, what, self._ready, self._release))
+
+    def __enter__(self):
+        self._process.start()
+        assert self._ready.wait(60), "the lock holder did not start"
+        self.pid = self._process.pid
+        return self
+
+    def kill(self):
+        self._process.kill()
+        self._process.join(30)
+
+    def __exit__(self, *exc_info):
+        self._release.set()
+        self._process.join(30)
+
+
+def _hold(folder, what, ready, release):
+    from zoo._files import writer_lock
+
+    with writer_lock(folder, what=what):
+        ready.set()
+        release.wait(60)

@@ -1,10 +1,10 @@
 """zoo._files: checksums, verification, deleting only listed files, the writer lock."""
 
 import hashlib
-import multiprocessing
 import os
 
 import pytest
+from _fakes import LockHolder
 
 from zoo._files import (
     LOCK_FILE,
@@ -69,38 +69,19 @@ def test_remove_deletes_only_listed_files_and_refuses_outside_paths(tmp_path):
     assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == ["data", "data/raw.csv", "notes.tex"]
 
 
-def _hold_lock(folder, ready, release):
-    with writer_lock(folder):
-        ready.set()
-        release.wait(30)
-
-
 def test_a_second_writer_fails_at_once_with_the_holders_pid(tmp_path):
-    context = multiprocessing.get_context("fork")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold_lock, args=(tmp_path, ready, release))
-    holder.start()
-    try:
-        assert ready.wait(60)
+    with LockHolder(tmp_path) as holder:
         with pytest.raises(FolderLockedError, match=f"process {holder.pid} on"):
             with writer_lock(tmp_path):
                 pass
-    finally:
-        release.set()
-        holder.join(30)
     with writer_lock(tmp_path):  # released by the holder
         assert (tmp_path / LOCK_FILE).exists()
     assert not (tmp_path / LOCK_FILE).exists()
 
 
 def test_a_killed_writer_leaves_no_lock(tmp_path):
-    context = multiprocessing.get_context("fork")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold_lock, args=(tmp_path, ready, release))
-    holder.start()
-    assert ready.wait(60)
-    holder.kill()
-    holder.join(30)
+    with LockHolder(tmp_path) as holder:
+        holder.kill()
     assert (tmp_path / LOCK_FILE).exists()  # the file stays, the lock does not
     with writer_lock(tmp_path):
         pass

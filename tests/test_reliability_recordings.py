@@ -1,18 +1,18 @@
 """On-disk recordings against a hostile user: deleting, corruption, non-finite values, identity, two writers."""
 
 import json
-import multiprocessing
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from _fakes import LockHolder
 from torch import nn
 from torch.utils.data import TensorDataset
 
 import probe
 import zoo
-from zoo._files import LOCK_FILE, CorruptFileError, FolderLockedError, writer_lock
+from zoo._files import LOCK_FILE, CorruptFileError, FolderLockedError
 
 
 class SmallNet(nn.Module):
@@ -286,20 +286,9 @@ def test_resuming_with_other_natural_patches_is_refused(tmp_path):
 
 
 # -- two writers -------------------------------------------------------------------------------
-def _hold_lock(folder, ready, release):
-    with writer_lock(folder, what="recording"):
-        ready.set()
-        release.wait(30)
-
-
 def test_a_second_writer_fails_with_the_holders_pid(net, images, tmp_path):
     out = tmp_path / "rec"
-    context = multiprocessing.get_context("fork")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold_lock, args=(out, ready, release))
-    holder.start()
-    try:
-        assert ready.wait(60)
+    with LockHolder(out, what="recording") as holder:
         before = tree(out)
         with pytest.raises(FolderLockedError, match=f"process {holder.pid} on"):
             record(net, images, out=out)
@@ -308,9 +297,6 @@ def test_a_second_writer_fails_with_the_holders_pid(net, images, tmp_path):
         with pytest.raises(FolderLockedError, match=f"process {holder.pid} on"):
             record(net, images).save(out, overwrite=True)
         assert tree(out) == before
-    finally:
-        release.set()
-        holder.join(30)
     record(net, images, out=out)
     assert not (out / LOCK_FILE).exists()
 
@@ -321,13 +307,8 @@ def test_a_killed_recording_resumes(net, images, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         record(net, images, out=out, flush_every=0)
     net.fail_at = None
-    context = multiprocessing.get_context("fork")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold_lock, args=(out, ready, release))
-    holder.start()
-    assert ready.wait(60)
-    holder.kill()  # a writer killed while holding the lock
-    holder.join(30)
+    with LockHolder(out, what="recording") as holder:
+        holder.kill()  # a writer killed while holding the lock
     assert (out / LOCK_FILE).exists()
     resumed = record(net, images, out=out, resume=True)
     np.testing.assert_array_equal(resumed["fc"], record(net, images)["fc"])

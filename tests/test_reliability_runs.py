@@ -6,13 +6,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import multiprocessing
 import random
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from _fakes import LockHolder
 
 import zoo
 from probe.cli import main
@@ -288,25 +288,11 @@ def test_bad_settings_are_one_line_errors_in_the_cli(tmp_path, capsys):
 # ----------------------------------------------------------------------------- one writer at a time
 
 
-def _hold_lock(folder, ready, release):
-    with writer_lock(folder, what="run folder"):
-        ready.set()
-        release.wait(60)
-
-
 @pytest.fixture
 def locked_by_another_process(tmp_path):
     folder = tmp_path / "run"
-    context = multiprocessing.get_context("fork")
-    ready, release = context.Event(), context.Event()
-    holder = context.Process(target=_hold_lock, args=(folder, ready, release))
-    holder.start()
-    try:
-        assert ready.wait(60)
+    with LockHolder(folder, what="run folder") as holder:
         yield folder, holder.pid
-    finally:
-        release.set()
-        holder.join(30)
 
 
 def test_a_second_writer_of_a_run_folder_fails_at_once(locked_by_another_process, capsys):
