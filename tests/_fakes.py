@@ -54,7 +54,8 @@ class LockHolder:
         self._process.join(30)
 
     def __exit__(self, *exc_info):
-        self._release.set()
+        if self._process.is_alive():  # setting the event would wait forever for a killed holder to wake
+            self._release.set()
         self._process.join(30)
 
 
