@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo._names import unknown_name_error
+from zoo._reducer import first_tensor
 
 __all__ = ["ReceptiveField", "receptive_field", "find_layer"]
 
@@ -419,20 +420,6 @@ def _layout_rule(module: nn.Module, output: torch.Tensor) -> str | None:
     return None
 
 
-def _first_tensor(value: Any) -> torch.Tensor | None:
-    """The first tensor of a (possibly nested) output, depth-first, as ``probe.record`` reads it."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, Mapping):
-        value = list(value.values())
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            found = _first_tensor(item)
-            if found is not None:
-                return found
-    return None
-
-
 @dataclass
 class _Capture:
     """What one forward pass saw of a layer: the wanted call's output, the calls, the layout."""
@@ -455,12 +442,12 @@ def _capture(model: nn.Module, layer: str, x: torch.Tensor, *, stop: bool = True
     known: dict[int, tuple[torch.Tensor, str]] = {}  # id(tensor) -> (tensor, layout); the tensor keeps the id alive
 
     def follow(module: nn.Module, args: tuple, output: Any) -> None:
-        tensor = _first_tensor(output)
+        tensor = first_tensor(output)
         if tensor is None:
             return
         rule = _layout_rule(module, tensor)
         if rule == "input":
-            source = _first_tensor(args)
+            source = first_tensor(args)
             layout = known.get(id(source), (None, None))[1] if source is not None else None
         elif rule is None:  # a container, or a module that hands on a tensor an inner module made
             layout = known.get(id(tensor), (None, None))[1]
@@ -472,7 +459,7 @@ def _capture(model: nn.Module, layer: str, x: torch.Tensor, *, stop: bool = True
     def hook(module: nn.Module, args: tuple, output: Any) -> None:
         found.calls += 1
         if found.calls == wanted:
-            found.output = _first_tensor(output)
+            found.output = first_tensor(output)
             if found.output is None:
                 raise ValueError(f"layer {layer!r} returns {type(output).__name__} without any tensor")
             found.layout = known.get(id(found.output), (None, None))[1]

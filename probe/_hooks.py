@@ -23,25 +23,9 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 from torch import nn
 
+from zoo._reducer import first_tensor
+
 __all__ = ["first_tensor", "capture_outputs", "ForwardCapture", "call_model", "describe_batch", "forward_failure", "no_fastpath"]
-
-
-def first_tensor(output: Any) -> torch.Tensor | None:
-    """The first tensor in a (possibly nested) module output, or None if it holds none.
-
-    Dicts (and Hugging Face ``ModelOutput`` objects, which are ordered dicts) give their first
-    tensor value in insertion order: ``last_hidden_state`` for a transformers encoder.
-    """
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping):
-        output = list(output.values())
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
 
 
 def _describe_inputs(args: tuple) -> str:

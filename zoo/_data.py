@@ -49,8 +49,31 @@ DIGITS_SPLIT_SEED = 0
 _SPLITS = ("train", "test")
 
 
+class ChannelNormalization:
+    """Per-channel ``(pixel - mean) / std`` and back, for anything with ``mean`` and ``std`` per channel
+    (a dataset's ``DatasetInfo``, a network's ``Preprocessing``)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        return mean, std
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map pixels in [0, 1], shape (C, H, W) or (n, C, H, W), to the normalised space."""
+        mean, std = self._stats(x)
+        return (x - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map normalised images, shape (C, H, W) or (n, C, H, W), back to pixels (about [0, 1])."""
+        mean, std = self._stats(x)
+        return x * std + mean
+
+
 @dataclass(frozen=True)
-class DatasetInfo:
+class DatasetInfo(ChannelNormalization):
     """What a dataset says about itself.
 
     Attributes
@@ -80,20 +103,6 @@ class DatasetInfo:
     def n_channels(self) -> int:
         return self.image_shape[0]
 
-    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        return mean, std
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Map pixels in [0, 1], shape (C, H, W) or (n, C, H, W), to the normalised space."""
-        mean, std = self._stats(x)
-        return (x - mean) / std
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Map normalised images, shape (C, H, W) or (n, C, H, W), back to pixels (about [0, 1])."""
-        mean, std = self._stats(x)
-        return x * std + mean
 
 
 class ImageTensorDataset(Dataset):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from zoo._data import DatasetInfo
+from zoo._data import ChannelNormalization, DatasetInfo
 
 __all__ = ["PreparedDataset", "Preprocessing", "prepare_dataset", "prepare_for"]
 
@@ -30,7 +30,7 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
-class Preprocessing:
+class Preprocessing(ChannelNormalization):
     """How to turn pixels in [0, 1] into what a network expects.
 
     Attributes
@@ -85,21 +85,6 @@ class Preprocessing:
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the network's input."""
         return (self.channels, *self.input_size)
-
-    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        return mean, std
-
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Map pixels in [0, 1] of shape (C, H, W) or (n, C, H, W) to the network's input space."""
-        mean, std = self._stats(pixels)
-        return (pixels - mean) / std
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Map network inputs of shape (C, H, W) or (n, C, H, W) back to pixels (about [0, 1])."""
-        mean, std = self._stats(x)
-        return x * std + mean
 
     def __call__(self, pixels: torch.Tensor, *, crop: bool = False) -> torch.Tensor:
         """Pixels in [0, 1], shape (C, H, W) or (n, C, H, W), as the network's input of shape ``image_shape``.

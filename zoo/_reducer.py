@@ -14,11 +14,11 @@ Users reach it as ``probe.Reducer`` and ``probe.MultiLayerReducer``.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
-__all__ = ["Reducer", "MultiLayerReducer"]
+__all__ = ["Reducer", "MultiLayerReducer", "first_tensor"]
 
 
 class Reducer(abc.ABC):
@@ -77,3 +77,22 @@ class MultiLayerReducer(abc.ABC):
     @abc.abstractmethod
     def result(self) -> Any:
         """Return what the pass kept."""
+
+
+def first_tensor(output: Any) -> torch.Tensor | None:
+    """The first tensor in a (possibly nested) module output, or None if it holds none: what a layer's
+    reducers receive (``probe.record``) and what its receptive field is measured on (``analyses``).
+
+    Dicts (and Hugging Face ``ModelOutput`` objects, which are ordered dicts) give their first
+    tensor value in insertion order: ``last_hidden_state`` for a transformers encoder.
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            found = first_tensor(item)
+            if found is not None:
+                return found
+    return None
