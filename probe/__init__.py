@@ -7,29 +7,53 @@ memory or in an on-disk store that a killed run never leaves looking complete.
 
 The command line (``probe.cli``) and the study pipeline that trains, records, analyses and reports
 (``probe.study``) sit above the engine and are imported on their own.
+
+The engine's names are imported on first use (PEP 562), so that ``import probe.cli`` and
+``probe --help`` do not pay for importing torch.
 """
 
-from probe._layers import describe_layers, resolve_layers
-from probe._layouts import LAYOUTS, Layout
-from probe._record import record
-from probe._recording import Recording
-from probe._reducers import REDUCTIONS, Moments, MomentsReducer, Reduction
-from probe._topk import TopK, TopKResult
-from zoo._reducer import MultiLayerReducer, Reducer
+from __future__ import annotations
 
-__all__ = [
-    "record",
-    "Recording",
-    "Reducer",
-    "MultiLayerReducer",
-    "Reduction",
-    "REDUCTIONS",
-    "MomentsReducer",
-    "Moments",
-    "TopK",
-    "TopKResult",
-    "resolve_layers",
-    "describe_layers",
-    "Layout",
-    "LAYOUTS",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what static tools and readers see; at run time each name loads on first use
+    from probe._layers import describe_layers, resolve_layers
+    from probe._layouts import LAYOUTS, Layout
+    from probe._record import record
+    from probe._recording import Recording
+    from probe._reducers import REDUCTIONS, Moments, MomentsReducer, Reduction
+    from probe._topk import TopK, TopKResult
+    from zoo._reducer import MultiLayerReducer, Reducer
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "record": "probe._record",
+    "Recording": "probe._recording",
+    "Reducer": "zoo._reducer",
+    "MultiLayerReducer": "zoo._reducer",
+    "Reduction": "probe._reducers",
+    "REDUCTIONS": "probe._reducers",
+    "MomentsReducer": "probe._reducers",
+    "Moments": "probe._reducers",
+    "TopK": "probe._topk",
+    "TopKResult": "probe._topk",
+    "resolve_layers": "probe._layers",
+    "describe_layers": "probe._layers",
+    "Layout": "probe._layouts",
+    "LAYOUTS": "probe._layouts",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'probe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

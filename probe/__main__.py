@@ -2,6 +2,6 @@
 
 import sys
 
-from probe.cli import main
+from probe.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

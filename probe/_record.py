@@ -44,7 +44,8 @@ _AMP_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
 
 # -- describing what is recorded ---------------------------------------------------------------
 def model_fingerprint(model: nn.Module, weights: bool = True) -> dict[str, Any]:
-    """JSON-able description of a model: its name, class, config and a SHA-256 of its weights."""
+    """JSON-able description of a model: its name, class, config, a SHA-256 of its module tree and one of
+    its weights (names, shapes, dtypes and values)."""
     config = getattr(model, "config", None)
     try:
         config = json.loads(json.dumps(config)) if config is not None else None
@@ -56,6 +57,8 @@ def model_fingerprint(model: nn.Module, weights: bool = True) -> dict[str, Any]:
         "config": config,
     }
     description["name"] = description["name"] or type(model).__name__
+    # the module tree: two models with the same weights but other layers (a ReLU for a Tanh) differ
+    description["architecture_sha256"] = hashlib.sha256(repr(model).encode()).hexdigest()
     if weights:
         description["weights_sha256"] = _weights_digest(model)
     return description
@@ -75,7 +78,7 @@ def _weights_digest(model: nn.Module) -> str:
         return cached[1]
     digest = hashlib.sha256()
     for name, tensor in state:
-        digest.update(name.encode())
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     _DIGESTS[model] = (key, digest.hexdigest())
     return digest.hexdigest()
@@ -790,6 +793,9 @@ def record(
     process recording into the same folder fails at once, naming this one; the lock of a killed
     process is released by the operating system, so its recording can be resumed. Once complete,
     the manifest holds the size and SHA-256 of every file, which ``Recording.load`` verifies.
+    A pass that fails (or is interrupted) before its first flush removes exactly the files it wrote
+    and the folders it created, so the corrected call needs neither ``resume`` nor ``overwrite``;
+    stimuli already flushed stay, for ``resume``.
 
     A module called several times in one forward pass is recorded once per call, as
     ``name#1``, ``name#2``... For tuple, list or dict outputs (Hugging Face ``ModelOutput``) the
@@ -865,7 +871,9 @@ def record(
 
     run = _Pass(names, reductions, factories, sink, source.n_stimuli, device, torch_dtype, stated, reshapes)
     start = sink.n_done
+    created = None if out is None else _first_missing(Path(out))
     bar = tqdm(total=source.n_stimuli, initial=start, unit="stimuli", desc="record", disable=not progress)
+    discarded = False
     try:
         with _prepared(model, device), torch.no_grad(), capture_outputs(model, names, run.on_output) as capture:
             last_flush = time.monotonic()
@@ -906,9 +914,15 @@ def record(
         sink = run.sink
         sink.float16_overflow = run.float16_overflow()
         sink.finish(extras)
+    except BaseException:
+        # A pass that failed before its first flush leaves nothing in the way of the corrected rerun.
+        discarded = isinstance(run.sink, DiskSink) and run.sink.discard_if_empty()
+        raise
     finally:
         bar.close()
         run.sink.close()
+        if discarded and created is not None:
+            _remove_empty_folders(Path(out), created)
 
     _warn_about(sink.skipped, sink.float16_overflow)
     if out is not None:
@@ -925,6 +939,26 @@ def record(
         dataset=dataset_description,
         skipped=sink.skipped,
     )
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (``path`` itself included) that does not exist yet (None when it does)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_empty_folders(path: Path, top: Path) -> None:
+    """Remove ``path`` and its parents up to ``top`` (the folders a failed recording created), while empty."""
+    for folder in (path, *path.parents):
+        if not folder.is_dir() or any(folder.iterdir()):
+            return
+        folder.rmdir()
+        if folder == top:
+            return
 
 
 def _nonfinite_stimuli(x: Any) -> torch.Tensor | None:

@@ -74,18 +74,19 @@ class ModelSummary:
 
 
 def _curve_uri(history: pd.DataFrame, title: str) -> str | None:
-    """Training loss and the headline evaluation metric against the epoch."""
-    if "epoch" not in history or "train_loss" not in history:
+    """Training loss and the headline evaluation metric against the epoch; None without a log or with a
+    single epoch (one point is not a curve; the metrics table gives its values)."""
+    if "epoch" not in history or "train_loss" not in history or history["epoch"].nunique() < 2:
         return None
     panels = ["train_loss"] + [m for m in _HEADLINE_METRICS if m in history and history[m].notna().any()][:1]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 2.5), squeeze=False)
     for ax, column in zip(axes[0], panels):
-        sns.lineplot(x=history["epoch"], y=history[column], marker="o", ax=ax)
+        logged = history[["epoch", column]].dropna()
+        ax.plot(logged["epoch"], logged[column], marker="o", color=sns.color_palette()[0])
         ax.set_title(column.replace("_", " "), fontsize=10)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(wspace=0.3, top=0.8)
     return figure_to_data_uri(fig)
 
 

@@ -163,3 +163,14 @@ def test_weights_digest_follows_in_place_updates(net):
     twin = FailingNet()
     twin.load_state_dict(net.state_dict())
     assert model_fingerprint(twin)["weights_sha256"] == changed
+
+
+def test_fingerprint_tells_apart_models_with_the_same_weights_and_other_layers():
+    from probe._record import model_fingerprint
+
+    torch.manual_seed(0)
+    with_relu = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    with_tanh = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh())
+    with_tanh.load_state_dict(with_relu.state_dict())
+    assert model_fingerprint(with_relu)["weights_sha256"] == model_fingerprint(with_tanh)["weights_sha256"]
+    assert model_fingerprint(with_relu) != model_fingerprint(with_tanh)

@@ -106,3 +106,13 @@ def test_zoo_section_shows_every_model_with_curves_and_reconstructions():
     shapes = [decode_data_uri(uri).shape for uri in uris]
     assert shapes[1][0] < shapes[3][0]  # the MAE's grid has an extra row: the masked input
     assert "reconstruction_mse" in html and "text is not tabulated" not in html
+
+
+def test_zoo_section_draws_no_curve_for_a_single_epoch():
+    summary = _summary("ae")
+    summary.history = summary.history.iloc[:1]
+    (section,) = zoo_section([summary])
+    html = str(section.body)
+    assert "training curve of" not in html  # one point is not a curve
+    assert html.count("<img") == 1  # the reconstruction grid only
+    assert "reconstruction_mse" in html  # the final values stay in the metrics table

@@ -7,10 +7,11 @@ Adding a verb is adding a module and one entry to ``COMMANDS``.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 
-__all__ = ["main", "build_parser", "COMMANDS", "USER_ERRORS"]
+__all__ = ["main", "console_main", "build_parser", "COMMANDS", "USER_ERRORS"]
 
 # verb -> module. A verb module imports torch and the packages it needs inside ``run``, so that
 # ``probe --help`` and argument errors answer at once.
@@ -20,6 +21,10 @@ COMMANDS = {
     "layers": "probe.cli.layers",
     "record": "probe.cli.record",
     "patches": "probe.cli.patches",
+    "analyze": "probe.cli.analyze",
+    "init-study": "probe.cli.init_study",
+    "models": "probe.cli.models",
+    "datasets": "probe.cli.datasets",
 }
 
 # Errors that come from the user's input, a file or a busy folder (zoo.FolderLockedError is an OSError), or a
@@ -63,9 +68,24 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         if args.traceback:
             raise
-        print(f"probe {args.command}: error: {err}", file=sys.stderr)
+        # The Python API's advice names keyword arguments (overwrite=True); here it names the verb's flags.
+        from probe.cli._helpers import flag_spelling, parser_flags
+
+        verb_parser = parser._subparsers._group_actions[0].choices[args.command]
+        print(f"probe {args.command}: error: {flag_spelling(str(err), parser_flags(verb_parser))}", file=sys.stderr)
         return 2
 
 
+def console_main() -> int:
+    """Entry point of the ``probe`` console script and ``python -m probe``: ``main`` for a process that
+    ends right after it."""
+    status = main()
+    # At exit the interpreter's garbage collector walks every object torch, pandas and matplotlib
+    # created (over a second on 2 cores). Freezing them skips that walk; objects are still freed and
+    # files were closed by the command itself.
+    gc.freeze()
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

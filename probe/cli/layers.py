@@ -4,32 +4,44 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from probe.cli._helpers import MODEL_HELP, add_model_arguments
+from probe.cli._helpers import MODEL_HELP, add_dataset_arguments, add_model_arguments
 
 HELP = "list the recordable layers of a run or any model, with output shapes (one dry batch) and parameter counts"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_or_model", metavar="RUN_OR_MODEL", help=MODEL_HELP)
-    parser.add_argument("--dataset", default="digits", help="dataset whose stimuli give the input shape (default digits)")
+    add_dataset_arguments(parser, split=False)  # the test split's first stimuli give the input shape
     parser.add_argument("--all", action="store_true", help="list every named module, not only the recordable layers")
     add_model_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     import zoo
     from probe import describe_layers
-    from probe.cli._helpers import check_model_fits_dataset, load_run_or_model, prepare_for_model
+    from probe.cli._helpers import (
+        check_model_fits_dataset,
+        choose_dataset,
+        load_run_or_model,
+        prepare_for_model,
+        status,
+    )
 
+    stimuli = choose_dataset(args.run_or_model, args.dataset, args.dataset_options)
+    status("layers", f"loading the model {args.run_or_model} ...")
     model = load_run_or_model(args.run_or_model, weights=args.weights, allow_download=args.allow_download)
-    dataset = prepare_for_model(model, zoo.load_dataset(args.dataset, split="test"))
-    check_model_fits_dataset(model, dataset, args.dataset)
+    status("layers", f"loading the stimuli: {stimuli.describe('test')} ...")
+    dataset = prepare_for_model(model, zoo.load_dataset(stimuli.name, split="test", **stimuli.options))
+    check_model_fits_dataset(model, dataset, stimuli.name)
     example = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(min(2, len(dataset)))])
     device = next(iter(model.parameters()), torch.empty(0)).device
     layers = [name for name, _ in model.named_modules() if name] if args.all else None
+    status("layers", "one dry batch through the model ...")
     table = describe_layers(model, example.to(device), layers)
     print(table.to_string(index=False))
-    print(f"{len(table)} layers; record them with `probe record RUN_DIR --dataset {args.dataset} --layers NAME ...`")
+    # A run records its own dataset without --dataset; any other choice must be named again.
+    dataset_flag = "" if stimuli.source == "run" else f" --dataset {stimuli.name}"
+    print(f"{len(table)} layers; record them with `probe record {args.run_or_model}{dataset_flag} --layers NAME ...`")
     return 0

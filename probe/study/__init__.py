@@ -1,31 +1,67 @@
-"""Studies: the steps that train zoo models, record them, analyse the recordings and write a report.
+"""Studies: the steps that record models, analyse the recordings and write a report.
 
 This is the orchestration above the four packages of the flow (zoo → probe engine → analyses →
-reports) and the only code that imports all of them. ``probe demo`` is one built-in study: a list
-of steps (``DEMO_STEPS``) that share a ``DemoContext`` and each return report sections. Experiments
-that train models as part of an analysis (the MAE mask-ratio sweep, class-split transfer) and the
-one-call top patches live here for the same reason.
+reports) and the only code that imports all of them. A study (``Study.from_file("study.toml")``,
+``probe analyze``) names models, stimuli and analyses; its steps share a ``StudyContext`` and each
+return report sections. ``probe demo`` runs the same analysis steps after training a small zoo
+(``DEMO_STEPS``). Experiments that train models as part of an analysis (the MAE mask-ratio sweep,
+class-split transfer) and the one-call top patches live here for the same reason.
+
+Names are imported on first use (PEP 562), so that checking a study file does not import torch.
 """
 
-from probe.study._context import DemoContext
-from probe.study._demo import DEMO_STEPS, run_demo
-from probe.study._top_patches import record_top_patches
-from probe.study._transfer_experiments import (
-    ClassSplitTransfer,
-    MaskRatioSweep,
-    class_split_transfer,
-    encode_features,
-    mask_ratio_sweep,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DemoContext",
-    "DEMO_STEPS",
-    "run_demo",
-    "record_top_patches",
-    "encode_features",
-    "MaskRatioSweep",
-    "mask_ratio_sweep",
-    "ClassSplitTransfer",
-    "class_split_transfer",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what static tools and readers see; at run time each name loads on first use
+    from probe.study._context import DemoContext, StudyContext
+    from probe.study._demo import DEMO_STEPS, run_demo
+    from probe.study._spec import StudySpec, StudySpecError
+    from probe.study._study import ANALYSIS_STEPS, Study, StudyResult, default_layers
+    from probe.study._template import STUDY_TEMPLATE, write_template
+    from probe.study._top_patches import record_top_patches
+    from probe.study._transfer_experiments import (
+        ClassSplitTransfer,
+        MaskRatioSweep,
+        class_split_transfer,
+        encode_features,
+        mask_ratio_sweep,
+    )
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "Study": "probe.study._study",
+    "StudyResult": "probe.study._study",
+    "ANALYSIS_STEPS": "probe.study._study",
+    "default_layers": "probe.study._study",
+    "StudySpec": "probe.study._spec",
+    "StudySpecError": "probe.study._spec",
+    "STUDY_TEMPLATE": "probe.study._template",
+    "write_template": "probe.study._template",
+    "StudyContext": "probe.study._context",
+    "DemoContext": "probe.study._context",
+    "DEMO_STEPS": "probe.study._demo",
+    "run_demo": "probe.study._demo",
+    "record_top_patches": "probe.study._top_patches",
+    "encode_features": "probe.study._transfer_experiments",
+    "MaskRatioSweep": "probe.study._transfer_experiments",
+    "mask_ratio_sweep": "probe.study._transfer_experiments",
+    "ClassSplitTransfer": "probe.study._transfer_experiments",
+    "class_split_transfer": "probe.study._transfer_experiments",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'probe.study' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -6,39 +6,56 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 
 import zoo
 
-__all__ = ["DemoContext"]
+__all__ = ["StudyContext", "DemoContext"]
 
 
 @dataclass
-class DemoContext:
-    """What the demo's steps share.
+class StudyContext:
+    """What the steps of a study (``probe analyze``, and the demo, which is one built-in study) share.
 
     Attributes
     ----------
     out
-        The demo's output folder (``runs/demo`` by default): run directories, figures, report.
+        The study's output folder: report, tables, recordings cache (and the demo's run folders).
     quick
         True for ``probe demo --quick``: every step must then finish in a few seconds.
     seed
-        Seed for everything the demo trains or samples.
+        Seed for everything the study trains or samples.
     device
         Where models train and record.
     progress
-        Show progress bars for long steps.
+        Show progress bars and one status line per step.
     models
-        Trained zoo models by run name (for example ``"cnn"``, ``"ae-linear"``), in eval mode.
+        Models by display name, in eval mode.
     run_dirs
-        The run directory of each trained model, by the same names.
+        The run folder of each model that has one, by the same names.
     datasets
         Datasets by name and split, for example ``datasets["digits", "test"]``.
+    stimuli
+        The stimuli each model was recorded on (the study's data, resized and normalised for it).
+    labels
+        The class label of each stimulus (-1 where unknown), shared by every recording of a study.
     recordings
-        Recordings by run name, once the recording step has run.
+        Recordings by model name: rows are the stimuli, one array per layer.
+    recorded
+        Per model, the layers (and top-k passes) this run recorded.
+    from_cache
+        Per model, the layers whose recordings (or top-k passes) were read from the cache rather than
+        recorded.
+    cache
+        The study's cache folder, or None (the demo records without one).
+    keys
+        Per model, (model key, data key): what identifies its weights and its stimuli in the cache.
     results
-        Anything else a step wants to hand to a later one, by key.
+        Result objects by analysis name (and anything a step hands to a later one).
+    tables
+        Tidy tables of the results by name; a study writes each to ``results/NAME.csv``.
     timings
         Wall time of each step in seconds.
     """
@@ -51,8 +68,15 @@ class DemoContext:
     models: dict[str, torch.nn.Module] = field(default_factory=dict)
     run_dirs: dict[str, Path] = field(default_factory=dict)
     datasets: dict[tuple[str, str], Any] = field(default_factory=dict)
+    stimuli: dict[str, Any] = field(default_factory=dict)
+    labels: np.ndarray | None = None
     recordings: dict[str, Any] = field(default_factory=dict)
+    recorded: dict[str, list[str]] = field(default_factory=dict)
+    from_cache: dict[str, list[str]] = field(default_factory=dict)
+    cache: Path | None = None
+    keys: dict[str, tuple[str, str]] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     def dataset(self, name: str, split: str = "test", **options: Any) -> Any:
@@ -61,3 +85,11 @@ class DemoContext:
         if (name, split) not in self.datasets:
             self.datasets[name, split] = zoo.load_dataset(name, split=split, **options)
         return self.datasets[name, split]
+
+    def add_table(self, name: str, frame: pd.DataFrame) -> None:
+        """Keep a tidy table of results under ``name`` (a file stem: letters, digits, ``-``)."""
+        self.tables[name] = frame.reset_index(drop=True)
+
+
+#: The demo's context is a study's (the demo is one built-in study).
+DemoContext = StudyContext

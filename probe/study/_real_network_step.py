@@ -47,7 +47,7 @@ SIMILARITY_LAYERS = ("bn1", *(f"blocks.{i}" for i in range(7)), "conv_head", "gl
 FEATURES = "global_pool"
 
 # Quick mode (True) keeps the step to a few seconds on 2 CPU cores.
-PHOTO_SIZE = {True: 128, False: 224}  # whole photographs, resized
+PHOTO_SIZE = {True: 96, False: 224}  # whole photographs, resized
 TRANSFER_SIZE = {True: 64, False: 96}  # Fashion-MNIST's 28 px images, upsampled for the network
 TRAIN_PER_CLASS = {True: 10, False: 100}
 N_TEST = {True: 200, False: 600}

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Literal, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from analyses import TopPatches, top_patches
-from probe import TopK, record, resolve_layers
+from probe import TopK, TopKResult, record, resolve_layers
 
-__all__ = ["record_top_patches"]
+__all__ = ["record_top_patches", "record_topk"]
 
 
 def record_top_patches(
@@ -76,6 +77,42 @@ def record_top_patches(
         k larger than the dataset; a layer without unit structure; a receptive field that can be
         neither computed nor measured; a single name that stands for several recorded calls.
     """
+    chosen, labels = record_topk(model, data, layer, k, bottom_k, distinct_stimuli=distinct_stimuli, pool=pool,
+                                 batch_size=batch_size, device=device, amp=amp, layout=layout, progress=progress)
+    patches = top_patches(
+        model,
+        data,
+        chosen,
+        labels=labels,
+        batch_size=batch_size,
+        patch_size=patch_size,
+        field_method=field_method,
+        amp=amp,
+    )
+    return next(iter(patches.values())) if isinstance(layer, str) else patches
+
+
+def record_topk(
+    model: nn.Module,
+    data: Dataset | DataLoader | torch.Tensor,
+    layer: str | Sequence[str],
+    k: int = 9,
+    bottom_k: int = 0,
+    *,
+    distinct_stimuli: bool = True,
+    pool: Literal["max", "mean"] = "max",
+    batch_size: int = 256,
+    device: str | torch.device = "auto",
+    amp: bool = False,
+    layout: str = "auto",
+    progress: bool = True,
+) -> tuple[dict[str, TopKResult], np.ndarray]:
+    """The streaming half of ``record_top_patches``: one pass that keeps each unit's top-k.
+
+    Parameters are those of ``record_top_patches``. Returns ``({layer: probe.TopKResult}, labels)``;
+    a module that runs several times per forward pass gives one entry per call (``name#k``) unless
+    one call was asked for.
+    """
     requested = [layer] if isinstance(layer, str) else list(layer)
     if not requested:
         raise ValueError("record_top_patches needs at least one layer name")
@@ -112,17 +149,7 @@ def record_top_patches(
             f"layer {layer!r} stands for {len(chosen)} recorded layers (a module that runs several times per "
             f"forward pass is recorded per call); name one: {', '.join(map(repr, chosen))}"
         )
-    patches = top_patches(
-        model,
-        data,
-        chosen,
-        labels=recording.labels,
-        batch_size=batch_size,
-        patch_size=patch_size,
-        field_method=field_method,
-        amp=amp,
-    )
-    return next(iter(patches.values())) if isinstance(layer, str) else patches
+    return chosen, recording.labels
 
 
 def _module_name(name: str, modules: dict[str, nn.Module]) -> str:

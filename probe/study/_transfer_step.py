@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 import probe
 from analyses import label_efficiency, probe_layers
-from probe.study._context import DemoContext
+from probe.study._context import StudyContext
 from probe.study._transfer_experiments import encode_features, mask_ratio_sweep
 from reports import Section, transfer_section
 
-__all__ = ["transfer_step"]
+__all__ = ["transfer_analysis", "transfer_step"]
 
 LAYER_RUNS = {True: ("cnn",), False: ("cnn", "simclr", "mae")}  # by ctx.quick
 ENCODER_RUNS = {True: ("simclr",), False: ("simclr", "mae", "cnn")}
@@ -22,7 +22,7 @@ MASK_RATIOS = (0.25, 0.5, 0.75, 0.9)
 MASK_EPOCHS = 3  # illustrative only: benchmarks/transfer_bars.py trains the sweep properly
 
 
-def _digits_models(ctx: DemoContext) -> dict[str, Any]:
+def _digits_models(ctx: StudyContext) -> dict[str, Any]:
     shape = list(ctx.dataset("digits", "train").info.image_shape)
     return {run: model for run, model in ctx.models.items()
             if list(getattr(model, "config", {}).get("input_shape", [])) == shape}
@@ -39,7 +39,7 @@ def _stratified_halves(labels: np.ndarray, seed: int, train_fraction: float = 0.
     return train_rows, np.setdiff1d(np.arange(len(labels)), train_rows)
 
 
-def _recording_pair(ctx: DemoContext, run: str, model: Any) -> tuple[Any, Any]:
+def _recording_pair(ctx: StudyContext, run: str, model: Any) -> tuple[Any, Any]:
     """(train recording, test recording) of a digits model.
 
     The full demo records the train split (reusing the recording step's test recording); quick
@@ -65,7 +65,7 @@ def _pixels(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
             np.array([int(y) for _, y in images]))
 
 
-def transfer_step(ctx: DemoContext) -> list[Section]:
+def transfer_step(ctx: StudyContext) -> list[Section]:
     """Probe every layer of the digits models, label-efficiency curves, and (full mode) the MAE sweep."""
     models = _digits_models(ctx)
     # The demo fixes C (one fit per probe) to stay within about a minute on 2 CPU cores;
@@ -112,3 +112,66 @@ def transfer_step(ctx: DemoContext) -> list[Section]:
     if sweep is not None:
         notes += f" Mask-ratio sweep: one MAE per ratio, {MASK_EPOCHS} epochs each."
     return [transfer_section(layer_transfer, efficiency, sweep, notes=notes)]
+
+
+# Raw pixels join the label-efficiency curves as a baseline up to this many values per stimulus.
+MAX_PIXELS = 16384
+
+
+def _split_recording(recording: Any, rows: np.ndarray) -> probe.Recording:
+    return probe.Recording({layer: np.asarray(recording[layer])[rows] for layer in recording.layers},
+                           labels=np.asarray(recording.labels)[rows], shapes=recording.shapes)
+
+
+def transfer_analysis(
+    ctx: StudyContext,
+    *,
+    labels_per_class: Sequence[int] = (1, 10, 100),
+    test_fraction: float = 0.4,
+    seeds: Sequence[int] = (0,),
+    C: float = 1.0,
+    max_iter: int = 300,
+) -> list[Section]:
+    """Linear probes on every recorded layer of every model, and label-efficiency curves of each
+    model's last recorded layer against raw pixels.
+
+    The stimuli are split once, stratified by class and seeded with ``ctx.seed``: ``test_fraction``
+    of each class scores the probes, the rest trains them. Budgets larger than the smallest class's
+    training share are left out (and named). Tables: ``transfer-layers`` and
+    ``transfer-label-efficiency``.
+    """
+    labels = None if ctx.labels is None else np.asarray(ctx.labels)
+    if labels is None or (labels < 0).any() or len(np.unique(labels)) < 2:
+        raise ValueError("the transfer analysis needs stimuli labelled with two classes or more; this dataset has no "
+                         "labels (leave the transfer analysis out)")
+    train_rows, test_rows = _stratified_halves(labels, ctx.seed, train_fraction=1.0 - test_fraction)
+    probe_options = dict(C=C, max_iter=max_iter, device=ctx.device, progress=False, tol=1e-5)
+    pairs = {name: (_split_recording(rec, train_rows), _split_recording(rec, test_rows))
+             for name, rec in ctx.recordings.items()}
+    layer_transfer = probe_layers(pairs, **probe_options)
+    ctx.add_table("transfer-layers", layer_transfer.to_frame())
+
+    smallest = int(np.unique(labels[train_rows], return_counts=True)[1].min()) if len(train_rows) else 0
+    budgets = [b for b in labels_per_class if b <= smallest]
+    dropped = [b for b in labels_per_class if b > smallest]
+    feature_sets = {f"{name} · {rec.layers[-1]}": (np.asarray(rec[rec.layers[-1]])[train_rows],
+                                                    np.asarray(rec[rec.layers[-1]])[test_rows])
+                    for name, rec in ctx.recordings.items()}
+    first_stimuli = next(iter(ctx.stimuli.values()), None)
+    if first_stimuli is not None and np.asarray(first_stimuli[0][0]).size <= MAX_PIXELS:
+        pixels, _ = _pixels(first_stimuli)
+        feature_sets = {"raw pixels": (pixels[train_rows], pixels[test_rows]), **feature_sets}
+    efficiency = None
+    if budgets:
+        efficiency = label_efficiency(feature_sets, labels_per_class=budgets, seeds=tuple(seeds),
+                                      y_train=labels[train_rows], y_test=labels[test_rows], **probe_options)
+        ctx.add_table("transfer-label-efficiency", efficiency.to_frame())
+    ctx.results["transfer"] = dict(layers=layer_transfer, label_efficiency=efficiency)
+    notes = (f"Probes trained on {len(train_rows)} stimuli and scored on {len(test_rows)} (a split stratified by "
+             f"class, seed {ctx.seed}); C = {C} for every probe.")
+    if dropped:
+        notes += (f" Left out of the label-efficiency curves: {', '.join(map(str, dropped))} labels per class (the "
+                  f"smallest class has {smallest} training stimuli).")
+    if "raw pixels" not in feature_sets:
+        notes += f" Raw pixels are left out of the curves (more than {MAX_PIXELS} values per stimulus)."
+    return [transfer_section(layer_transfer, efficiency, None, notes=notes)]

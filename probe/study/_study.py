@@ -1,0 +1,348 @@
+"""A study: the user's models, one set of stimuli, the analyses, one report (``probe analyze``).
+
+``Study.from_file("study.toml").run()`` goes through four stages, each saying what it does:
+
+1. **prepare**: load the stimuli (a seeded subset when ``limit`` is given), build every model, and
+   resolve its layers. Every name is checked here, before anything is recorded.
+2. **record**: each model's layers over the stimuli, through the recordings cache in
+   ``OUT/cache``: what an earlier run (of this study or another one over the same stimuli)
+   recorded is read back, only what is new is recorded, and a killed run resumes.
+3. **analyse**: the analyses the study names, in a fixed order (``ANALYSIS_STEPS``), each adding
+   its results, tidy tables and report sections to the shared ``StudyContext``.
+4. **write**: ``report.html``, ``results/*.csv``, a copy of the study file and the versions of the
+   toolkit and its libraries.
+
+The demo's analyses are these same steps (``probe.study._demo``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+from torch import nn
+from torch.utils.data import Subset
+
+import zoo
+from probe import resolve_layers
+from probe.study._cache import RecordingCache
+from probe.study._context import StudyContext
+from probe.study._layers_step import layers_analysis
+from probe.study._similarity_step import similarity_analysis
+from probe.study._spec import StudySpec, StudySpecError
+from probe.study._subspaces_step import subspaces_analysis
+from probe.study._summary_step import summary_analysis
+from probe.study._transfer_step import transfer_analysis
+from probe.study._units_step import units_analysis
+from reports import Report, Section, render_fragment, table_html
+from zoo._io import atomic_write_text
+
+__all__ = ["ANALYSIS_STEPS", "Study", "StudyResult", "default_layers"]
+
+# Analysis name -> step (ctx, **options) -> sections. They run in this order, whatever the file's.
+ANALYSIS_STEPS: dict[str, Callable[..., list[Section]]] = {
+    "summary": summary_analysis,
+    "layers": layers_analysis,
+    "similarity": similarity_analysis,
+    "units": units_analysis,
+    "subspaces": subspaces_analysis,
+    "transfer": transfer_analysis,
+}
+
+# Modules whose output is their input (or noise on it) tell nothing a neighbour does not.
+_PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+
+
+@dataclass
+class StudyResult:
+    """What a study run made.
+
+    Attributes
+    ----------
+    out
+        The output folder.
+    report
+        The report's path (``out / "report.html"``).
+    results
+        Result objects by analysis name (``results["similarity"]["cka"]`` is an
+        ``analyses.SimilarityMatrix``...).
+    tables
+        Tidy tables by name, as written to ``out / "results" / f"{name}.csv"``.
+    recordings
+        Model name -> ``probe.Recording`` of its layers over the stimuli.
+    recorded, from_cache
+        Model name -> the layers (and ``top-k of LAYER`` passes of the units analysis) recorded by
+        this run / read from the cache.
+    failed
+        Analysis name -> why it could not run (it is then left out of the report, which says so).
+    timings
+        Seconds per stage and per analysis.
+    """
+
+    out: Path
+    report: Path
+    results: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+    recordings: dict[str, Any]
+    recorded: dict[str, list[str]]
+    from_cache: dict[str, list[str]]
+    failed: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Study:
+    """A study read from a TOML file (see ``probe init-study``) or built from a dict.
+
+    Examples
+    --------
+    >>> result = Study.from_file("study.toml").run()
+    >>> result.tables["similarity-cka"].head()
+    >>> result.report                        # the HTML report
+    """
+
+    def __init__(self, spec: StudySpec):
+        self.spec = spec
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, *, out: str | os.PathLike | None = None) -> "Study":
+        """Read and check a study file; ``out`` replaces its output folder."""
+        return cls._with_out(StudySpec.from_file(path), out)
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any], folder: str | os.PathLike = ".", *,
+                  out: str | os.PathLike | None = None) -> "Study":
+        """A study from a dict shaped as the file (relative paths resolve against ``folder``)."""
+        return cls._with_out(StudySpec.from_dict(mapping, folder=Path(folder)), out)
+
+    @classmethod
+    def _with_out(cls, spec: StudySpec, out: str | os.PathLike | None) -> "Study":
+        if out is not None:
+            spec = _replace_out(spec, Path(out).absolute())
+        return cls(spec)
+
+    def run(self, *, progress: bool = True, device: str | None = None) -> StudyResult:
+        """Prepare, record (through the cache), analyse and write; returns what was made.
+
+        Parameters
+        ----------
+        progress
+            Progress bars and one status line per stage on stderr.
+        device
+            Overrides the study's ``device``.
+        """
+        spec = self.spec
+        ctx = StudyContext(out=spec.out, seed=spec.seed, device=zoo.resolve_device(device or spec.device),
+                           progress=progress)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        _prepare(spec, ctx)
+        timings["prepare"] = time.perf_counter() - started
+        started = time.perf_counter()
+        _record(spec, ctx)
+        timings["record"] = time.perf_counter() - started
+        sections, failed = [], {}
+        for name, options in spec.analyses.items():
+            _status(ctx, f"analysis {name}")
+            started = time.perf_counter()
+            try:
+                sections += ANALYSIS_STEPS[name](ctx, **options)
+            except (ValueError, KeyError) as err:  # one analysis that does not apply must not lose the others
+                failed[name] = err.args[0] if err.args else str(err)
+                print(f"study: analysis {name!r} left out: {failed[name]}", file=sys.stderr)
+            timings[name] = time.perf_counter() - started
+        report = _write(spec, ctx, sections, failed, ctx.recorded, timings)
+        return StudyResult(out=spec.out, report=report, results=ctx.results, tables=ctx.tables,
+                           recordings=ctx.recordings, recorded=ctx.recorded, from_cache=ctx.from_cache, failed=failed,
+                           timings=timings)
+
+
+def _replace_out(spec: StudySpec, out: Path) -> StudySpec:
+    import dataclasses
+
+    return dataclasses.replace(spec, out=out)
+
+
+def _status(ctx: StudyContext, message: str) -> None:
+    if ctx.progress:
+        print(f"study: {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# prepare
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """The layers ``layers = "auto"`` records: ``model.recordable_layers()`` when the model has it
+    (zoo models), else the model's top-level modules with containers of blocks (``nn.Sequential``,
+    ``nn.ModuleList``) opened one level, leaving out identity and dropout modules."""
+    if hasattr(model, "recordable_layers"):
+        return list(model.recordable_layers())
+    layers = []
+    for name, child in model.named_children():
+        if isinstance(child, (nn.Sequential, nn.ModuleList)) and len(child) > 0:
+            layers += [f"{name}.{inner}" for inner, block in child.named_children() if not isinstance(block, _PASS_THROUGH)]
+        elif not isinstance(child, _PASS_THROUGH):
+            layers.append(name)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no submodules to record; name its layers in the study file")
+    return layers
+
+
+def _labels(dataset: Any) -> np.ndarray:
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = getattr(dataset, "targets", None)
+    if labels is None:
+        labels = [item[1] if isinstance(item, tuple) and len(item) > 1 else -1 for item in dataset]
+    return np.asarray(labels, dtype=np.int64)
+
+
+def _load_stimuli(spec: StudySpec, ctx: StudyContext) -> Any:
+    data = spec.data
+    split = data.split
+    if data.dataset.startswith("imagefolder:") and not (Path(data.dataset.split(":", 1)[1]) / split).is_dir():
+        split = "train"  # a plain folder of class sub-folders has no splits: its images are the stimuli
+    _status(ctx, f"loading {data.dataset}" + (f" ({split})" if split == data.split else ""))
+    dataset = zoo.load_dataset(data.dataset, split=split, **data.options)
+    rows = np.arange(len(dataset))
+    if data.limit is not None and data.limit < len(dataset):
+        rows = np.sort(np.random.default_rng(data.seed).permutation(len(dataset))[: data.limit])
+    subset = Subset(dataset, rows.tolist())
+    subset.info = getattr(dataset, "info", None)
+    subset.labels = _labels(dataset)[rows]
+    ctx.datasets[data.dataset, data.split] = subset
+    ctx.labels = subset.labels
+    ctx.results["data_key"] = {"dataset": data.dataset, "split": data.split, "options": data.options,
+                               "rows_sha256": hashlib.sha256(rows.astype(np.int64).tobytes()).hexdigest(),
+                               "n_stimuli": len(rows)}
+    return subset
+
+
+def _check_fits(name: str, model: nn.Module, stimuli: Any) -> None:
+    expected = (getattr(model, "config", None) or {}).get("input_shape")
+    info = getattr(stimuli, "info", None)
+    if expected is not None and info is not None and tuple(expected) != tuple(info.image_shape):
+        raise StudySpecError(f"model {name!r} was built for inputs of shape {tuple(expected)}, but the study's stimuli "
+                             f"have shape {tuple(info.image_shape)}; use the dataset it was trained on (its run folder's "
+                             "config.json names it)")
+
+
+def _prepare(spec: StudySpec, ctx: StudyContext) -> None:
+    """Load the stimuli and every model and resolve its layers: every name is checked before recording."""
+    stimuli = _load_stimuli(spec, ctx)
+    problems = []
+    for index, entry in enumerate(spec.models):
+        _status(ctx, f"loading model {entry.name!r} ({entry.spec})")
+        model = zoo.load_model(entry.spec, weights=entry.weights, device=ctx.device).eval()
+        try:
+            layers = default_layers(model) if entry.layers == "auto" else resolve_layers(model, list(entry.layers))
+        except (KeyError, ValueError) as err:
+            problems.append(f"models[{index}].layers (model {entry.name!r}): {err.args[0] if err.args else err}")
+            continue
+        _check_fits(entry.name, model, stimuli)
+        ctx.models[entry.name] = model
+        ctx.stimuli[entry.name] = zoo.prepare_for(model, stimuli)
+        ctx.results.setdefault("layers_by_model", {})[entry.name] = layers
+        ctx.results.setdefault("sources", {})[entry.name] = {"source": entry.source, "spec": entry.spec,
+                                                              "weights": entry.weights}
+        if entry.source == "run":
+            ctx.run_dirs[entry.name] = Path(entry.spec)
+    if problems:
+        raise StudySpecError("\n".join(problems))
+
+
+# ----------------------------------------------------------------------------------------------
+# record
+
+
+def _data_key(ctx: StudyContext, model: nn.Module) -> str:
+    """What makes the stimuli a model sees: the data, the subset, and the model's preprocessing."""
+    preprocessing = getattr(model, "preprocessing", None)
+    described = {**ctx.results["data_key"], "preprocessing": repr(preprocessing)}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _record(spec: StudySpec, ctx: StudyContext) -> None:
+    cache = RecordingCache(spec.out / "cache")
+    ctx.cache = cache.folder if hasattr(cache, "folder") else spec.out / "cache"
+    by_name = {entry.name: entry for entry in spec.models}
+    for name, model in ctx.models.items():
+        layers = ctx.results["layers_by_model"][name]
+        _status(ctx, f"recording {len(layers)} layers of {name!r}")
+        entry = by_name[name]
+        ctx.keys[name] = (cache.model_key(model), _data_key(ctx, model))
+        got = cache.get(model, ctx.stimuli[name], layers, model_key=ctx.keys[name][0],
+                        data_key=ctx.keys[name][1], reduce=entry.reduce, layout=entry.layout,
+                        batch_size=spec.batch_size, device=ctx.device, progress=ctx.progress)
+        ctx.recordings[name] = got.recording
+        ctx.from_cache[name] = list(got.cached)
+        ctx.recorded[name] = list(got.recorded)
+        if got.cached:
+            _status(ctx, f"{len(got.cached)} of {len(layers)} layers of {name!r} read from the cache")
+
+
+# ----------------------------------------------------------------------------------------------
+# write
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("neuroprobe", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "timm"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _provenance(spec: StudySpec, ctx: StudyContext, failed: dict[str, str], recorded: dict[str, list[str]],
+                versions: dict[str, str]) -> Section:
+    rows = [{"model": name, "layers recorded by this run": ", ".join(recorded.get(name, [])) or "none",
+             "layers read from the cache": ", ".join(ctx.from_cache.get(name, [])) or "none"}
+            for name in ctx.models]
+    body = render_fragment(
+        "sections/provenance.html.j2",
+        cache=table_html(pd.DataFrame(rows)),
+        failed=failed,
+        study_text=spec.text,
+        versions=table_html(pd.DataFrame([{"package": k, "version": v} for k, v in versions.items()])),
+    )
+    n_cached = sum(len(v) for v in ctx.from_cache.values())
+    n_total = n_cached + sum(len(v) for v in recorded.values())
+    return Section("Reproducibility", body, summary=f"{n_cached} of {n_total} layer recordings came from the cache")
+
+
+def _write(spec: StudySpec, ctx: StudyContext, sections: list[Section], failed: dict[str, str],
+           recorded: dict[str, list[str]], timings: dict[str, float]) -> Path:
+    _status(ctx, f"writing the report and tables to {spec.out}")
+    spec.out.mkdir(parents=True, exist_ok=True)
+    for name, frame in ctx.tables.items():
+        path = spec.out / "results" / f"{name}.csv"
+        path.parent.mkdir(exist_ok=True)
+        atomic_write_text(path, frame.to_csv(index=False))
+    versions = _versions()
+    atomic_write_text(spec.out / "study.toml", spec.text)
+    atomic_write_text(spec.out / "versions.json", json.dumps(versions, indent=2) + "\n")
+    data = spec.data
+    n_stimuli = len(ctx.labels) if ctx.labels is not None else 0
+    report = Report(spec.title, subtitle=f"{n_stimuli} stimuli of {data.dataset} ({data.split}), "
+                                         f"{len(ctx.models)} models, seed {spec.seed}")
+    for section in sections:
+        report.add(section)
+    for name, reason in failed.items():
+        report.add(Section(f"Left out: {name}", render_fragment("sections/text.html.j2", text=reason),
+                           summary="this analysis could not run on this study"))
+    report.add(_provenance(spec, ctx, failed, recorded, versions))
+    path = report.write(spec.out / "report.html")
+    _status(ctx, f"report: {path}")
+    return path
