@@ -292,6 +292,7 @@ class DiskSink:
         self.writers: dict[str, NpyRowWriter] = {}
         self.n_done = 0
         self.complete_existing = False
+        self.started_here = False  # a new recording (not one adopted to resume or load)
         self.manifest: dict[str, Any] = {}
         self.skipped: list[int] = []
         self.float16_overflow: dict[str, dict[str, float]] = {}
@@ -329,6 +330,7 @@ class DiskSink:
         }
         # The manifest comes first, so that a killed start leaves a recording, not a folder of unknown files.
         atomic_write_json(self.path / MANIFEST, self.manifest)
+        self.started_here = True
         (self.path / "layers").mkdir(exist_ok=True)
         self._labels = NpyRowWriter(self.path / "labels.npy", (self.n_stimuli,), np.int64)
         self._labels.write(0, np.full(self.n_stimuli, -1, dtype=np.int64))
@@ -406,6 +408,37 @@ class DiskSink:
         self.manifest["files"] = {relative: file_entry(self.path / relative) for relative in recording_files(self.manifest)[:-1]}
         self.manifest["complete"] = True
         atomic_write_json(self.path / MANIFEST, self.manifest)
+
+    def discard_if_empty(self) -> bool:
+        """Delete the new recording this sink started when none of its stimuli reached the disk.
+
+        Exactly the files its manifest lists go (and ``layers/`` when left empty), so that a pass
+        that failed before its first flush leaves nothing that asks the next one for ``resume`` or
+        ``overwrite``. A recording adopted to resume, or one with flushed stimuli (which ``resume``
+        continues), stays. Call it before ``close``, while the writer lock is held.
+
+        Returns
+        -------
+        bool
+            Whether the recording was deleted.
+        """
+        if not self.started_here:
+            return False
+        try:
+            on_disk = read_manifest(self.path)
+        except (FileNotFoundError, ValueError):
+            return False
+        if on_disk.get("complete") or on_disk.get("n_done"):
+            return False
+        for writer in self.writers.values():
+            writer.close()
+        if hasattr(self, "_labels"):
+            self._labels.close()
+        remove_listed_files(self.path, recording_files(self.manifest))
+        layers = self.path / "layers"
+        if layers.is_dir() and not any(layers.iterdir()):
+            layers.rmdir()
+        return True
 
     def close(self) -> None:
         """Close the files and release the folder's writer lock."""

@@ -82,7 +82,7 @@ def test_force_into_a_folder_that_is_not_a_run_deletes_nothing(tmp_path, capsys)
     (folder / "data" / "raw.csv").write_text("a,b\n1,2\n")
     before = _snapshot(folder)
 
-    with pytest.raises(FileExistsError, match="not a run folder written by the toolkit.*another --out"):
+    with pytest.raises(FileExistsError, match="not a run folder written by the toolkit.*another output folder"):
         RunDir.create(folder, force=True)
     assert main(["train", *TINY_CLI, "--out", str(folder), "--force"]) == 2
     err = capsys.readouterr().err

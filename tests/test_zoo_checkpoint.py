@@ -64,7 +64,7 @@ def _assert_same_tensors(a: dict, b: dict) -> None:
 def test_create_refuses_existing_run_without_resume_or_force(tmp_path):
     run = RunDir.create(tmp_path / "run")
     run.write_config({"name": "toy"})
-    with pytest.raises(FileExistsError, match=r"--resume.*--force"):
+    with pytest.raises(FileExistsError, match=r"resume=True.*force=True"):
         RunDir.create(tmp_path / "run")
 
 
@@ -93,7 +93,7 @@ def test_force_wipes_a_run_but_never_a_folder_of_user_files(tmp_path):
 
 
 def test_resume_requires_a_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="drop.*--resume"):
+    with pytest.raises(FileNotFoundError, match="without resume=True"):
         RunDir.create(tmp_path / "nothing", resume=True)
     run = RunDir.create(tmp_path / "run")
     run.write_config({"name": "toy"})
@@ -234,7 +234,7 @@ def test_save_final_and_damaged_checkpoint_messages(tmp_path):
     folder = run.save_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler, epoch=1, history=[], extra={})
     data = (folder / "optimizer.safetensors").read_bytes()
     (folder / "optimizer.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match="damaged.*--resume|damaged.*retrain"):
+    with pytest.raises(ValueError, match="damaged.*resume=True|damaged.*retrain"):
         run.load_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler)
 
 

@@ -90,7 +90,7 @@ def test_unfinished_run_points_to_resume_and_loads_its_checkpoint(tmp_path):
     run = RunDir.create(tmp_path / "run")
     run.write_config(model.config)
     run.save_checkpoint(model=model, optimizer=None, scheduler=None, epoch=1, history=[], extra={})
-    with pytest.raises(FileNotFoundError, match="--resume"):
+    with pytest.raises(FileNotFoundError, match="resume=True"):
         zoo.load(run.path)
     loaded = zoo.load(run.path, checkpoint=True)
     x = _input_for(model)
@@ -104,7 +104,7 @@ def test_damaged_weights_say_how_to_recover(tmp_path, damage, verify):
     data = run.model_path.read_bytes()
     damaged = {"truncate": data[: len(data) - 100], "garbage": b"\x00\x01not a safetensors file" * 10, "empty": b""}
     run.model_path.write_bytes(damaged[damage])
-    with pytest.raises(ValueError, match=r"damaged.*--resume.*retrain") as err:
+    with pytest.raises(ValueError, match=r"damaged.*resume=True.*retrain") as err:
         zoo.load(run.path, verify=verify)
     assert isinstance(err.value, zoo.CorruptFileError) == verify
 

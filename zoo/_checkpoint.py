@@ -115,8 +115,8 @@ def load_tensor_file(path: str | os.PathLike, device: str | torch.device = "cpu"
     except (safetensors.SafetensorError, ValueError, RuntimeError, OSError) as err:
         raise ValueError(
             f"{str(path)!r} is damaged (not a complete safetensors file: {err}); "
-            "recover by re-running the training with --resume (it restarts from the last checkpoint in state/) "
-            "or by retraining with --force"
+            "recover by re-running the training with zoo.train(..., resume=True) (it restarts from the last checkpoint "
+            "in state/) or by retraining with zoo.train(..., force=True)"
         ) from err
 
 
@@ -312,7 +312,9 @@ def _restore_rng(state: dict[str, Any]) -> None:
 def refuse_file_as_run_folder(path: str | os.PathLike) -> None:
     """Raise FileExistsError when ``path`` exists and is a file, which cannot be a run folder."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise FileExistsError(f"{str(path)!r} exists and is a file, not a run folder; choose another --out")
+        raise FileExistsError(
+            f"{str(path)!r} exists and is a file, not a run folder; choose another output folder (out=...)"
+        )
 
 
 def _is_file_entry(entry: Any) -> bool:
@@ -376,21 +378,23 @@ class RunDir:
         path = run.path
         if resume and force:
             raise ValueError(
-                "--resume and --force contradict each other: --resume continues the run, --force deletes it; choose one"
+                "resume=True and force=True contradict each other: resume=True continues the run, force=True deletes "
+                "it; choose one"
             )
         refuse_file_as_run_folder(path)
         if resume:
             if not run.has_checkpoint():
                 where = "does not exist" if not path.exists() else "holds no checkpoint (no state/LATEST)"
                 raise FileNotFoundError(
-                    f"cannot resume: {str(path)!r} {where}; start a new run by dropping --resume"
+                    f"cannot resume: {str(path)!r} {where}; start a new run without resume=True"
                 )
             return run
         if path.exists() and any(entry.name != LOCK_FILE for entry in path.iterdir()):
             if not force:
                 raise FileExistsError(
                     f"output folder {str(path)!r} already exists and is not empty; "
-                    "pass --resume to continue its run or --force to overwrite it (or choose another --out)"
+                    "pass resume=True to continue its run or force=True to overwrite it (or choose another output "
+                    "folder, out=...)"
                 )
             run._delete_listed_files()
         path.mkdir(parents=True, exist_ok=True)
@@ -409,25 +413,26 @@ class RunDir:
         run = cls(path)
         if not run.path.is_dir():
             raise FileNotFoundError(
-                f"run folder {str(run.path)!r} does not exist; train one with `probe train` or check the path"
+                f"run folder {str(run.path)!r} does not exist; train one with zoo.train (or `probe train`) "
+                "or check the path"
             )
         return run
 
     def _delete_listed_files(self) -> None:
         # Only what the manifest lists, after remove_listed_files has checked that all of it lies
         # inside the folder; the manifest goes last, so an interrupted --force can be repeated.
-        refusal = f"refusing to --force-delete {str(self.path)!r}"
+        refusal = f"refusing to delete the run in {str(self.path)!r} (force=True)"
         try:
             files = self.read_manifest()
         except CorruptFileError as err:
             raise FileExistsError(
-                f"{refusal}: {err}. Delete the run's files yourself, or choose another --out"
+                f"{refusal}: {err}. Delete the run's files yourself, or choose another output folder (out=...)"
             ) from None
         if files is None:
             raise FileExistsError(
                 f"{refusal}: it is not empty and is not a run folder written by the toolkit (it has no {MANIFEST_FILE} "
                 "listing the files of a run; runs written before the toolkit kept one have none either). "
-                "Choose another --out, or empty the folder yourself"
+                "Choose another output folder (out=...), or empty the folder yourself"
             )
         own = {MANIFEST_FILE, LOCK_FILE}  # never delete the lock this process may hold
         remove_listed_files(self.path, [relative for relative in files if os.path.normpath(relative) not in own])
@@ -599,20 +604,25 @@ class RunDir:
         if not self.config_path.is_file():
             raise FileNotFoundError(f"{str(self.config_path)!r} is missing; the folder is not a complete run")
         if verify:
-            self.verify(CONFIG_FILE, hint="restore the file, or retrain with --force")
+            self.verify(CONFIG_FILE, hint="restore the file, or retrain with zoo.train(..., force=True)")
         try:
             config = json.loads(self.config_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{str(self.config_path)!r} is damaged (invalid JSON: {err}); retrain with --force") from err
+            raise ValueError(
+                f"{str(self.config_path)!r} is damaged (invalid JSON: {err}); retrain with zoo.train(..., force=True)"
+            ) from err
         if not isinstance(config, dict):
             raise ValueError(
                 f"{str(self.config_path)!r} holds {_shown_json(config)} where a dict of settings belongs; "
-                "it was edited or damaged: retrain with --force"
+                "it was edited or damaged: retrain with zoo.train(..., force=True)"
             )
         return config
 
     def training_dataset(self) -> tuple[str, dict[str, Any]]:
         """The (name, options) of the dataset the run was trained on, from ``config.json``.
+
+        An image folder is named by the absolute path ``zoo.train`` recorded (``dataset.folder``),
+        so that it loads whatever the working directory.
 
         Raises
         ------
@@ -623,7 +633,10 @@ class RunDir:
         """
         dataset = self.read_config().get("dataset")
         if isinstance(dataset, dict) and isinstance(dataset.get("name"), str):
-            return dataset["name"], dict(dataset.get("options") or {})
+            name, folder = dataset["name"], dataset.get("folder")
+            if name.startswith("imagefolder:") and isinstance(folder, str):
+                name = f"imagefolder:{folder}"  # the absolute folder: it loads from any working directory
+            return name, dict(dataset.get("options") or {})
         if isinstance(dataset, str):
             return dataset, {}
         raise ValueError(f"{str(self.config_path)!r} does not name its dataset; name the dataset explicitly")
@@ -692,6 +705,15 @@ class RunDir:
             save_tensor_file(self.model_path, model_state_for_saving(model), metadata=_weights_metadata(model))
             atomic_write_json(self.metrics_path, metrics)
 
+    def discard_final(self) -> None:
+        """Remove the final weights and metrics (a run being trained further is no longer finished).
+
+        Each file leaves the manifest before it is deleted, so the manifest never lists a missing file.
+        """
+        for relative in (MODEL_FILE, METRICS_FILE):
+            self._update_manifest(remove=[relative])
+            (self.path / relative).unlink(missing_ok=True)
+
     def read_metrics(self) -> dict:
         """Read ``metrics.json`` ({} when the run has not finished)."""
         if not self.metrics_path.is_file():
@@ -713,6 +735,29 @@ class RunDir:
         if name is None or not (self.state_path / name).is_dir():
             return None
         return self.state_path / name
+
+    def checkpoint_epoch(self) -> int | None:
+        """The number of epochs the current checkpoint completed (None without a checkpoint).
+
+        Raises
+        ------
+        CorruptFileError
+            If the checkpoint's ``state.json`` differs from the one written.
+        ValueError
+            If it is damaged.
+        """
+        folder = self.checkpoint_path()
+        if folder is None:
+            return None
+        hint = "this checkpoint cannot be used: retrain with zoo.train(..., force=True)"
+        self.verify(f"{STATE_DIR}/{folder.name}/state.json", hint=hint)
+        try:
+            return int(json.loads((folder / "state.json").read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"the checkpoint {str(folder)!r} is damaged ({type(err).__name__}: {err}); "
+                "retrain with zoo.train(..., force=True)"
+            ) from err
 
     def has_checkpoint(self) -> bool:
         """True when the run holds a complete checkpoint."""
@@ -764,7 +809,8 @@ class RunDir:
                 kept = f"the last good checkpoint ({previous.name}) is kept" if previous else "no checkpoint was written"
                 raise ValueError(
                     f"training diverged: after epoch {epoch} the weights {bad[:3]} hold NaN or infinity; {kept}. "
-                    "Lower the learning rate (--set lr=...) and retrain, or --resume from the last good checkpoint"
+                    "Lower the learning rate (the lr setting) and retrain, or resume from the last good checkpoint "
+                    "(zoo.train(..., resume=True))"
                 )
         state_dir = self.state_path
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -852,12 +898,13 @@ class RunDir:
         ValueError
             If a checkpoint file is damaged, or the weights do not fit ``model``.
         """
-        hint = "this checkpoint cannot be used: retrain with --force"
+        hint = "this checkpoint cannot be used: retrain with zoo.train(..., force=True)"
         self.verify(f"{STATE_DIR}/{LATEST_FILE}", hint=hint)  # it names the checkpoint: trust it once verified
         folder = self.checkpoint_path()
         if folder is None:
             raise FileNotFoundError(
-                f"{str(self.path)!r} holds no checkpoint (no {STATE_DIR}/{LATEST_FILE}); start the run without --resume"
+                f"{str(self.path)!r} holds no checkpoint (no {STATE_DIR}/{LATEST_FILE}); "
+                "start the run without resume=True"
             )
         self.verify(*(f"{STATE_DIR}/{folder.name}/{name}" for name in _CHECKPOINT_FILES), hint=hint)
         try:
@@ -868,7 +915,8 @@ class RunDir:
             extra = _load_packed(folder, "extra")
         except (FileNotFoundError, json.JSONDecodeError, KeyError) as err:
             raise ValueError(
-                f"the checkpoint {str(folder)!r} is damaged ({type(err).__name__}: {err}); retrain with --force"
+                f"the checkpoint {str(folder)!r} is damaged ({type(err).__name__}: {err}); "
+                "retrain with zoo.train(..., force=True)"
             ) from err
         from zoo._load import load_weights  # the loader owns the mismatch diagnostics
 

@@ -64,7 +64,7 @@ def load(
     run = RunDir.open(run_dir)
     config = run.read_config(verify=verify)
     name, options = _model_config(config, run)
-    recover = "retrain with --force"
+    recover = "retrain with zoo.train(..., force=True)"
     if checkpoint:
         if verify:
             run.verify(f"{STATE_DIR}/{LATEST_FILE}", hint=recover)  # it names the checkpoint: trust it once verified
@@ -78,21 +78,23 @@ def load(
         weights_path = run.model_path
         if not weights_path.is_file():
             hint = (
-                "training did not finish: resume it with `probe train ... --resume`, "
+                "training did not finish: resume it with zoo.train(..., resume=True), "
                 "or load the last checkpoint with zoo.load(run_dir, checkpoint=True)"
                 if run.has_checkpoint()
-                else "train the model first with `probe train`"
+                else "train the model first with zoo.train (or `probe train`)"
             )
             raise FileNotFoundError(f"{str(weights_path)!r} is missing; {hint}")
-        recover = ("recover by re-running the training with --resume (it restarts from the last checkpoint in state/) "
-                   "or by retraining with --force")
+        recover = ("recover by re-running the training with zoo.train(..., resume=True) (it restarts from the last "
+                   "checkpoint in state/) or by retraining with zoo.train(..., force=True)")
     try:
         model = create_model(name, max_parameters=max_parameters, **options)
     except UnknownNameError as err:
         message = f"cannot rebuild the model from {str(run.config_path)!r}: {err}"
         raise type(err)(message, err.name, err.closest) from None
     except (TypeError, ValueError) as err:  # an option the architecture refuses (the config was edited or is older)
-        raise ValueError(f"cannot rebuild the model from {str(run.config_path)!r}: {err}; retrain with --force") from err
+        raise ValueError(
+            f"cannot rebuild the model from {str(run.config_path)!r}: {err}; retrain with zoo.train(..., force=True)"
+        ) from err
     if verify:
         run.verify(weights_path.relative_to(run.path).as_posix(), hint=recover)
     state = load_tensor_file(weights_path)
@@ -107,7 +109,9 @@ def _model_config(config: dict, run: RunDir) -> tuple[str, dict]:
     name = model_config.get("name")
     if not isinstance(name, str):
         found = "no 'name' key" if name is None else f"'name' is {name!r}, not a model name"
-        raise ValueError(f"{str(run.config_path)!r} names no model architecture ({found}); retrain with --force")
+        raise ValueError(
+            f"{str(run.config_path)!r} names no model architecture ({found}); retrain with zoo.train(..., force=True)"
+        )
     return name, {key: value for key, value in model_config.items() if key != "name"}
 
 

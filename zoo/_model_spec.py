@@ -126,8 +126,8 @@ def _build(spec: str, weights: Any, allow_download: bool) -> nn.Module:
         raise ValueError(f"name the function that builds the model: {spec}:FACTORY")
     if "/" in spec or "\\" in spec or spec.startswith("."):
         raise FileNotFoundError(
-            f"run directory {spec} does not exist; pass a run directory from `probe train`, a zoo model name "
-            f"(see zoo.list_models()) or another spelling: {', '.join(SPELLINGS)}"
+            f"run directory {spec} does not exist; pass a run directory from zoo.train (or `probe train`), a zoo model "
+            f"name (see zoo.list_models()) or another spelling: {', '.join(SPELLINGS)}"
         )
     return _bare(spec, weights, allow_download)
 
@@ -299,8 +299,7 @@ def _timm_pretrained(timm: Any, name: str, allow_download: bool) -> nn.Module:
     if not allow_download:
         raise FileNotFoundError(
             f"timm's pretrained weights of {name} ({hub_id or 'a URL'}) are not in the Hugging Face cache "
-            f"{constants.HF_HUB_CACHE!r}; allow the download with allow_download=True (on the command line: "
-            "--allow-download)"
+            f"{constants.HF_HUB_CACHE!r}; allow the download with allow_download=True"
         )
     return timm.create_model(name, pretrained=True)
 
@@ -320,7 +319,7 @@ def _hugging_face(path: str, weights: Any, allow_download: bool) -> nn.Module:
             raise
         raise FileNotFoundError(
             f"hf:{path} is not a folder here and not in the Hugging Face cache; allow the download from the Hub "
-            "with allow_download=True (on the command line: --allow-download)"
+            "with allow_download=True"
         ) from err
     model.preprocessing = _hugging_face_preprocessing(folder) if folder.is_dir() else None
     return model

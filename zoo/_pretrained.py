@@ -228,8 +228,8 @@ def torchvision_state_dict(weights: Any, allow_download: bool) -> dict[str, torc
     if not allow_download:
         raise FileNotFoundError(
             f"torchvision's {weights} weights are not in torch's hub cache: {path.name!r} is missing from "
-            f"{str(folder)!r} (set by TORCH_HOME). Allow the download with allow_download=True "
-            f"(on the command line: --allow-download), or put the file there from {weights.url}"
+            f"{str(folder)!r} (set by TORCH_HOME). Allow the download with allow_download=True, "
+            f"or put the file there from {weights.url}"
         )
     return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
 

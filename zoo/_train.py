@@ -187,7 +187,9 @@ def train(
     model_name
         A name from ``zoo.list_models()``.
     dataset
-        A name for ``zoo.load_dataset`` (its train split trains, its test split evaluates).
+        A name for ``zoo.load_dataset`` (its train split trains, its test split evaluates). The run's
+        ``config.json`` keeps it with ``dataset_options`` and, for ``imagefolder:PATH``, the folder's
+        absolute path, so that ``RunDir.training_dataset()`` reloads it from any working directory.
     out
         The run directory (default: ``default_run_dir(model_name, dataset, seed)``).
     epochs
@@ -197,7 +199,11 @@ def train(
     device
         ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...; mixed precision is used on CUDA.
     resume
-        Continue the run in ``out`` from its last checkpoint (the settings must be the same).
+        Continue the run in ``out`` from its last checkpoint (the settings must be the same). With
+        ``epochs`` larger than the run's, a finished run is trained further, up to ``epochs``: the
+        same run, its log continued, its learning-rate schedule that of ``epochs`` from the next step
+        on. Without ``epochs``, the run's own. A finished run resumed with its own ``epochs`` is
+        returned as it is, without training.
     force
         Replace an earlier run in ``out``.
     progress
@@ -224,10 +230,14 @@ def train(
         If another process is writing ``out`` (a RuntimeError; the message gives its PID).
     ValueError
         Unknown settings, settings of the wrong type or range, a model larger than ``max_parameters``
-        or one that does not fit the dataset's images, a resumed run whose settings differ, or a
-        supervised model on unlabelled data. All are checked before anything is allocated or written.
+        or one that does not fit the dataset's images, a resumed run whose settings differ (other than
+        ``epochs``) or that already has more epochs than ``epochs``, or a supervised model on
+        unlabelled data. All are checked before anything is allocated or written.
     """
     entry = model_entry(model_name)
+    run_path = Path(out) if out is not None else default_run_dir(model_name, dataset, seed)
+    if resume and epochs is None:
+        epochs = _stored_epochs(run_path)  # a resumed run keeps its own length unless told otherwise
     training_settings = {key: settings.pop(key) for key in list(settings) if key in _TRAINING_KEYS}
     _check_training_settings(
         {**training_settings, "epochs": epochs, "seed": seed, "eval_every": eval_every,
@@ -246,12 +256,62 @@ def train(
 
     seed_everything(seed)
     model = create_model(model_name, max_parameters=max_parameters, **model_config).to(device)
-    with _only_writer(out if out is not None else default_run_dir(model_name, dataset, seed)) as run_path:
+    with _only_writer(run_path) as locked_path:
         return _train_locked(
-            RunDir.create(run_path, resume=resume, force=force), model, entry, hyper, train_set, test_set, device,
-            dataset=dataset, dataset_options=dataset_options, seed=seed, resume=resume, progress=progress,
+            RunDir.create(locked_path, resume=resume, force=force), model, entry, hyper, train_set, test_set, device,
+            dataset=_dataset_record(dataset, dataset_options), seed=seed, resume=resume, progress=progress,
             eval_every=eval_every,
         )
+
+
+def _stored_epochs(run_path: Path) -> int | None:
+    """The number of epochs a run's ``config.json`` plans (None when there is no readable one)."""
+    run = RunDir(run_path)
+    if not run.config_path.is_file():
+        return None
+    epochs = (run.read_config().get("training") or {}).get("epochs")
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
+
+
+def _dataset_record(dataset: str, dataset_options: dict[str, Any]) -> dict[str, Any]:
+    """The run config's ``dataset``: the spelling and options given and, for an image folder, its
+    absolute path (``folder``), so that the run names its stimuli from any working directory."""
+    record: dict[str, Any] = {"name": dataset, "options": dataset_options}
+    if dataset.startswith("imagefolder:"):
+        record["folder"] = str(Path(dataset.split(":", 1)[1]).expanduser().resolve())
+    return record
+
+
+def _resume_differences(run: RunDir, config: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Settings that differ from the stored run's, besides ``epochs`` (which a resumed run may extend) and
+    the spelling of an image folder that is the same folder (an absolute path, or one relative to another
+    working directory)."""
+    stored = run.read_config().get("dataset")
+    ignore = ["training.epochs"]
+    folder = stored.get("folder") if isinstance(stored, dict) else None
+    if folder is not None and folder == config["dataset"].get("folder"):
+        ignore.append("dataset.name")
+    if folder is None:  # written before runs recorded the folder: the spelling alone is compared
+        ignore.append("dataset.folder")
+    return run.config_differences(config, ignore=tuple(ignore))
+
+
+def _extend(run: RunDir, epochs: int) -> None:
+    """Let a resumed run train up to ``epochs``: refuse fewer than it has done; for another length than
+    the planned one, drop the final weights (the run is unfinished again) and plan ``epochs``."""
+    done = run.checkpoint_epoch() or 0
+    if epochs < done:
+        raise ValueError(
+            f"the run in {str(run.path)!r} already has {done} epochs, more than the {epochs} asked for; resume it "
+            f"with {done} epochs or more (more trains it further)"
+        )
+    stored = run.read_config()
+    if stored["training"].get("epochs") == epochs:
+        return
+    # Final files first: a process killed in between leaves an unfinished run that plans the old length.
+    run.discard_final()
+    stored["training"]["epochs"] = epochs
+    run.write_config(stored)
 
 
 @contextmanager
@@ -271,22 +331,23 @@ def _only_writer(out: str | os.PathLike) -> Iterator[Path]:
 
 
 def _train_locked(run: RunDir, model: nn.Module, entry: ModelEntry, hyper: TrainDefaults, train_set, test_set,
-                  device: torch.device, *, dataset: str, dataset_options: dict, seed: int, resume: bool,
+                  device: torch.device, *, dataset: dict[str, Any], seed: int, resume: bool,
                   progress: bool, eval_every: int) -> TrainResult:
     """The rest of ``train``, under the writer lock: config, epochs with their checkpoints, final weights."""
     model_name = model.config["name"]
     config = {
         "model": model.config,
         "training": {**asdict(hyper), "seed": seed, "objective": entry.objective.__name__},
-        "dataset": {"name": dataset, "options": dataset_options},
+        "dataset": dataset,
     }
     if resume:
-        differences = run.config_differences(config)
+        differences = _resume_differences(run, config)
         if differences:
             raise ValueError(
                 f"cannot resume {str(run.path)!r} with other settings: {differences} (stored, given); "
                 "resume with the original settings or start a new run with force=True"
             )
+        _extend(run, hyper.epochs)
     else:
         run.write_config(config)
 
@@ -296,14 +357,20 @@ def _train_locked(run: RunDir, model: nn.Module, entry: ModelEntry, hyper: Train
     drop_last = n_train >= hyper.batch_size  # equal batches (BatchNorm, NT-Xent) when the data allow
     steps_per_epoch = n_train // hyper.batch_size if drop_last else 1
     warmup = hyper.warmup_epochs if hyper.warmup_epochs >= 1 else hyper.warmup_epochs * hyper.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_schedule(hyper.epochs * steps_per_epoch, max(1, round(warmup * steps_per_epoch)))
-    )
+    schedule = _lr_schedule(hyper.epochs * steps_per_epoch, max(1, round(warmup * steps_per_epoch)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     start_epoch, history = 0, []
     final_evaluation: dict[str, float] | None = None
     if resume:
         state = run.load_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler)
         start_epoch, history = state["epoch"], list(state["history"])
+        # The next step takes its rate from this schedule (another one when the run is trained further),
+        # not the rate the checkpoint's schedule ended on; for the same schedule the two are equal.
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * schedule(scheduler.last_epoch)
+        if start_epoch >= hyper.epochs and run.model_path.is_file() and run.metrics_path.is_file():
+            model.eval()  # a finished run resumed with its own length: nothing to train or rewrite
+            return TrainResult(model=model, run_dir=run.path, history=pd.DataFrame(history), metrics=run.read_metrics())
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     primary = PRIMARY_METRIC[model.family]

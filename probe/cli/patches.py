@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", default=None, help="dataset name (default: the run's training dataset; required for other models)"
     )
+    parser.add_argument(
+        "--dataset-option", dest="dataset_options", action="append", default=[], metavar="KEY=VALUE",
+        help="dataset option, repeatable, e.g. --dataset-option patch_size=12 (added to a run's own options)",
+    )
     parser.add_argument("--split", default="test", choices=("train", "test"), help="dataset split (default: test)")
     parser.add_argument("--k", type=int, default=9, help="top stimuli per unit (default: 9)")
     parser.add_argument("--bottom-k", type=int, default=0, help="most suppressive stimuli per unit (default: 0)")
@@ -41,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, required=True, help="folder for <layer>_top.png, <layer>_bottom.png and patches.csv"
     )
     parser.add_argument("--force", action="store_true", help="overwrite the grids and patches.csv of an earlier run in --out")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no status lines or progress bar")
     add_model_arguments(parser)
 
 
@@ -49,7 +53,13 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     import zoo
-    from probe.cli._helpers import check_model_fits_dataset, load_run_or_model, prepare_for_model
+    from probe.cli._helpers import (
+        check_model_fits_dataset,
+        choose_dataset,
+        load_run_or_model,
+        prepare_for_model,
+        status,
+    )
     from probe.study import record_top_patches
     from reports import save_unit_grids, unit_grid_paths
 
@@ -66,10 +76,14 @@ def run(args: argparse.Namespace) -> int:
             f"--out {args.out} already holds {', '.join(existing[:3])}{' ...' if len(existing) > 3 else ''}; "
             "pass --force to overwrite them, or choose another --out"
         )
+    show = not args.no_progress
+    stimuli = choose_dataset(args.run_dir, args.dataset, args.dataset_options)
+    status("patches", f"loading the model {args.run_dir} ...", show)
     model = load_run_or_model(args.run_dir, weights=args.weights, allow_download=args.allow_download)
-    name, options = (args.dataset, {}) if args.dataset else zoo.RunDir(args.run_dir).training_dataset()
-    dataset = prepare_for_model(model, zoo.load_dataset(name, split=args.split, **options))
-    check_model_fits_dataset(model, dataset, name)
+    status("patches", f"loading the stimuli: {stimuli.describe(args.split)} ...", show)
+    dataset = prepare_for_model(model, zoo.load_dataset(stimuli.name, split=args.split, **stimuli.options))
+    check_model_fits_dataset(model, dataset, stimuli.name)
+    status("patches", f"recording the top {args.k} stimuli per unit of {', '.join(args.layer)} ...", show)
     results = record_top_patches(
         model,
         dataset,
@@ -80,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
     )
+    status("patches", f"drawing the grids into {args.out} ...", show)
     frames = []
     for layer, result in results.items():
         written = save_unit_grids(

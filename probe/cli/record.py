@@ -1,18 +1,17 @@
-"""``probe record RUN_DIR --dataset D --layers ... --out PATH``: record layers to an on-disk store."""
+"""``probe record RUN_OR_MODEL --layers ... --out PATH``: record layers to an on-disk store."""
 
 from __future__ import annotations
 
 import argparse
 
-from probe.cli._helpers import MODEL_HELP, add_model_arguments
+from probe.cli._helpers import MODEL_HELP, add_dataset_arguments, add_model_arguments
 
 HELP = "record layers of a trained run (or any model) over a dataset into an on-disk recording folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help=MODEL_HELP)
-    parser.add_argument("--dataset", default="digits", help="dataset name (default digits)")
-    parser.add_argument("--split", default="test", choices=["train", "test"], help="dataset split (default test)")
+    parser.add_argument("run_dir", metavar="RUN_OR_MODEL", help=MODEL_HELP)
+    add_dataset_arguments(parser)
     parser.add_argument("--layers", nargs="+", default=None, help="layer names or globs (default: the model's recordable layers)")
     parser.add_argument("--out", required=True, help="recording folder to write")
     parser.add_argument("--reduce", default="auto", help="reduction: one mode or LAYER=MODE,... (default auto)")
@@ -28,36 +27,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted recording at --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the recording at --out")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no status lines or progress bar")
     add_model_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     import zoo
     from probe import record
-    from probe.cli._helpers import check_model_fits_dataset, load_run_or_model, parse_reduce, prepare_for_model
+    from probe.cli._helpers import (
+        check_model_fits_dataset,
+        choose_dataset,
+        load_run_or_model,
+        parse_reduce,
+        prepare_for_model,
+        status,
+    )
 
+    show = not args.no_progress
+    stimuli = choose_dataset(args.run_dir, args.dataset, args.dataset_options)
+    status("record", f"loading the model {args.run_dir} ...", show)
     model = load_run_or_model(args.run_dir, weights=args.weights, allow_download=args.allow_download)
-    dataset = prepare_for_model(model, zoo.load_dataset(args.dataset, split=args.split))
-    check_model_fits_dataset(model, dataset, args.dataset)
+    status("record", f"loading the stimuli: {stimuli.describe(args.split)} ...", show)
+    dataset = prepare_for_model(model, zoo.load_dataset(stimuli.name, split=args.split, **stimuli.options))
+    check_model_fits_dataset(model, dataset, stimuli.name)
     if args.layers is None and not hasattr(model, "recordable_layers"):
         raise ValueError(f"{args.run_dir} has no recordable_layers(); name the layers with --layers (see `probe layers`)")
     layers = args.layers or model.recordable_layers()
-    recording = record(
-        model,
-        dataset,
-        layers,
-        reduce=parse_reduce(args.reduce),
-        layout=None if args.layout is None else parse_reduce(args.layout, flag="--layout"),
-        batch_size=args.batch_size,
-        device=args.device,
-        out=args.out,
-        dtype=args.dtype,
-        project=args.project,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    status("record", f"recording {len(dataset)} stimuli into {args.out} ...", show)
+    flushed_before = _flushed(args.out)
+    try:
+        recording = record(
+            model,
+            dataset,
+            layers,
+            reduce=parse_reduce(args.reduce),
+            layout=None if args.layout is None else parse_reduce(args.layout, flag="--layout"),
+            batch_size=args.batch_size,
+            device=args.device,
+            out=args.out,
+            dtype=args.dtype,
+            project=args.project,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=show,
+        )
+    except Exception:
+        # A pass that failed before its first flush left nothing (probe.record removes it); one that
+        # flushed stimuli left them for --resume: say so, as the error alone would not.
+        kept = _flushed(args.out)
+        if kept > flushed_before:
+            print(f"probe record: the {kept} stimuli recorded before the error are kept in {args.out}; continue "
+                  "with --resume once the cause is fixed, or start again with --overwrite", file=sys.stderr)
+        raise
     print(recording.to_frame().to_string(index=False))
     print(f"recorded {recording.n_stimuli} stimuli x {len(recording.layers)} layers to {args.out}")
     return 0
+
+
+def _flushed(out: str) -> int:
+    """The stimuli an incomplete recording at ``out`` holds (0 when there is none)."""
+    from probe._store import read_manifest
+
+    try:
+        manifest = read_manifest(out)
+    except (OSError, ValueError):
+        return 0
+    return 0 if manifest.get("complete") else int(manifest.get("n_done") or 0)

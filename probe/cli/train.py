@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+
+from probe.cli._helpers import parse_settings
 
 HELP = "train a zoo model on a dataset into a run folder (resumable, never pickled)"
 
@@ -27,13 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dataset", default=None, help="dataset name (default: digits, or the resumed run's)")
     parser.add_argument("--out", required=True, help="run folder to write (config.json, log.csv, model.safetensors, state/)")
-    parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the model's own, or the resumed run's)")
+    parser.add_argument(
+        "--epochs", type=int, default=None,
+        help="number of epochs (default: the model's own, or the resumed run's; with --resume, more than the run "
+        "has trains a finished run further)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: 0, or the resumed run's)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default: auto)")
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last checkpoint, with its stored settings (dataset, seed, epochs, --set)",
+        help="continue the run in --out from its last checkpoint, with its stored settings (dataset, seed, epochs, --set); "
+        "with a larger --epochs, train a finished run further",
     )
     parser.add_argument("--force", action="store_true", help="delete an earlier run in --out first")
     parser.add_argument(
@@ -53,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="dataset option, repeatable, e.g. --dataset-option patch_size=12 for natural-patches",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no status lines or progress bar")
 
 
 def resolve_model_name(name: str) -> str:
@@ -72,27 +78,6 @@ def resolve_model_name(name: str) -> str:
     if name in models:
         return name
     raise zoo.unknown_name_error("family or model", name, [*FAMILY_DEFAULT_MODEL, *models])
-
-
-def parse_settings(settings: list[str], flag: str = "--set") -> dict:
-    """Turn ``["lr=0.1", "hidden=[64,32]", "activation=relu"]`` into a dict of typed values.
-
-    Raises
-    ------
-    ValueError
-        If an item has no ``=`` or an empty key.
-    """
-    parsed = {}
-    for item in settings:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"{flag} expects KEY=VALUE (for example {flag} name=3), got {item!r}")
-        try:
-            parsed[key] = json.loads(text)
-        except json.JSONDecodeError:
-            parsed[key] = text
-    return parsed
 
 
 def check_dataset_name(name: str) -> None:
@@ -130,7 +115,7 @@ def stored_run_settings(out: str) -> dict:
     stored = {"settings": settings, "dataset_options": dict(dataset.get("options") or {})}
     stored.update({key: training[key] for key in ("seed", "epochs") if key in training})
     if "name" in dataset:
-        stored["dataset"] = dataset["name"]
+        stored["dataset"] = run.training_dataset()[0]  # an image folder by its absolute path, from anywhere
     return stored
 
 
@@ -140,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     Returns 0 on success and 1 when training diverged (its last good checkpoint is kept).
     """
     import zoo
+    from probe.cli._helpers import flag_spelling, status, verb_flags
 
     model_name = resolve_model_name(args.model)
     stored = stored_run_settings(args.out) if args.resume else {}
@@ -147,12 +133,20 @@ def run(args: argparse.Namespace) -> int:
     check_dataset_name(dataset)
     dataset_options = {**stored.get("dataset_options", {}), **parse_settings(args.dataset_options, flag="--dataset-option")}
     settings = {**stored.get("settings", {}), **parse_settings(args.settings)}
+    epochs = args.epochs if args.epochs is not None else stored.get("epochs")
+    # A finished run's epochs: resumed with as many, zoo.train checks the settings and returns it untrained.
+    finished = zoo.RunDir(args.out).read_metrics().get("epochs") if args.resume else None
+    if finished is not None and epochs is not None and epochs > finished:
+        what = f"training {args.out} further, from {finished} to {epochs} epochs"
+    else:
+        what = f"{'resuming' if args.resume else 'training'} {model_name} on {dataset} into {args.out}"
+    status("train", f"{what} (loading the data and building the model first) ...", not args.quiet)
     try:
         result = zoo.train(
             model_name,
             dataset=dataset,
             out=args.out,
-            epochs=args.epochs if args.epochs is not None else stored.get("epochs"),
+            epochs=epochs,
             seed=args.seed if args.seed is not None else stored.get("seed", 0),
             device=args.device,
             resume=args.resume,
@@ -164,9 +158,15 @@ def run(args: argparse.Namespace) -> int:
     except zoo.TrainingDivergedError as err:
         if getattr(args, "traceback", False):
             raise
-        print(f"probe train: error: {err}", file=sys.stderr)
+        print(f"probe train: error: {flag_spelling(str(err), verb_flags(add_arguments))}", file=sys.stderr)
         return 1
-    print(f"trained {model_name!r} on {dataset!r}; run written to {result.run_dir}")
+    if finished is not None and finished == epochs:
+        print(f"{result.run_dir} already has {finished} epochs (it is finished); nothing to train. Pass --epochs N "
+              f"with N larger than {finished} to train it further")
+    elif finished is not None:
+        print(f"trained {result.run_dir} further, from {finished} to {epochs} epochs")
+    else:
+        print(f"trained {model_name!r} on {dataset!r}; run written to {result.run_dir}")
     metrics = {key: value for key, value in (result.metrics or {}).items() if isinstance(value, (int, float))}
     if metrics:
         print("final metrics: " + ", ".join(f"{key}={_format(value)}" for key, value in metrics.items()))
