@@ -15,21 +15,35 @@ Calls. A module that runs several times per forward pass (a shared ReLU) is addr
 ``name#k``, its k-th call (counting from 1), as ``probe.record`` names its recordings; the plain
 name of such a module is refused as ambiguous.
 
-Exact: the model is traced with ``torch.fx`` and the path from the input to the layer's call is
-walked in forward order. When that path is a chain (every node has one tensor input) made only of
-modules and functions with known geometry — Conv1d/2d, MaxPool/AvgPool 1d/2d (modules or
-``F.*_pool*d``), and element-wise modules and functions (BatchNorm, activations, Dropout,
-Identity) — the field follows from the classic recursion over (kernel k, stride s, padding p,
-dilation d) per spatial axis::
+Exact: the model is traced with ``torch.fx`` and the graph from the input to the layer's call is
+walked as a DAG in forward order. Every tensor on the way gets its field: per spatial axis a regular
+grid (size, stride, start) — position p sees input pixels [start + p * stride, start + p * stride +
+size) — or the whole input (stride 0). Modules and functions that move the grid — Conv1d/2d
+(modules or ``F.conv*d``), MaxPool/AvgPool 1d/2d (modules or ``F.*_pool*d``), constant padding —
+follow the classic recursion over (kernel k, stride s, padding p, dilation d)::
 
     size  <- size + d * (k - 1) * jump
     start <- start - p * jump
     jump  <- jump * s
 
-Only channels-first maps are walked exactly; channels-last maps and tokens are measured.
+Element-wise operations (BatchNorm with running statistics, ``F.batch_norm`` in eval mode,
+activations, Dropout, Identity, stochastic depth, ``+ - * /``, ``torch.add``/``mul``/``where``...)
+give the union of the fields of their arguments that depend on the input: start = min(starts), end
+= max(ends), same stride; parameters and constants add nothing. So do ``torch.cat`` along the
+channels, ``chunk``/``split`` along the channels and channel slices. Global pooling (adaptive pooling
+to 1, ``mean``/``sum``/``amax`` over the spatial axes with ``keepdim=True``) gives the whole input
+when the fields of its map together cover it, and an argument of one position broadcast over a map
+must see the whole input: so after a squeeze-excite gate every unit sees the whole input. Adaptive
+pooling into equal windows is a pool. The walk gives up (and ``"auto"`` measures) where maps of
+different strides merge, an operation is unknown (reshapes, attention, upsampling, normalisation
+over space), the graph cannot be traced, or an in-place operation writes the input into a tensor
+that is read again. Shapes come from one pass of the traced graph over an all-zeros input on a
+copy of the model whose parameters are on the ``meta`` device (no arithmetic; the model itself
+where that copy cannot run). Only channels-first maps are walked exactly; channels-last maps and
+tokens are measured.
 
-Measured: where the path branches (residual additions, attention, concatenation), holds unknown
-modules, or cannot be traced, the field is measured with gradients: a float64 copy of the model is
+Measured: where the exact walk gives up (maps of different strides merge, attention, unknown
+modules, no trace), the field is measured with gradients: a float64 copy of the model is
 run on several random inputs, one position of the layer (its channels summed with random weights,
 which no normalisation over channels can cancel) is back-propagated
 to the input, and the bounding box of the pixels with a non-zero gradient in *any* draw is the
@@ -50,8 +64,10 @@ from __future__ import annotations
 
 import copy
 import math
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -62,7 +78,7 @@ from torch import nn
 from zoo._names import unknown_name_error
 from zoo._reducer import first_tensor
 
-__all__ = ["ReceptiveField", "receptive_field", "find_layer"]
+__all__ = ["ReceptiveField", "find_layer", "receptive_field"]
 
 Geometry = tuple[tuple[int, int, int, int], ...]  # per spatial axis: (kernel, stride, padding, dilation)
 Layout = Literal["auto", "maps", "channels_first", "channels_last", "tokens"]
@@ -81,6 +97,10 @@ _LAYOUT_HELP = (
 
 class _NotExact(Exception):
     """The path to the layer has no closed-form receptive field (the reason is the message)."""
+
+
+class _GraphFails(_NotExact):
+    """The traced graph fails to run (on the meta device: a model that reads tensor values)."""
 
 
 class _Irregular(_NotExact):
@@ -199,31 +219,50 @@ class ReceptiveField:
 
 
 # ----------------------------------------------------------------------------------------------
-# exact: torch.fx path walk
+# exact: a walk over the torch.fx graph
+#
+# The walk keeps, for every tensor on the way from the input to the layer, its field: per spatial
+# axis (size, stride, start), the input pixels [start + p * stride, start + p * stride + size) that
+# can reach its position p; stride 0 where every position sees the whole input (size is then the
+# input's extent, start 0). Tensors that do not depend on the input (parameters, constants) have
+# no field (None). Shapes come from running the traced graph once, up to the layer, on zeros.
+
+_Field = tuple[tuple[int, int, int], ...]  # per spatial axis: (size, stride, start)
 
 
 def _pair(value: Any, n_axes: int) -> tuple[int, ...]:
-    values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n_axes
+    values = tuple(value) if isinstance(value, (tuple, list, torch.Size)) else (value,) * n_axes
     if len(values) != n_axes or not all(isinstance(v, int) for v in values):
         raise _NotExact(f"unsupported geometry argument {value!r}")
     return values
 
 
-def _conv_geometry(module: nn.Module) -> Geometry:
-    n_axes = module.weight.ndim - 2
-    kernel, stride, dilation = (_pair(getattr(module, a), n_axes) for a in ("kernel_size", "stride", "dilation"))
-    if module.padding == "valid":
+def _conv_axes(kernel: Any, stride: Any, padding: Any, dilation: Any, n_axes: int) -> Geometry:
+    kernel, stride, dilation = (_pair(v, n_axes) for v in (kernel, stride, dilation))
+    if padding == "valid":
         padding = (0,) * n_axes
-    elif module.padding == "same":
+    elif padding == "same":  # the left/top pad; PyTorch puts the odd pixel of an even total on the right
         padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
     else:
-        padding = _pair(module.padding, n_axes)
-    if getattr(module, "padding_mode", "zeros") != "zeros" and any(padding):
-        # reflect/replicate/circular padding reads pixels from the far side; the box stays valid
-        # for reflect/replicate near the border but not for circular, so measure instead.
-        if module.padding_mode == "circular":
-            raise _NotExact("circular padding")
+        padding = _pair(padding, n_axes)
     return tuple(zip(kernel, stride, padding, dilation))
+
+
+def _conv_geometry(module: nn.Module) -> Geometry:
+    n_axes = module.weight.ndim - 2
+    geometry = _conv_axes(module.kernel_size, module.stride, module.padding, module.dilation, n_axes)
+    # reflect/replicate padding reads pixels inside the box near the border; circular padding reads
+    # the far side of the image, so measure instead
+    if getattr(module, "padding_mode", "zeros") == "circular" and any(p for _, _, p, _ in geometry):
+        raise _NotExact("circular padding")
+    return geometry
+
+
+def _functional_conv(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+                     groups: Any = 1) -> Geometry:  # fmt: skip
+    if not isinstance(weight, torch.Tensor):
+        raise _NotExact(f"unsupported convolution weight {type(weight).__name__}")
+    return _conv_axes(tuple(weight.shape[2:]), stride, padding, dilation, weight.ndim - 2)
 
 
 def _pool_geometry(n_axes: int, kernel: Any, stride: Any, padding: Any = 0, dilation: Any = 1) -> Geometry:
@@ -233,45 +272,108 @@ def _pool_geometry(n_axes: int, kernel: Any, stride: Any, padding: Any = 0, dila
 
 
 def _module_pool_geometry(module: nn.Module) -> Geometry:
+    if getattr(module, "return_indices", False):
+        raise _NotExact(f"{type(module).__name__} returns indices")
     n_axes = 1 if isinstance(module, (nn.MaxPool1d, nn.AvgPool1d)) else 2
     return _pool_geometry(n_axes, module.kernel_size, module.stride, module.padding, getattr(module, "dilation", 1))
 
 
-def _functional_pool(n_axes: int) -> Callable[..., Geometry]:
-    def geometry(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1, *_, **kw):
-        if kw.get("dilation") is not None:
-            dilation = kw["dilation"]
-        return _pool_geometry(n_axes, kernel_size, kw.get("stride", stride), kw.get("padding", padding), dilation)
+def _functional_max_pool(n_axes: int) -> Callable[..., Geometry]:
+    def geometry(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                 ceil_mode: Any = False, return_indices: Any = False) -> Geometry:  # fmt: skip
+        if return_indices:
+            raise _NotExact("max pooling that returns indices")
+        return _pool_geometry(n_axes, kernel_size, stride, padding, dilation)
 
     return geometry
 
 
-_ELEMENTWISE_MODULES = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU,
-    nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Mish, nn.Hardswish, nn.Hardtanh, nn.PReLU,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity,
-)  # fmt: skip
-_MODULE_RULES: dict[type, Callable[[nn.Module], Geometry | None]] = {
+def _functional_avg_pool(n_axes: int) -> Callable[..., Geometry]:
+    def geometry(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, *_: Any, **__: Any) -> Geometry:
+        return _pool_geometry(n_axes, kernel_size, stride, padding)  # (ceil_mode, count_include_pad, ...)
+
+    return geometry
+
+
+def _some(owner: Any, *names: str) -> tuple[Any, ...]:
+    """The attributes of ``owner`` among ``names`` (older releases lack some)."""
+    return tuple(getattr(owner, name) for name in names if hasattr(owner, name))
+
+
+# modules and functions that move the grid: (kernel, stride, padding, dilation) per axis
+_GEOMETRY_MODULES: dict[type, Callable[[nn.Module], Geometry]] = {
     nn.Conv1d: _conv_geometry,
     nn.Conv2d: _conv_geometry,
     nn.MaxPool1d: _module_pool_geometry,
     nn.MaxPool2d: _module_pool_geometry,
     nn.AvgPool1d: _module_pool_geometry,
     nn.AvgPool2d: _module_pool_geometry,
-    **{cls: (lambda module: None) for cls in _ELEMENTWISE_MODULES},
 }
-_ELEMENTWISE_FUNCTIONS = (
-    F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.sigmoid, F.tanh, F.softplus, F.dropout,
-    F.dropout2d, torch.relu, torch.sigmoid, torch.tanh, torch.nn.functional.hardtanh,
+_GEOMETRY_FUNCTIONS: dict[Any, Callable[..., Geometry]] = {
+    F.conv1d: _functional_conv,
+    F.conv2d: _functional_conv,
+    F.max_pool1d: _functional_max_pool(1),
+    F.max_pool2d: _functional_max_pool(2),
+    F.avg_pool1d: _functional_avg_pool(1),
+    F.avg_pool2d: _functional_avg_pool(2),
+}
+# element-wise: each output position depends on the same position of every tensor argument (with
+# broadcasting); parameters and constants add nothing. BatchNorm only in eval mode with running statistics.
+_NORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d)
+_POINTWISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
+    nn.Tanh, nn.Softplus, nn.Softsign, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.PReLU, nn.RReLU,
+    nn.LogSigmoid, nn.Tanhshrink, nn.Threshold, nn.Hardshrink, nn.Softshrink, nn.Dropout, nn.Dropout1d,
+    nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout, nn.Identity,
 )  # fmt: skip
-_FUNCTION_RULES: dict[Any, Callable[..., Geometry | None]] = {
-    F.max_pool1d: _functional_pool(1),
-    F.max_pool2d: _functional_pool(2),
-    F.avg_pool1d: _functional_pool(1),
-    F.avg_pool2d: _functional_pool(2),
-    **{fn: (lambda *a, **kw: None) for fn in _ELEMENTWISE_FUNCTIONS},
-}
-_ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone", "float", "double", "half"}
+_POINTWISE_FUNCTIONS = frozenset(
+    (
+        operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, operator.pos, operator.abs,
+        operator.pow, operator.iadd, operator.isub, operator.imul, operator.itruediv,
+        *_some(torch, "add", "sub", "subtract", "mul", "multiply", "div", "divide", "true_divide", "maximum",
+               "minimum", "clamp", "clip", "where", "relu", "relu_", "sigmoid", "tanh", "exp", "abs", "neg", "sqrt",
+               "rsqrt", "square", "erf"),
+        *_some(F, "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu", "gelu",
+               "silu", "mish", "hardswish", "hardsigmoid", "hardtanh", "hardtanh_", "softplus", "softsign", "sigmoid",
+               "tanh", "logsigmoid", "tanhshrink", "threshold", "prelu", "dropout", "dropout1d", "dropout2d",
+               "alpha_dropout", "feature_alpha_dropout"),
+    )
+)  # fmt: skip
+_POINTWISE_METHODS = frozenset(
+    {
+        "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "abs", "neg", "sqrt", "rsqrt", "square",
+        "clamp", "clamp_", "clip", "clamp_min", "clamp_max", "add", "add_", "sub", "sub_", "mul", "mul_", "div",
+        "div_", "pow", "maximum", "minimum",
+    }
+)  # fmt: skip
+_SELF_METHODS = frozenset({"contiguous", "clone", "float", "double", "half", "bfloat16", "to", "type", "type_as"})
+# global and adaptive pooling; reductions over axes
+_ADAPTIVE_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+_ADAPTIVE_FUNCTIONS = frozenset(
+    _some(F, "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d")
+)
+_REDUCE_FUNCTIONS = frozenset(_some(torch, "mean", "sum", "amax", "amin"))
+_REDUCE_METHODS = frozenset({"mean", "sum", "amax", "amin"})
+_CAT_FUNCTIONS = frozenset(_some(torch, "cat", "concat", "concatenate"))
+_SPLIT_FUNCTIONS = frozenset(_some(torch, "chunk", "split"))
+_SPLIT_METHODS = frozenset({"chunk", "split"})
+_PAD_MODULES = _some(nn, "ZeroPad1d", "ZeroPad2d", "ConstantPad1d", "ConstantPad2d")
+# operations known to return a new tensor (all others may return their input or a view of it)
+_FRESH_FUNCTIONS = frozenset(
+    (
+        operator.add, operator.sub, operator.mul, operator.truediv, *_some(torch, "add", "sub", "mul", "div"),
+        *_GEOMETRY_FUNCTIONS, *_ADAPTIVE_FUNCTIONS, *_CAT_FUNCTIONS, F.batch_norm,
+    )
+)  # fmt: skip
+
+
+def _name_of(target: Any) -> str:
+    return target if isinstance(target, str) else getattr(target, "__name__", repr(target))
+
+
+def _is_stochastic_depth(target: Any) -> bool:
+    """torchvision's ``stochastic_depth`` (fx-wrapped): a random per-sample scale, element-wise."""
+    return getattr(target, "__name__", "") == "stochastic_depth" and "torchvision" in getattr(target, "__module__", "")
 
 
 def _call_of(node: Any, base: str) -> int | None:
@@ -291,9 +393,8 @@ def _call_of(node: Any, base: str) -> int | None:
     return None
 
 
-def _traced_path(model: nn.Module, base: str, call: int) -> tuple[list[Any], torch.fx.GraphModule]:
-    """fx nodes from the input to the output of the ``call``-th call of module ``base``, in forward
-    order; _NotExact if not a chain."""
+def _trace_target(model: nn.Module, base: str, call: int) -> tuple[torch.fx.GraphModule, list[Any], Any]:
+    """(graph module, its nodes, the fx node whose output is the ``call``-th call of module ``base``)."""
     try:
         graph_module = torch.fx.symbolic_trace(model)
     except Exception as err:  # noqa: BLE001 - any tracing failure means "measure instead"
@@ -311,55 +412,322 @@ def _traced_path(model: nn.Module, base: str, call: int) -> tuple[list[Any], tor
             raise _NotExact(f"the traced graph cannot tell the calls of {base!r} apart")
     if not inside:
         raise _NotExact(f"call {call} of layer {base!r} does not appear in the traced graph")
-    node, path = inside[-1], []
-    placeholders = [n for n in nodes if n.op == "placeholder"]
-    while node.op != "placeholder":
-        inputs = [n for n in node.all_input_nodes if n.op != "get_attr"]
-        if len(inputs) != 1:
-            raise _NotExact(f"the path branches at {node.name!r} ({len(inputs)} tensor inputs)")
-        path.append(node)
-        node = inputs[0]
-    if node is not placeholders[0]:
-        raise _NotExact("the layer does not depend on the model's first input")
-    return path[::-1], graph_module
+    return graph_module, nodes, inside[-1]
 
 
-def _exact_geometry(model: nn.Module, base: str, call: int) -> list[Geometry]:
-    """Geometry of every spatial step on the path to the layer; _NotExact when one is unknown."""
-    path, graph_module = _traced_path(model, base, call)
-    modules = dict(graph_module.named_modules())
-    steps = []
-    for node in path:
-        if node.op == "call_module":
-            module = modules[node.target]
-            rule = _MODULE_RULES.get(type(module))
-            if rule is None:
-                raise _NotExact(f"module {node.target!r} ({type(module).__name__}) has no known geometry")
-            geometry = rule(module)
-        elif node.op == "call_function" and node.target in _FUNCTION_RULES:
-            geometry = _FUNCTION_RULES[node.target](*node.args, **node.kwargs)
-        elif node.op == "call_method" and node.target in _ELEMENTWISE_METHODS:
-            geometry = None
-        else:
-            target = getattr(node.target, "__name__", node.target)
-            raise _NotExact(f"operation {node.name!r} ({node.op} {target}) has no known geometry")
-        if geometry is not None:
-            steps.append(geometry)
-    return steps
+def _ancestors(node: Any) -> set[Any]:
+    seen, todo = set(), [node]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(current.all_input_nodes)
+    return seen
 
 
-def _compose(steps: list[Geometry], n_axes: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-    size, jump, start = [1] * n_axes, [1] * n_axes, [0] * n_axes
-    for geometry in steps:
-        if len(geometry) != n_axes:
+def _may_alias(node: Any, modules: Mapping[str, nn.Module]) -> bool:
+    """Whether the node's output may share memory with one of its inputs (unknown operations: yes)."""
+    if node.op == "call_module":
+        module = modules[node.target]
+        if isinstance(module, (*_GEOMETRY_MODULES, *_ADAPTIVE_MODULES, *_NORM_MODULES, *_PAD_MODULES, nn.Linear)):
+            return False
+        dropout = isinstance(module, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity))
+        return dropout or getattr(module, "inplace", None) is not False
+    if node.op == "call_function":
+        return node.target not in _FRESH_FUNCTIONS
+    return node.op == "call_method"
+
+
+def _in_place(node: Any) -> bool:
+    """Whether the node writes into its first argument (``x.add_(y)``, ``x[i] = y``, ``inplace=True``)."""
+    if node.op not in ("call_function", "call_method") or not node.args:
+        return False
+    if node.target in (operator.setitem, operator.iadd, operator.isub, operator.imul, operator.itruediv):
+        return True
+    name = _name_of(node.target)
+    return (name.endswith("_") and not name.endswith("__")) or node.kwargs.get("inplace") is True
+
+
+def _check_in_place(nodes: list[Any], dependent: set[Any], modules: Mapping[str, nn.Module]) -> None:
+    """_NotExact where an in-place operation writes the input into a tensor that is read again
+    afterwards: the graph's edges would not show that reader's dependence on the input."""
+    order = {node: i for i, node in enumerate(nodes)}
+    for node in nodes:
+        mutated = node.args[0] if _in_place(node) else None
+        if not isinstance(mutated, torch.fx.Node):
+            continue
+        if not any(n is not mutated and n in dependent for n in node.all_input_nodes):
+            continue  # x.relu_(), x.mul_(2): the field of x does not change
+        group, todo = set(), [mutated]  # the tensors that may share memory with the written one
+        while todo:
+            current = todo.pop()
+            if current in group or current is node:
+                continue
+            group.add(current)
+            if _may_alias(current, modules):
+                todo.extend(current.all_input_nodes)
+            todo.extend(user for user in current.users if _may_alias(user, modules))
+        for member in group:
+            for reader in (member, *member.users):
+                if reader is not node and order.get(reader, -1) > order[node]:
+                    raise _NotExact(
+                        f"the in-place operation {node.name!r} writes into a tensor that {reader.name!r} reads later"
+                    )
+
+
+class _FieldWalk:
+    """The fields of the nodes of a traced graph, node by node in forward order."""
+
+    def __init__(self, graph_module: torch.fx.GraphModule, input_shape: tuple[int, ...]):
+        self.modules = dict(graph_module.named_modules())
+        self.n_axes = len(input_shape) - 1
+        self.extent = tuple(input_shape[1:])
+        self.values: dict[Any, Any] = {}
+        self.fields: dict[Any, _Field | None] = {}
+
+    # -- checks and per-axis arithmetic
+
+    def spatial(self, node: Any, value: Any = None) -> tuple[int, ...]:
+        """The spatial shape of a node's output, which must be a channels-first map."""
+        value = self.values[node] if value is None else value
+        if not isinstance(value, torch.Tensor) or value.ndim != 2 + self.n_axes:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise _NotExact(f"{node.name!r} gives {got}, not a map of {self.n_axes} spatial axes")
+        return tuple(value.shape[2:])
+
+    def only_source(self, node: Any, sources: list[Any]) -> Any:
+        source = node.args[0] if node.args else None
+        if sources != [source]:
+            raise _NotExact(f"operation {node.name!r} takes the input through other arguments than its first")
+        return source
+
+    def whole(self, node: Any, axis: int, field: tuple[int, int, int], n: int) -> tuple[int, int, int]:
+        """The field of pooling all ``n`` positions along an axis: the whole input, or _NotExact."""
+        size, stride, start = field
+        if stride == 0 or n == 1:
+            return field
+        if start <= 0 and start + (n - 1) * stride + size >= self.extent[axis]:
+            return (self.extent[axis], 0, 0)
+        raise _NotExact(f"{node.name!r} pools over a map whose fields leave part of the input out")
+
+    def merge(self, node: Any, a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
+        if a[1] == 0 or b[1] == 0:  # one side sees the whole input
+            return a if a[1] == 0 else b
+        if a[1] != b[1]:
+            raise _NotExact(f"{node.name!r} merges maps of different strides ({a[1]} and {b[1]} px)")
+        start = min(a[2], b[2])
+        return (max(a[2] + a[0], b[2] + b[0]) - start, a[1], start)
+
+    # -- rules
+
+    def geometry(self, node: Any, sources: list[Any], geometry: Geometry, out: Any) -> _Field:
+        source = self.only_source(node, sources)
+        if len(geometry) != self.n_axes:
             raise _NotExact("the path mixes 1-d and 2-d operations")
-        for axis, (kernel, stride, padding, dilation) in enumerate(geometry):
-            size[axis] += dilation * (kernel - 1) * jump[axis]
-            start[axis] -= padding * jump[axis]
-            jump[axis] *= stride
-    if n_axes == 1:  # 1-d maps are read as one row
-        return (1, size[0]), (1, jump[0]), (0, start[0])
-    return tuple(size), tuple(jump), tuple(start)
+        self.spatial(source)
+        self.spatial(node, out)
+        field = []
+        for (size, stride, start), (kernel, step, padding, dilation) in zip(self.fields[source], geometry):
+            field.append((size + dilation * (kernel - 1) * stride, stride * step, start - padding * stride))
+        return tuple(field)
+
+    def pointwise(self, node: Any, sources: list[Any], out: Any) -> _Field:
+        """Element-wise over every argument that depends on the input: the union of their fields."""
+        shape = self.spatial(node, out)
+        merged = None
+        for source in sources:
+            value = self.values[source]
+            if not isinstance(value, torch.Tensor) or value.ndim != out.ndim:
+                raise _NotExact(
+                    f"operation {node.name!r} combines the map with a {type(value).__name__} of another shape"
+                )
+            field = self.fields[source]
+            for axis, (n_in, n_out) in enumerate(zip(value.shape[2:], shape)):
+                if n_in != n_out and not (n_in == 1 and field[axis][1] == 0):
+                    raise _NotExact(f"operation {node.name!r} spreads {n_in} map position(s) over {n_out}")
+            merged = field if merged is None else tuple(self.merge(node, a, b) for a, b in zip(merged, field))
+        return merged
+
+    def adaptive(self, node: Any, sources: list[Any], out: Any) -> _Field:
+        source = self.only_source(node, sources)
+        field = []
+        for axis, (axis_field, n, m) in enumerate(
+            zip(self.fields[source], self.spatial(source), self.spatial(node, out))
+        ):
+            if m == 1:
+                field.append(self.whole(node, axis, axis_field, n))
+            elif n % m == 0:  # windows of n // m positions, n // m apart
+                size, stride, start = axis_field
+                field.append((size + (n // m - 1) * stride, stride * (n // m), start))
+            else:
+                raise _NotExact(f"{node.name!r} pools {n} positions into {m} windows of unequal sizes")
+        return tuple(field)
+
+    def reduce(self, node: Any, sources: list[Any], args: tuple, kwargs: dict, out: Any) -> _Field:
+        source = self.only_source(node, sources)
+        value = self.values[source]
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+        dims = (dims,) if isinstance(dims, int) else dims
+        if not keepdim or not isinstance(dims, (tuple, list)) or not all(isinstance(d, int) for d in dims):
+            raise _NotExact(f"the reduction {node.name!r} does not keep the map's axes (keepdim=True)")
+        dims = {d % value.ndim for d in dims}
+        if 0 in dims:
+            raise _NotExact(f"the reduction {node.name!r} runs over the batch")
+        n_in, _ = self.spatial(source), self.spatial(node, out)
+        return tuple(
+            self.whole(node, axis, f, n_in[axis]) if axis + 2 in dims else f
+            for axis, f in enumerate(self.fields[source])
+        )
+
+    def pad(self, node: Any, sources: list[Any], padding: Any, out: Any) -> _Field:
+        source = self.only_source(node, sources)
+        ndim = 2 + self.n_axes
+        if not isinstance(padding, (tuple, list)) or len(padding) % 2 or not all(isinstance(p, int) for p in padding):
+            raise _NotExact(f"unsupported padding {padding!r}")
+        field = list(self.fields[source])
+        for i in range(len(padding) // 2):
+            dim = ndim - 1 - i
+            if dim < 1:
+                raise _NotExact(f"{node.name!r} pads the batch")
+            if dim >= 2:
+                size, stride, start = field[dim - 2]
+                field[dim - 2] = (size, stride, start - padding[2 * i] * stride)
+        self.spatial(source)
+        self.spatial(node, out)
+        return tuple(field)
+
+    def split(self, node: Any, sources: list[Any], args: tuple, kwargs: dict) -> _Field:
+        """chunk/split along channels: every piece keeps the map's field."""
+        source = self.only_source(node, sources)
+        self.spatial(source)
+        dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+        if not isinstance(dim, int) or dim % self.values[source].ndim != 1:
+            raise _NotExact(f"{node.name!r} splits a map along another axis than its channels")
+        return self.fields[source]
+
+    def getitem(self, node: Any, sources: list[Any], args: tuple, out: Any) -> _Field:
+        source = self.only_source(node, sources)
+        if isinstance(self.values[source], (tuple, list)):  # a piece of chunk/split (the only tuples with a field)
+            self.spatial(node, out)
+            return self.fields[source]
+        index = args[1] if isinstance(args[1], tuple) else (args[1],)
+        full = slice(None, None, None)
+        if (
+            len(index) > 2 + self.n_axes
+            or not all(isinstance(i, slice) for i in index)
+            or any(i != full for k, i in enumerate(index) if k != 1)
+            or self.spatial(node, out) != self.spatial(source)
+        ):
+            raise _NotExact(f"the indexing {node.name!r} takes more than channels of the map")
+        return self.fields[source]
+
+    def field_of(self, node: Any, args: tuple, kwargs: dict, out: Any) -> _Field:
+        """The field of one node's output ``out`` from its arguments' fields; _NotExact when unknown."""
+        sources = [n for n in node.all_input_nodes if self.fields.get(n) is not None]
+        op, target = node.op, node.target
+        if op == "call_module":
+            module = self.modules[target]
+            kind = type(module)
+            if kind in _GEOMETRY_MODULES:
+                return self.geometry(node, sources, _GEOMETRY_MODULES[kind](module), out)
+            if kind in _NORM_MODULES:
+                if module.training or module.running_mean is None:
+                    raise _NotExact(f"module {target!r} normalises with batch statistics")
+                return self.pointwise(node, sources, out)
+            if kind in _POINTWISE_MODULES:
+                return self.pointwise(node, sources, out)
+            if kind in _ADAPTIVE_MODULES:
+                if getattr(module, "return_indices", False):
+                    raise _NotExact(f"module {target!r} returns indices")
+                return self.adaptive(node, sources, out)
+            if kind in _PAD_MODULES:
+                return self.pad(node, sources, module.padding, out)
+            raise _NotExact(f"module {target!r} ({kind.__name__}) has no known geometry")
+        if op == "call_function":
+            if target in _GEOMETRY_FUNCTIONS:
+                return self.geometry(node, sources, _GEOMETRY_FUNCTIONS[target](*args, **kwargs), out)
+            if target in _POINTWISE_FUNCTIONS or _is_stochastic_depth(target):
+                return self.pointwise(node, sources, out)
+            if target is F.batch_norm:
+                if (args[5] if len(args) > 5 else kwargs.get("training", False)) is not False:
+                    raise _NotExact(f"{node.name!r} normalises with batch statistics")
+                return self.pointwise(node, sources, out)
+            if target in _CAT_FUNCTIONS:
+                dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+                if not isinstance(out, torch.Tensor) or not isinstance(dim, int) or dim % out.ndim != 1:
+                    raise _NotExact(f"{node.name!r} concatenates maps along another axis than their channels")
+                return self.pointwise(node, sources, out)
+            if target in _ADAPTIVE_FUNCTIONS:
+                return self.adaptive(node, sources, out)
+            if target in _REDUCE_FUNCTIONS:
+                return self.reduce(node, sources, args, kwargs, out)
+            if target in _SPLIT_FUNCTIONS:
+                return self.split(node, sources, args, kwargs)
+            if target is operator.getitem:
+                return self.getitem(node, sources, args, out)
+            if target is F.pad and (args[2] if len(args) > 2 else kwargs.get("mode", "constant")) == "constant":
+                return self.pad(node, sources, args[1] if len(args) > 1 else kwargs.get("pad"), out)
+        if op == "call_method":
+            if target in _POINTWISE_METHODS:
+                return self.pointwise(node, sources, out)
+            if target in _SELF_METHODS:  # the other arguments give only a dtype or device
+                return self.pointwise(node, [node.args[0]] if node.args[0] in sources else [], out)
+            if target in _REDUCE_METHODS:
+                return self.reduce(node, sources, args, kwargs, out)
+            if target in _SPLIT_METHODS:
+                return self.split(node, sources, args, kwargs)
+        raise _NotExact(f"operation {node.name!r} ({op} {_name_of(target)}) has no known geometry")
+
+
+def _exact_field(
+    model: nn.Module, base: str, call: int, input_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype
+) -> tuple[_Field, tuple[int, ...]]:
+    """(field per spatial axis, spatial shape) of the output of the ``call``-th call of module ``base``.
+
+    The traced graph is walked as a DAG from the input to that call; _NotExact where an operation's
+    geometry is unknown, maps of different strides merge, or the graph cannot be traced.
+    """
+    graph_module, nodes, target = _trace_target(model, base, call)
+    nodes = nodes[: nodes.index(target) + 1]
+    placeholders = [node for node in nodes if node.op == "placeholder"]
+    needed = _ancestors(target)
+    if not placeholders or placeholders[0] not in needed:
+        raise _NotExact("the layer does not depend on the model's first input")
+    dependent = set()
+    for node in nodes:
+        if node is placeholders[0] or any(n in dependent for n in node.all_input_nodes):
+            dependent.add(node)
+    walk = _FieldWalk(graph_module, input_shape)
+    _check_in_place(nodes, dependent, walk.modules)
+    last_use = {source: node for node in nodes if node in needed for source in node.all_input_nodes}
+    interpreter = torch.fx.Interpreter(graph_module)
+    interpreter.env = walk.values
+    with torch.no_grad():
+        for node in nodes:
+            if node not in needed:
+                continue
+            if node.op == "placeholder":
+                if node is placeholders[0]:
+                    walk.values[node] = torch.zeros((1, *input_shape), device=device, dtype=dtype)
+                    walk.fields[node] = ((1, 1, 0),) * walk.n_axes
+                    walk.spatial(node)
+                    continue
+                if not node.args:
+                    raise _NotExact(f"the model's input {node.name!r} has no default")
+                walk.values[node], walk.fields[node] = node.args[0], None
+                continue
+            args, kwargs = interpreter.fetch_args_kwargs_from_env(node)
+            try:
+                out = getattr(interpreter, node.op)(node.target, args, kwargs)
+            except Exception as err:  # noqa: BLE001 - the traced graph does not run as the model does
+                raise _GraphFails(f"the traced graph fails at {node.name!r} ({type(err).__name__}: {err})") from None
+            walk.values[node] = out
+            walk.fields[node] = walk.field_of(node, args, kwargs, out) if node in dependent else None
+            for source in node.all_input_nodes:  # free what no later node reads
+                if last_use.get(source) is node:
+                    walk.values.pop(source, None)
+    return walk.fields[target], walk.spatial(target)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -507,6 +875,57 @@ def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return parameter.device, parameter.dtype if parameter.dtype.is_floating_point else torch.float32
 
 
+_HOOK_DICTS = (
+    "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks",
+)  # fmt: skip
+
+
+def _meta_copy(model: nn.Module) -> nn.Module | None:
+    """A copy of ``model`` whose parameters and buffers live on the meta device (shapes, no data)
+    and whose modules have no hooks: a pass through it costs no arithmetic. None where it cannot be
+    made (lazy or quantised parameters, objects that refuse to be copied)."""
+    memo: dict[int, Any] = {}
+    try:
+        for module in model.modules():
+            for name in _HOOK_DICTS:  # the user's hooks stay with the model
+                hooks = module.__dict__.get(name)
+                if isinstance(hooks, dict):
+                    memo[id(hooks)] = type(hooks)()
+            for tensor in (*module._parameters.values(), *module._buffers.values()):
+                if isinstance(tensor, torch.Tensor) and id(tensor) not in memo:
+                    meta = torch.empty_like(tensor, device="meta")
+                    memo[id(tensor)] = (
+                        nn.Parameter(meta, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
+                    )
+        return copy.deepcopy(model, memo)
+    except Exception:  # noqa: BLE001 - no copy: the caller runs the model itself
+        return None
+
+
+def _zeros_pass(
+    model: nn.Module, layer: str, input_shape: tuple[int, ...], layouts: bool
+) -> tuple[_Capture, nn.Module]:
+    """What one pass of an all-zeros input shows of the layer (``_capture``), and the model that ran
+    it: a meta copy (no arithmetic) where that runs the whole pass, else the model itself (models
+    whose control flow reads tensor values, tensors kept outside parameters and buffers)."""
+    _, dtype = _device_dtype(model)
+    shaper = _meta_copy(model)
+    if shaper is not None and _device_dtype(shaper)[0].type == "meta":
+        try:
+            with torch.no_grad():
+                zeros = torch.zeros((1, *input_shape), device="meta", dtype=dtype)
+                found = _capture(shaper, layer, zeros, stop=False, layouts=layouts)
+        except Exception:  # noqa: BLE001 - run the model itself, which raises what is to be raised
+            found = None
+        if found is not None and found.complete:
+            return found, shaper
+    device, dtype = _device_dtype(model)
+    with torch.no_grad():
+        zeros = torch.zeros((1, *input_shape), device=device, dtype=dtype)
+        return _capture(model, layer, zeros, stop=False, layouts=layouts), model
+
+
 def _layout_from_sizes(model, layer, input_shape, output) -> str | None:
     """The layout, read off which output axes grow with the input (doubled); None when unclear."""
     device, dtype = _device_dtype(model)
@@ -585,8 +1004,11 @@ def _parse_layout(layout: str) -> tuple[str, int | None]:
     return text, None
 
 
-def _choose_layout(model, layer, input_shape, found: _Capture, layout: str) -> str:
-    """The layout to read the layer's output with; refuses what cannot be told (see the module docstring)."""
+def _choose_layout(model, layer, input_shape, found: _Capture, layout: str, shaper: nn.Module | None = None) -> str:
+    """The layout to read the layer's output with; refuses what cannot be told (see the module docstring).
+
+    ``shaper``: a meta copy of the model (``_zeros_pass``) to try the size test on first.
+    """
     output = found.output
     shape = tuple(output.shape)
     if output.ndim not in (3, 4):
@@ -595,7 +1017,9 @@ def _choose_layout(model, layer, input_shape, found: _Capture, layout: str) -> s
             "(batch, H, W, C) or (batch, C, L), or tokens (batch, T, D); fully connected units see the whole stimulus"
         )
     if layout == "auto":
-        layout = found.layout or _layout_from_sizes(model, layer, input_shape, output)
+        layout = found.layout
+        for sizer in (shaper, model) if shaper is not None and shaper is not model else (model,):
+            layout = layout or _layout_from_sizes(sizer, layer, input_shape, output)
         if layout is None or output.ndim not in _LAYOUT_NDIM[layout]:
             raise ValueError(
                 f"cannot tell how the output of layer {layer!r} ({type(find_layer(model, layer)).__name__}, "
@@ -751,7 +1175,7 @@ def receptive_field(
     input_shape
         (C, H, W) or (C, L) of one stimulus.
     method
-        ``"exact"`` (fx path walk, channels-first maps only; error where it does not apply),
+        ``"exact"`` (fx graph walk, channels-first maps only; error where it does not apply),
         ``"gradient"`` (measured), or ``"auto"``: exact where possible, measured otherwise (see the
         module docstring).
     layout
@@ -795,17 +1219,14 @@ def receptive_field(
     modes = {name: module.training for name, module in model.named_modules()}
     model.eval()
     try:
-        device, dtype = _device_dtype(model)
-        with torch.no_grad():
-            zeros = torch.zeros((1, *input_shape), device=device, dtype=dtype)
-            found = _capture(model, layer, zeros, stop=False, layouts=layout == "auto")
+        found, shaper = _zeros_pass(model, layer, input_shape, layouts=layout == "auto")
         if call is None and found.calls > 1:
             calls = ", ".join(f"'{layer}#{k}'" for k in range(1, found.calls + 1))
             raise ValueError(
                 f"module {layer!r} runs {found.calls}{'' if found.complete else '+'} times per forward pass; "
                 f"name one call: {calls}"
             )
-        layout = _choose_layout(model, layer, input_shape, found, layout)
+        layout = _choose_layout(model, layer, input_shape, found, layout, shaper)
         image_hw = ((1,) + input_shape[1:])[-2:]
         patch, grid, n_extra = (None, None), (0, 0), 0
         if layout == "tokens":
@@ -823,8 +1244,17 @@ def receptive_field(
             try:
                 if layout != "channels_first":
                     raise _NotExact(f"the path walk covers channels-first maps only, not {layout}")
-                steps = _exact_geometry(model, base, call or 1)
-                size, stride, start = _compose(steps, len(steps[0]) if steps else len(input_shape) - 1)
+                try:  # shapes from the meta copy where there is one, else from the model
+                    field, shape = _exact_field(shaper, base, call or 1, input_shape, *_device_dtype(shaper))
+                except _GraphFails:
+                    if shaper is model:
+                        raise
+                    field, shape = _exact_field(model, base, call or 1, input_shape, *_device_dtype(model))
+                if ((1,) + shape)[-2:] != tuple(map_shape):
+                    raise _NotExact(f"the traced graph gives a {shape} map, the model a {tuple(map_shape)} one")
+                if len(field) == 1:  # 1-d maps are read as one row
+                    field = ((1, 1, 0), *field)
+                size, stride, start = (tuple(f[i] for f in field) for i in range(3))
                 return ReceptiveField(layer, size=size, stride=stride, start=start, method="exact", **made)
             except _NotExact as err:
                 reasons.append(f"exact: {err}")
