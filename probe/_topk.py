@@ -15,8 +15,10 @@ whatever the batch order, batch size or device. Values are ranked in float32.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -107,6 +109,14 @@ class TopKResult:
     def n_units(self) -> int:
         """Number of units (channels, token dimensions or neurons)."""
         return int(max(self.top_values.shape[0], self.bottom_values.shape[0]))
+
+    def select(self, units: Sequence[int] | np.ndarray) -> "TopKResult":
+        """The result for these units only, in this order (row i is unit ``units[i]``)."""
+        units = np.asarray(units, dtype=np.int64)
+        picked = {name: getattr(self, name)[units] for name in
+                  ("top_values", "top_stimulus", "top_position", "bottom_values", "bottom_stimulus", "bottom_position")}
+        pooled = None if self.pooled is None else self.pooled[:, units]
+        return dataclasses.replace(self, **picked, pooled=pooled)
 
     def coordinates(self, which: Literal["top", "bottom"] = "top") -> tuple[np.ndarray, np.ndarray]:
         """Map coordinates (y, x) of the kept entries, arrays of shape (n_units, k).

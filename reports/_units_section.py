@@ -113,7 +113,7 @@ def _histograms(panels: list[tuple[str, Any, np.ndarray]]) -> str | None:
         if result.k:
             thresholds = result.topk.top_values[chosen, -1]
             ax.vlines(thresholds, -np.arange(chosen.size), -np.arange(chosen.size) + 0.9, colors="k", linestyles="--", linewidth=0.8)
-        ax.set_yticks(-np.arange(chosen.size), [f"unit {u}" for u in chosen], fontsize=7)
+        ax.set_yticks(-np.arange(chosen.size), [f"unit {u}" for u in _names(result, chosen)], fontsize=7)
         ax.tick_params(axis="x", labelsize=7)
         ax.set_title(title, fontsize=8)
         ax.set_xlabel(f"{result.topk.pool} response per stimulus", fontsize=7)
@@ -124,8 +124,13 @@ def _histograms(panels: list[tuple[str, Any, np.ndarray]]) -> str | None:
     return figure_to_data_uri(fig)
 
 
+def _names(result: Any, chosen: np.ndarray) -> np.ndarray:
+    """The layer's unit indices of the chosen rows (a result may cover some units only)."""
+    return result.unit_names(chosen) if hasattr(result, "unit_names") else chosen
+
+
 def _unit_table(result: Any, chosen: np.ndarray):
-    frame = pd.DataFrame({"unit": chosen})
+    frame = pd.DataFrame({"unit": _names(result, chosen)})
     if result.k:
         frame["top value"] = result.topk.top_values[chosen, 0]
     if result.topk.bottom_values.size:
@@ -191,7 +196,7 @@ def units_section(
     cards, panels = [], []
     for card_title, result in results.items():
         chosen = result.select_units(units, n_units, seed)
-        order = ", ".join(str(u) for u in chosen)
+        order = ", ".join(str(u) for u in _names(result, chosen))
         card = {
             "title": card_title,
             "field": _field_text(result),

@@ -62,3 +62,21 @@ def test_transfer_analysis_refuses_unlabelled_stimuli_and_drops_budgets_it_canno
     ctx.labels = np.full(40, -1)
     with pytest.raises(ValueError, match="labelled"):
         transfer_analysis(ctx)
+
+
+def test_selected_units_keep_their_layer_indices_through_the_crops():
+    from analyses import top_patches
+
+    model = _net()
+    data = torch.utils.data.TensorDataset(torch.randn(20, 1, 8, 8), torch.arange(20) % 2)
+    topk, labels = record_topk(model, data, ["3"], k=2, device="cpu", progress=False)
+    full = topk["3"]
+    part = full.select([4, 1])
+    np.testing.assert_array_equal(part.top_values, full.top_values[[4, 1]])
+    np.testing.assert_array_equal(part.pooled, full.pooled[:, [4, 1]])
+    assert part.n_units == 2
+    patches = top_patches(model, data, part, labels=labels)
+    patches.unit_ids = np.array([4, 1])
+    frame = patches.to_frame()
+    assert sorted(frame["unit"].unique()) == [1, 4]
+    np.testing.assert_array_equal(frame[frame["unit"] == 4]["value"], full.top_values[4])

@@ -9,7 +9,7 @@ import pandas as pd
 
 from torch.utils.data import Subset
 
-from analyses import top_patches
+from analyses import class_selectivity, top_patches
 from probe.study._context import StudyContext
 from probe.study._top_patches import record_top_patches, record_topk
 from probe.study._topk_cache import cached_topk
@@ -107,13 +107,25 @@ def _topk(ctx: StudyContext, name: str, layers: list[str], *, k: int, bottom_k: 
     return topk, labels
 
 
+def _shown_units(topk: Any, labels: np.ndarray, n_units: int) -> np.ndarray:
+    """The units a card shows, chosen before cropping (a deep layer's crops of every unit would take
+    gigabytes): the most class-selective when the stimuli are labelled, else the strongest."""
+    labels = np.asarray(labels)
+    if topk.pooled is not None and (labels >= 0).all() and len(np.unique(labels)) > 1:
+        score = class_selectivity(topk.pooled, labels).index
+    else:
+        score = topk.top_values[:, 0] if topk.top_values.size else -topk.bottom_values[:, 0]
+    return np.sort(np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")[:n_units])
+
+
 def units_analysis(
     ctx: StudyContext, *, k: int = 9, bottom_k: int = 0, n_units: int = 8, layers: str | Sequence[str] = "auto"
 ) -> list[Section]:
     """Top-k (and bottom-k) stimuli of the units of each model's map layers, cropped to their exact
-    receptive fields (``record_top_patches``: one streaming pass per model).
+    receptive fields: one streaming pass per model (through the study's cache), then the crops of the
+    ``n_units`` shown units of each layer (the most class-selective, or the strongest).
 
-    The table ``units`` holds one row per model, layer, unit and rank.
+    The table ``units`` holds one row per model, layer, shown unit (its index in the layer) and rank.
     """
     results, frames, left_out, no_field = {}, [], [], []
     for name, model in ctx.models.items():
@@ -124,11 +136,13 @@ def units_analysis(
         stimuli = ctx.stimuli[name]
         topk, labels = _topk(ctx, name, chosen, k=min(k, len(stimuli)), bottom_k=min(bottom_k, len(stimuli)))
         for layer, result in topk.items():  # one layer at a time: a field that cannot be mapped skips only it
+            shown = _shown_units(result, labels, n_units)
             try:
-                patches = top_patches(model, stimuli, result, labels=labels)
+                patches = top_patches(model, stimuli, result.select(shown), labels=labels)
             except ValueError as err:
                 no_field.append(f"{name} · {layer} ({str(err).split(';')[0]})")
                 continue
+            patches.unit_ids = shown
             results[f"{name} · {layer}"] = patches
             frames.append(patches.to_frame().assign(model=name, layer=layer))
     if not results:
