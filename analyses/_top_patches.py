@@ -200,15 +200,14 @@ class TopPatches:
         What the crops show when it is not simply each entry's receptive field at its position, for a
         caption: tokens (their patch, or the whole stimulus after attention), whole-stimulus fields;
         None otherwise.
-    unit_ids
-        The layer's index of each row's unit when the result covers some units only (made from
-        ``TopKResult.select(units)``; set it after ``top_patches``); None: row i is unit i.
     """
 
     def unit_names(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
-        """The layer's unit indices of these rows (``unit_ids`` where set)."""
+        """The layer's unit indices of these rows: themselves, unless the result covers some units only
+        (made from ``TopKResult.select(units)``)."""
         rows = np.asarray(rows, dtype=np.int64)
-        return rows if self.unit_ids is None else np.asarray(self.unit_ids)[rows]
+        ids = getattr(self.topk, "unit_ids", None)
+        return rows if ids is None else np.asarray(ids)[rows]
 
     layer: str
     topk: Any
@@ -224,7 +223,6 @@ class TopPatches:
     class_names: tuple[str, ...] | None = None
     max_recheck_error: float = 0.0
     field_note: str | None = None
-    unit_ids: np.ndarray | None = None
 
     @property
     def n_units(self) -> int:
@@ -247,7 +245,6 @@ class TopPatches:
         boxes = np.concatenate([b.reshape(-1, 4) for b in (self.boxes, self.bottom_boxes) if b.size])
         frame[["top", "left", "bottom", "right"]] = boxes
         frame["label"] = self.labels[frame["stimulus"].to_numpy()]
-        frame["unit"] = self.unit_names(frame["unit"].to_numpy())
         return frame
 
     def select_units(
@@ -464,7 +461,8 @@ def _recheck(model, stimuli, layer, result, device, source_layout, max_stimuli: 
             position.append(getattr(result, f"{which}_position")[:, 0])
             values.append(kept[:, 0])
     stimulus, position, values = (np.concatenate(a) for a in (stimulus, position, values))
-    units = np.tile(np.arange(result.n_units), len(stimulus) // result.n_units)
+    rows = np.arange(result.n_units) if getattr(result, "unit_ids", None) is None else np.asarray(result.unit_ids)
+    units = np.tile(rows, len(stimulus) // result.n_units)  # the layer's channel of each row
     unique = np.unique(stimulus)[:max_stimuli]
     checked = np.isin(stimulus, unique)
     with torch.inference_mode():

@@ -88,6 +88,9 @@ class TopKResult:
         ``"channels-last"`` (batch, H, W, C: positions are still (y, x) on the H x W map),
         ``"tokens"``, ``"tokens+N"`` (N prefix tokens come first among the positions) or
         ``"vector"``; "" when unknown.
+    unit_ids
+        The layer's index of each row's unit when the result covers some units only (``select``);
+        None: row i is unit i.
     """
 
     layer: str
@@ -104,6 +107,7 @@ class TopKResult:
     bottom_position: np.ndarray
     pooled: np.ndarray | None = field(default=None, repr=False)
     source_layout: str = ""
+    unit_ids: np.ndarray | None = None
 
     @property
     def n_units(self) -> int:
@@ -116,7 +120,8 @@ class TopKResult:
         picked = {name: getattr(self, name)[units] for name in
                   ("top_values", "top_stimulus", "top_position", "bottom_values", "bottom_stimulus", "bottom_position")}
         pooled = None if self.pooled is None else self.pooled[:, units]
-        return dataclasses.replace(self, **picked, pooled=pooled)
+        unit_ids = units if self.unit_ids is None else np.asarray(self.unit_ids)[units]
+        return dataclasses.replace(self, **picked, pooled=pooled, unit_ids=unit_ids)
 
     def coordinates(self, which: Literal["top", "bottom"] = "top") -> tuple[np.ndarray, np.ndarray]:
         """Map coordinates (y, x) of the kept entries, arrays of shape (n_units, k).
@@ -141,7 +146,7 @@ class TopKResult:
                 pd.DataFrame(
                     {
                         "layer": self.layer,
-                        "unit": np.repeat(np.arange(n_units), k),
+                        "unit": np.repeat(self.unit_ids if self.unit_ids is not None else np.arange(n_units), k),
                         "kind": kind,
                         "rank": np.tile(np.arange(k), n_units),
                         "stimulus": getattr(self, f"{kind}_stimulus").ravel(),

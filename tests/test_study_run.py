@@ -221,3 +221,17 @@ def test_init_study_writes_a_template_that_refuses_to_overwrite(tmp_path, capsys
     assert "[[models]]" in path.read_text()
     assert main(["init-study", str(path)]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_a_model_without_weights_is_the_same_in_every_run(two_runs):
+    first, second, _, _ = two_runs
+    extended_name = "second net"  # a factory without weights (test_adding_a_model_records_only_it)
+    assert extended_name not in first.recordings  # the plain study has weights for every model
+    study_a = Study.from_dict({"data": {"dataset": "digits", "limit": 20},
+                               "models": [{"name": "random cnn", "arch": "cnn"}],
+                               "analyses": {"layers": {}}}, out=first.out.parent / "random")
+    one = study_a.run(progress=False, device="cpu")
+    two = Study.from_dict({"data": {"dataset": "digits", "limit": 20},
+                           "models": [{"name": "random cnn", "arch": "cnn"}],
+                           "analyses": {"layers": {}}}, out=first.out.parent / "random").run(progress=False, device="cpu")
+    assert one.recorded["random cnn"] and two.recorded["random cnn"] == []

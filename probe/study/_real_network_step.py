@@ -36,11 +36,12 @@ NETWORK = "efficientnet-lite0"
 INSTALL = 'pip install "neuroprobe[demo]"'
 
 # (card title, layer): the stem, then an early, a middle and a late block of the seven. Quick mode
-# shows the stem and the early block (each field is measured with gradients, deeper ones take seconds).
+# shows the stem only (each field is measured with gradients: timm's TF-style "same" padding cannot be
+# traced for the exact field, and deeper blocks take seconds).
 UNIT_LAYERS: dict[bool, tuple[tuple[str, str], ...]] = {
     False: (("stem · conv_stem", "conv_stem"), ("early · blocks.1", "blocks.1"), ("middle · blocks.3", "blocks.3"),
             ("late · blocks.5", "blocks.5")),
-    True: (("stem · conv_stem", "conv_stem"), ("early · blocks.1", "blocks.1")),
+    True: (("stem · conv_stem", "conv_stem"),),
 }
 # The network's stages in order, for the CKA map; global_pool is the representation a probe reads.
 SIMILARITY_LAYERS = ("bn1", *(f"blocks.{i}" for i in range(7)), "conv_head", "global_pool")

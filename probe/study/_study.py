@@ -18,18 +18,21 @@ The demo's analyses are these same steps (``probe.study._demo``).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import platform
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 from torch.utils.data import Subset
 
@@ -37,27 +40,31 @@ import zoo
 from probe import resolve_layers
 from probe.study._cache import RecordingCache
 from probe.study._context import StudyContext
-from probe.study._layers_step import layers_analysis
-from probe.study._similarity_step import similarity_analysis
 from probe.study._spec import StudySpec, StudySpecError
-from probe.study._subspaces_step import subspaces_analysis
-from probe.study._summary_step import summary_analysis
-from probe.study._transfer_step import transfer_analysis
-from probe.study._units_step import units_analysis
-from reports import Report, Section, render_fragment, table_html
 from zoo._io import atomic_write_text
 
-__all__ = ["ANALYSIS_STEPS", "Study", "StudyResult", "default_layers"]
+if TYPE_CHECKING:
+    from reports import Section
 
-# Analysis name -> step (ctx, **options) -> sections. They run in this order, whatever the file's.
-ANALYSIS_STEPS: dict[str, Callable[..., list[Section]]] = {
-    "summary": summary_analysis,
-    "layers": layers_analysis,
-    "similarity": similarity_analysis,
-    "units": units_analysis,
-    "subspaces": subspaces_analysis,
-    "transfer": transfer_analysis,
+__all__ = ["ANALYSIS_STEPS", "Study", "StudyResult", "analysis_step", "default_layers"]
+
+# Analysis name -> "module:function" of its step (ctx, **options) -> sections. They run in this order,
+# whatever the file's. The steps (and the analyses and reports they import) load only once the models
+# and their layers are checked, so that a wrong name is reported in seconds.
+ANALYSIS_STEPS: dict[str, str] = {
+    "summary": "probe.study._summary_step:summary_analysis",
+    "layers": "probe.study._layers_step:layers_analysis",
+    "similarity": "probe.study._similarity_step:similarity_analysis",
+    "units": "probe.study._units_step:units_analysis",
+    "subspaces": "probe.study._subspaces_step:subspaces_analysis",
+    "transfer": "probe.study._transfer_step:transfer_analysis",
 }
+
+
+def analysis_step(name: str) -> Callable[..., list["Section"]]:
+    """The step function of the analysis ``name`` (a key of ``ANALYSIS_STEPS``)."""
+    module, _, function = ANALYSIS_STEPS[name].partition(":")
+    return getattr(importlib.import_module(module), function)
 
 # Modules whose output is their input (or noise on it) tell nothing a neighbour does not.
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -155,7 +162,7 @@ class Study:
             _status(ctx, f"analysis {name}")
             started = time.perf_counter()
             try:
-                sections += ANALYSIS_STEPS[name](ctx, **options)
+                sections += analysis_step(name)(ctx, **options)
             except (ValueError, KeyError) as err:  # one analysis that does not apply must not lose the others
                 failed[name] = err.args[0] if err.args else str(err)
                 print(f"study: analysis {name!r} left out: {failed[name]}", file=sys.stderr)
@@ -238,27 +245,33 @@ def _check_fits(name: str, model: nn.Module, stimuli: Any) -> None:
 
 
 def _prepare(spec: StudySpec, ctx: StudyContext) -> None:
-    """Load the stimuli and every model and resolve its layers: every name is checked before recording."""
-    stimuli = _load_stimuli(spec, ctx)
-    problems = []
+    """Build every model and resolve its layers, then load the stimuli: every name is checked before
+    any data is read or anything recorded."""
+    problems, layers_by_model = [], {}
     for index, entry in enumerate(spec.models):
         _status(ctx, f"loading model {entry.name!r} ({entry.spec})")
+        # a model without weights (a factory's, or an architecture's random init) is the same in every
+        # run: seeded by the study's seed and its name, so adding another model changes nothing here
+        torch.manual_seed(spec.seed + zlib.crc32(entry.name.encode()))
         model = zoo.load_model(entry.spec, weights=entry.weights, device=ctx.device).eval()
         try:
-            layers = default_layers(model) if entry.layers == "auto" else resolve_layers(model, list(entry.layers))
+            layers_by_model[entry.name] = (
+                default_layers(model) if entry.layers == "auto" else resolve_layers(model, list(entry.layers)))
         except (KeyError, ValueError) as err:
             problems.append(f"models[{index}].layers (model {entry.name!r}): {err.args[0] if err.args else err}")
-            continue
-        _check_fits(entry.name, model, stimuli)
         ctx.models[entry.name] = model
+    if problems:
+        raise StudySpecError("\n".join(problems))
+    stimuli = _load_stimuli(spec, ctx)
+    for entry in spec.models:
+        model = ctx.models[entry.name]
+        _check_fits(entry.name, model, stimuli)
         ctx.stimuli[entry.name] = zoo.prepare_for(model, stimuli)
-        ctx.results.setdefault("layers_by_model", {})[entry.name] = layers
+        ctx.results.setdefault("layers_by_model", {})[entry.name] = layers_by_model[entry.name]
         ctx.results.setdefault("sources", {})[entry.name] = {"source": entry.source, "spec": entry.spec,
                                                               "weights": entry.weights}
         if entry.source == "run":
             ctx.run_dirs[entry.name] = Path(entry.spec)
-    if problems:
-        raise StudySpecError("\n".join(problems))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,7 +319,9 @@ def _versions() -> dict[str, str]:
 
 
 def _provenance(spec: StudySpec, ctx: StudyContext, failed: dict[str, str], recorded: dict[str, list[str]],
-                versions: dict[str, str]) -> Section:
+                versions: dict[str, str]) -> "Section":
+    from reports import Section, render_fragment, table_html
+
     rows = [{"model": name, "layers recorded by this run": ", ".join(recorded.get(name, [])) or "none",
              "layers read from the cache": ", ".join(ctx.from_cache.get(name, [])) or "none"}
             for name in ctx.models]
@@ -322,8 +337,10 @@ def _provenance(spec: StudySpec, ctx: StudyContext, failed: dict[str, str], reco
     return Section("Reproducibility", body, summary=f"{n_cached} of {n_total} layer recordings came from the cache")
 
 
-def _write(spec: StudySpec, ctx: StudyContext, sections: list[Section], failed: dict[str, str],
+def _write(spec: StudySpec, ctx: StudyContext, sections: list["Section"], failed: dict[str, str],
            recorded: dict[str, list[str]], timings: dict[str, float]) -> Path:
+    from reports import Report, Section, render_fragment
+
     _status(ctx, f"writing the report and tables to {spec.out}")
     spec.out.mkdir(parents=True, exist_ok=True)
     for name, frame in ctx.tables.items():

@@ -27,7 +27,8 @@ from zoo._io import atomic_write_bytes
 __all__ = ["cached_topk"]
 
 TOPK_CACHE_VERSION = 1
-_ARRAYS = ("top_values", "top_stimulus", "top_position", "bottom_values", "bottom_stimulus", "bottom_position", "pooled")
+_ARRAYS = ("top_values", "top_stimulus", "top_position", "bottom_values", "bottom_stimulus", "bottom_position", "pooled",
+           "unit_ids")
 
 
 def _key(model_key: str, data_key: str, layer: str, options: dict[str, Any]) -> str:

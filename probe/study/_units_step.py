@@ -142,7 +142,6 @@ def units_analysis(
             except ValueError as err:
                 no_field.append(f"{name} · {layer} ({str(err).split(';')[0]})")
                 continue
-            patches.unit_ids = shown
             results[f"{name} · {layer}"] = patches
             frames.append(patches.to_frame().assign(model=name, layer=layer))
     if not results:
