@@ -18,13 +18,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what static tools and readers see; at run time each name loads on first use
-    from probe._layers import describe_layers, resolve_layers
-    from probe._layouts import LAYOUTS, Layout
-    from probe._record import record
-    from probe._recording import Recording
-    from probe._reducers import REDUCTIONS, Moments, MomentsReducer, Reduction
-    from probe._topk import TopK, TopKResult
-    from zoo._reducer import MultiLayerReducer, Reducer
+    from probe._layers import describe_layers, resolve_layers  # noqa: F401
+    from probe._layouts import LAYOUTS, Layout  # noqa: F401
+    from probe._record import record  # noqa: F401
+    from probe._recording import Recording  # noqa: F401
+    from probe._reducers import REDUCTIONS, Moments, MomentsReducer, Reduction  # noqa: F401
+    from probe._topk import TopK, TopKResult  # noqa: F401
+    from zoo._reducer import MultiLayerReducer, Reducer  # noqa: F401
 
 # public name -> the module that defines it
 _EXPORTS = {

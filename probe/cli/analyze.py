@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     result = study.run(progress=not args.no_progress, device=args.device)
     for model in result.recordings:
         recorded, cached = result.recorded.get(model, []), result.from_cache.get(model, [])
-        print(f"  {model:<20} {len(recorded)} layers recorded, {len(cached)} read from the cache")
+        print(f"  {model:<20} {len(recorded)} recorded, {len(cached)} read from the cache (layers and top-k passes)")
     for name, reason in result.failed.items():
         print(f"  left out: {name} ({reason})")
     print(f"report: {result.report}")

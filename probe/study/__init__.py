@@ -16,13 +16,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what static tools and readers see; at run time each name loads on first use
-    from probe.study._context import DemoContext, StudyContext
-    from probe.study._demo import DEMO_STEPS, run_demo
-    from probe.study._spec import StudySpec, StudySpecError
-    from probe.study._study import ANALYSIS_STEPS, Study, StudyResult, default_layers
-    from probe.study._template import STUDY_TEMPLATE, write_template
-    from probe.study._top_patches import record_top_patches
-    from probe.study._transfer_experiments import (
+    from probe.study._context import DemoContext, StudyContext  # noqa: F401
+    from probe.study._demo import DEMO_STEPS, run_demo  # noqa: F401
+    from probe.study._spec import StudySpec, StudySpecError  # noqa: F401
+    from probe.study._study import ANALYSIS_STEPS, Study, StudyResult, default_layers  # noqa: F401
+    from probe.study._template import STUDY_TEMPLATE, write_template  # noqa: F401
+    from probe.study._top_patches import record_top_patches  # noqa: F401
+    from probe.study._transfer_experiments import (  # noqa: F401
         ClassSplitTransfer,
         MaskRatioSweep,
         class_split_transfer,

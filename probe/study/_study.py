@@ -216,11 +216,8 @@ def _labels(dataset: Any) -> np.ndarray:
 
 def _load_stimuli(spec: StudySpec, ctx: StudyContext) -> Any:
     data = spec.data
-    split = data.split
-    if data.dataset.startswith("imagefolder:") and not (Path(data.dataset.split(":", 1)[1]) / split).is_dir():
-        split = "train"  # a plain folder of class sub-folders has no splits: its images are the stimuli
-    _status(ctx, f"loading {data.dataset}" + (f" ({split})" if split == data.split else ""))
-    dataset = zoo.load_dataset(data.dataset, split=split, **data.options)
+    _status(ctx, f"loading {data.dataset} ({data.split})")
+    dataset = zoo.load_dataset(data.dataset, split=data.split, **data.options)
     rows = np.arange(len(dataset))
     if data.limit is not None and data.limit < len(dataset):
         rows = np.sort(np.random.default_rng(data.seed).permutation(len(dataset))[: data.limit])
