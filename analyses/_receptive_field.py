@@ -393,10 +393,22 @@ def _call_of(node: Any, base: str) -> int | None:
     return None
 
 
+# timm's TensorFlow-style "same" convolutions and pools pad by an amount computed from the input's
+# size, which torch.fx cannot trace through: they are traced as single operations instead, whose
+# padding the walk computes from the shape of their input (``_FieldWalk.same_padding``).
+_SAME_PADDING_CLASSES = frozenset({"Conv2dSame", "MaxPool2dSame"})
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return type(module).__name__ in _SAME_PADDING_CLASSES or super().is_leaf_module(module, qualified_name)
+
+
 def _trace_target(model: nn.Module, base: str, call: int) -> tuple[torch.fx.GraphModule, list[Any], Any]:
     """(graph module, its nodes, the fx node whose output is the ``call``-th call of module ``base``)."""
     try:
-        graph_module = torch.fx.symbolic_trace(model)
+        tracer = _Tracer()
+        graph_module = torch.fx.GraphModule(model, tracer.trace(model))
     except Exception as err:  # noqa: BLE001 - any tracing failure means "measure instead"
         raise _NotExact(f"torch.fx cannot trace the model ({type(err).__name__}: {err})") from None
     nodes = list(graph_module.graph.nodes)
@@ -517,6 +529,17 @@ class _FieldWalk:
             raise _NotExact(f"{node.name!r} merges maps of different strides ({a[1]} and {b[1]} px)")
         start = min(a[2], b[2])
         return (max(a[2] + a[0], b[2] + b[0]) - start, a[1], start)
+
+    def same_padding(self, node: Any, sources: list[Any], module: nn.Module) -> Geometry:
+        """The geometry of a TensorFlow-style "same" convolution or pool (timm's ``Conv2dSame``,
+        ``MaxPool2dSame``) on its input: the total pad makes ceil(size / stride) positions, and the
+        left/top part of it is the smaller half."""
+        sizes = self.spatial(self.only_source(node, sources))
+        kernel, stride, dilation = (_pair(getattr(module, name, 1), self.n_axes)
+                                    for name in ("kernel_size", "stride", "dilation"))
+        left = tuple(max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0) // 2
+                     for n, k, s, d in zip(sizes, kernel, stride, dilation))
+        return _conv_axes(kernel, stride, left, dilation, self.n_axes)
 
     # -- rules
 
@@ -643,6 +666,8 @@ class _FieldWalk:
                 return self.adaptive(node, sources, out)
             if kind in _PAD_MODULES:
                 return self.pad(node, sources, module.padding, out)
+            if kind.__name__ in _SAME_PADDING_CLASSES:
+                return self.geometry(node, sources, self.same_padding(node, sources, module), out)
             raise _NotExact(f"module {target!r} ({kind.__name__}) has no known geometry")
         if op == "call_function":
             if target in _GEOMETRY_FUNCTIONS:
@@ -727,7 +752,15 @@ def _exact_field(
             for source in node.all_input_nodes:  # free what no later node reads
                 if last_use.get(source) is node:
                     walk.values.pop(source, None)
-    return walk.fields[target], walk.spatial(target)
+    shape = walk.spatial(target)
+    # an axis along which every position's box holds the whole input is the whole input (as measured),
+    # not a box many times the image's size
+    field = tuple(
+        (walk.extent[axis], 0, 0) if stride and start + (n - 1) * stride <= 0 and start + size >= walk.extent[axis]
+        else (size, stride, start)
+        for axis, ((size, stride, start), n) in enumerate(zip(walk.fields[target], shape))
+    )
+    return field, shape
 
 
 # ----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
+from analyses._memory import check_memory
 from analyses._receptive_field import (
     IrregularFieldError,
     ReceptiveField,
@@ -581,6 +582,12 @@ def _second_pass(model, stimuli, layer, result, labels, patch_size, field_method
         field_, note = _token_field(model, layer, tuple(first_image.shape), result.map_shape[0], patch_size)
     boxes, size = _boxes(result, field_, image_hw, "top")
     bottom_boxes, _ = _boxes(result, field_, image_hw, "bottom")
+    channels = int(first_image.shape[0]) if first_image.ndim == 3 else 1
+    entries = result.top_stimulus.size + result.bottom_stimulus.size
+    check_memory(entries * (channels * 4 + 1) * int(np.prod(size)),
+                 f"analyses.top_patches on layer {layer!r} ({result.n_units} units, {entries} crops of "
+                 f"{size[0]}x{size[1]} px)",
+                 "crop some units only: top_patches(model, data, topk.select(units)), or a smaller k")
     patches, masks = _render(stimuli, result.top_stimulus, boxes, size)
     bottom_patches, bottom_masks = _render(stimuli, result.bottom_stimulus, bottom_boxes, size)
 

@@ -300,3 +300,34 @@ def test_models_the_meta_copy_cannot_run_and_user_hooks():
     residual.layer1.register_forward_hook(lambda module, args, output: seen.append(output.device.type))
     receptive_field(residual, "layer1", (3, 64, 64), method="exact")
     assert "meta" not in seen
+
+
+def test_tensorflow_same_padding_is_exact_and_equals_measured():
+    timm = pytest.importorskip("timm", reason="timm is not installed: pip install timm")
+    torch.manual_seed(0)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()  # Conv2dSame: size-dependent pad
+    for layer in ("conv_stem", "blocks.1"):
+        exact = receptive_field(model, layer, (3, 96, 96), method="exact")
+        measured = receptive_field(model, layer, (3, 96, 96), method="gradient")
+        assert (exact.size, exact.stride, exact.start) == (measured.size, measured.stride, measured.start)
+    assert receptive_field(model, "blocks.1", (3, 96, 96)).start == (-6, -6)  # TF puts the odd pad pixel last
+
+
+def test_a_field_that_holds_the_whole_input_at_every_position_is_the_whole_input():
+    net = nn.Sequential(nn.Conv2d(1, 2, 9, padding=4), nn.Conv2d(2, 2, 9, padding=4), nn.Conv2d(2, 2, 9, padding=4))
+    exact = receptive_field(net.eval(), "2", (1, 12, 12), method="exact")
+    measured = receptive_field(net, "2", (1, 12, 12), method="gradient")
+    assert exact.whole_input and measured.whole_input
+    assert exact.box(5, 5) == measured.box(5, 5) == (0, 0, 12, 12)
+
+
+def test_top_patches_refuses_crops_beyond_the_memory_limit():
+    import analyses
+    import probe
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 5), nn.ReLU()).eval()
+    data = torch.randn(12, 3, 32, 32)
+    rec = probe.record(net, data, ["1"], reducers={"topk": lambda: probe.TopK(4)}, device="cpu", progress=False)
+    with analyses.set_memory_limit("10KB"), pytest.raises(MemoryError, match="select"):
+        analyses.top_patches(net, data, rec.extras["topk"]["1"])
+    assert analyses.top_patches(net, data, rec.extras["topk"]["1"]).patches.shape == (8, 4, 3, 5, 5)
