@@ -79,3 +79,18 @@ def test_the_command_line_prints_the_shared_error(capsys, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert main(["train", "cnn", "--dataset", "digitz", "--out", "x"]) == 2
     assert "unknown dataset 'digitz'; did you mean 'digits'?" in capsys.readouterr().err
+
+
+def test_check_input_shape_names_both_shapes_and_the_callers_advice():
+    import torch
+
+    import zoo
+
+    model = torch.nn.Linear(2, 2)
+    model.config = {"input_shape": [1, 8, 8]}
+    digits = zoo.load_dataset("digits", split="test")
+    zoo.check_input_shape(model, digits, subject="x", advice="y")  # the same shape passes
+    model.config = {"input_shape": [3, 32, 32]}
+    with pytest.raises(ValueError, match=r"--dataset digits has images of shape \(1, 8, 8\), .*\(3, 32, 32\); use this"):
+        zoo.check_input_shape(model, digits, subject="--dataset digits", advice="use this")
+    zoo.check_input_shape(torch.nn.Linear(2, 2), digits, subject="x", advice="y")  # a model that does not say

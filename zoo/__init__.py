@@ -35,7 +35,7 @@ from zoo._io import (
 from zoo._load import load, load_state_dict_file, load_torchvision, load_weights
 from zoo._model_spec import load_model
 from zoo._names import UnknownNameError, unknown_name_error
-from zoo._preprocessing import Preprocessing, prepare_dataset, prepare_for
+from zoo._preprocessing import Preprocessing, check_input_shape, prepare_dataset, prepare_for
 from zoo._pretrained import (
     PretrainedEntry,
     list_pretrained,
@@ -119,6 +119,7 @@ __all__ = [
     "Preprocessing",
     "prepare_dataset",
     "prepare_for",
+    "check_input_shape",
     "CorruptFileError",
     "FolderLockedError",
     # foundations shared by every package

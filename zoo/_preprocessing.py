@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from zoo._data import ChannelNormalization, DatasetInfo
 
-__all__ = ["PreparedDataset", "Preprocessing", "prepare_dataset", "prepare_for"]
+__all__ = ["PreparedDataset", "Preprocessing", "check_input_shape", "prepare_dataset", "prepare_for"]
 
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
 _ANTIALIASED = ("bilinear", "bicubic")
@@ -230,6 +230,31 @@ def prepare_dataset(dataset: Dataset, preprocessing: Preprocessing | None, *, cr
 def prepare_for(model: nn.Module, dataset: Dataset, *, crop: bool = False) -> Dataset:
     """``prepare_dataset(dataset, model.preprocessing)``; the dataset unchanged when the model has none."""
     return prepare_dataset(dataset, getattr(model, "preprocessing", None), crop=crop)
+
+
+def check_input_shape(model: nn.Module, dataset: Dataset, *, subject: str, advice: str) -> None:
+    """Refuse a dataset whose images are not the shape a zoo model was built for (its
+    ``config["input_shape"]``); models that do not say, or datasets without ``info``, pass.
+
+    Parameters
+    ----------
+    subject
+        How the message names the dataset, e.g. ``"--dataset digits"``.
+    advice
+        What to do instead, in the caller's spelling (a flag, a key of a study file...).
+
+    Raises
+    ------
+    ValueError
+        Naming both shapes, then ``advice``.
+    """
+    expected = (getattr(model, "config", None) or {}).get("input_shape")
+    info = getattr(dataset, "info", None)
+    if expected is not None and info is not None and tuple(expected) != tuple(info.image_shape):
+        raise ValueError(
+            f"{subject} has images of shape {tuple(info.image_shape)}, but the model was built for {tuple(expected)}; "
+            f"{advice}"
+        )
 
 
 def _convertible(have: int, want: int) -> bool:

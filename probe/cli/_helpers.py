@@ -18,14 +18,13 @@ __all__ = [
     "DatasetChoice",
     "add_dataset_arguments",
     "add_model_arguments",
-    "check_model_fits_dataset",
     "choose_dataset",
     "flag_spelling",
+    "load_model_and_stimuli",
     "load_run_or_model",
     "parse_reduce",
     "parse_settings",
     "parser_flags",
-    "prepare_for_model",
     "run_dataset",
     "status",
     "verb_flags",
@@ -65,16 +64,6 @@ def load_run_or_model(
         raise ValueError(str(err)) from err  # a missing optional package: one line, as user errors are
 
 
-def prepare_for_model(model: nn.Module, dataset: Any) -> Any:
-    """The dataset resized and normalised as the model expects, when it says so (``model.preprocessing``)."""
-    import zoo
-
-    preprocessing = getattr(model, "preprocessing", None)
-    if not isinstance(preprocessing, zoo.Preprocessing) or getattr(dataset, "info", None) is None:
-        return dataset
-    return zoo.prepare_dataset(dataset, preprocessing)
-
-
 def add_model_arguments(parser: Any) -> None:
     """``--weights`` and ``--allow-download``, shared by the verbs that load a model."""
     parser.add_argument(
@@ -97,25 +86,6 @@ def parse_reduce(text: str, flag: str = "--reduce") -> Any:
         layer, mode = item.split("=", 1)
         reduce[layer.strip()] = mode.strip()
     return reduce
-
-
-def check_model_fits_dataset(model: nn.Module, dataset: Any, dataset_name: str) -> None:
-    """Refuse a dataset whose images are not the shape the model was built for (zoo models know theirs).
-
-    Raises
-    ------
-    ValueError
-        Naming both shapes and the ``--dataset`` to use instead.
-    """
-    expected = (getattr(model, "config", None) or {}).get("input_shape")
-    info = getattr(dataset, "info", None)
-    if expected is None or info is None:
-        return
-    if tuple(expected) != tuple(info.image_shape):
-        raise ValueError(
-            f"--dataset {dataset_name} has images of shape {tuple(info.image_shape)}, but the model was built for "
-            f"{tuple(expected)}; pass the --dataset it was trained on (its config.json names it)"
-        )
 
 
 def parse_settings(settings: list[str], flag: str = "--set") -> dict:
@@ -214,6 +184,25 @@ def _same_dataset(given: str, trained: str) -> bool:
     if given.startswith(image_folder) and trained.startswith(image_folder):
         return Path(given[len(image_folder):]).expanduser().resolve() == Path(trained[len(image_folder):])
     return False
+
+
+def load_model_and_stimuli(verb: str, run_or_model: str, args: Any, split: str, show: bool = True) -> tuple[Any, Any, DatasetChoice]:
+    """The model and its stimuli for a verb: ``--dataset`` or the run's own, resized and normalised as
+    the model expects (``zoo.prepare_for``), refused when a zoo model was built for another shape.
+
+    ``args`` carries ``weights``, ``allow_download``, ``dataset`` and ``dataset_options``; a status line
+    says what each step is doing. Returns ``(model, dataset, the dataset choice)``.
+    """
+    import zoo
+
+    stimuli = choose_dataset(run_or_model, args.dataset, args.dataset_options)
+    status(verb, f"loading the model {run_or_model} ...", show)
+    model = load_run_or_model(run_or_model, weights=args.weights, allow_download=args.allow_download)
+    status(verb, f"loading the stimuli: {stimuli.describe(split)} ...", show)
+    dataset = zoo.prepare_for(model, zoo.load_dataset(stimuli.name, split=split, **stimuli.options))
+    zoo.check_input_shape(model, dataset, subject=f"--dataset {stimuli.name}",
+                          advice="pass the --dataset it was trained on (its config.json names it)")
+    return model, dataset, stimuli
 
 
 # -- what the command line says ------------------------------------------------------------------

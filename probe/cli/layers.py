@@ -19,22 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    import zoo
     from probe import describe_layers
-    from probe.cli._helpers import (
-        check_model_fits_dataset,
-        choose_dataset,
-        load_run_or_model,
-        prepare_for_model,
-        status,
-    )
+    from probe.cli._helpers import load_model_and_stimuli, status
 
-    stimuli = choose_dataset(args.run_or_model, args.dataset, args.dataset_options)
-    status("layers", f"loading the model {args.run_or_model} ...")
-    model = load_run_or_model(args.run_or_model, weights=args.weights, allow_download=args.allow_download)
-    status("layers", f"loading the stimuli: {stimuli.describe('test')} ...")
-    dataset = prepare_for_model(model, zoo.load_dataset(stimuli.name, split="test", **stimuli.options))
-    check_model_fits_dataset(model, dataset, stimuli.name)
+    model, dataset, stimuli = load_model_and_stimuli("layers", args.run_or_model, args, "test")
     example = torch.stack([torch.as_tensor(dataset[i][0]) for i in range(min(2, len(dataset)))])
     device = next(iter(model.parameters()), torch.empty(0)).device
     layers = [name for name, _ in model.named_modules() if name] if args.all else None

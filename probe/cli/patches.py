@@ -53,13 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     import zoo
-    from probe.cli._helpers import (
-        check_model_fits_dataset,
-        choose_dataset,
-        load_run_or_model,
-        prepare_for_model,
-        status,
-    )
+    from probe.cli._helpers import load_model_and_stimuli, status
     from probe.study import record_top_patches
     from reports import save_unit_grids, unit_grid_paths
 
@@ -77,12 +71,7 @@ def run(args: argparse.Namespace) -> int:
             "pass --force to overwrite them, or choose another --out"
         )
     show = not args.no_progress
-    stimuli = choose_dataset(args.run_dir, args.dataset, args.dataset_options)
-    status("patches", f"loading the model {args.run_dir} ...", show)
-    model = load_run_or_model(args.run_dir, weights=args.weights, allow_download=args.allow_download)
-    status("patches", f"loading the stimuli: {stimuli.describe(args.split)} ...", show)
-    dataset = prepare_for_model(model, zoo.load_dataset(stimuli.name, split=args.split, **stimuli.options))
-    check_model_fits_dataset(model, dataset, stimuli.name)
+    model, dataset, _ = load_model_and_stimuli("patches", args.run_dir, args, args.split, show)
     status("patches", f"recording the top {args.k} stimuli per unit of {', '.join(args.layer)} ...", show)
     results = record_top_patches(
         model,

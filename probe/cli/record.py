@@ -34,24 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    import zoo
     from probe import record
-    from probe.cli._helpers import (
-        check_model_fits_dataset,
-        choose_dataset,
-        load_run_or_model,
-        parse_reduce,
-        prepare_for_model,
-        status,
-    )
+    from probe.cli._helpers import load_model_and_stimuli, parse_reduce, status
 
     show = not args.no_progress
-    stimuli = choose_dataset(args.run_dir, args.dataset, args.dataset_options)
-    status("record", f"loading the model {args.run_dir} ...", show)
-    model = load_run_or_model(args.run_dir, weights=args.weights, allow_download=args.allow_download)
-    status("record", f"loading the stimuli: {stimuli.describe(args.split)} ...", show)
-    dataset = prepare_for_model(model, zoo.load_dataset(stimuli.name, split=args.split, **stimuli.options))
-    check_model_fits_dataset(model, dataset, stimuli.name)
+    model, dataset, _ = load_model_and_stimuli("record", args.run_dir, args, args.split, show)
     if args.layers is None and not hasattr(model, "recordable_layers"):
         raise ValueError(f"{args.run_dir} has no recordable_layers(); name the layers with --layers (see `probe layers`)")
     layers = args.layers or model.recordable_layers()

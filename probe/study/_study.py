@@ -232,15 +232,6 @@ def _load_stimuli(spec: StudySpec, ctx: StudyContext) -> Any:
     return subset
 
 
-def _check_fits(name: str, model: nn.Module, stimuli: Any) -> None:
-    expected = (getattr(model, "config", None) or {}).get("input_shape")
-    info = getattr(stimuli, "info", None)
-    if expected is not None and info is not None and tuple(expected) != tuple(info.image_shape):
-        raise StudySpecError(f"model {name!r} was built for inputs of shape {tuple(expected)}, but the study's stimuli "
-                             f"have shape {tuple(info.image_shape)}; use the dataset it was trained on (its run folder's "
-                             "config.json names it)")
-
-
 def _prepare(spec: StudySpec, ctx: StudyContext) -> None:
     """Build every model and resolve its layers, then load the stimuli: every name is checked before
     any data is read or anything recorded."""
@@ -262,7 +253,12 @@ def _prepare(spec: StudySpec, ctx: StudyContext) -> None:
     stimuli = _load_stimuli(spec, ctx)
     for entry in spec.models:
         model = ctx.models[entry.name]
-        _check_fits(entry.name, model, stimuli)
+        try:
+            zoo.check_input_shape(model, stimuli, subject=f"the study's data ({spec.data.dataset})",
+                                  advice=f"model {entry.name!r} needs the dataset it was trained on (its run "
+                                  "folder's config.json names it)")
+        except ValueError as err:
+            raise StudySpecError(str(err)) from None
         ctx.stimuli[entry.name] = zoo.prepare_for(model, stimuli)
         ctx.results.setdefault("layers_by_model", {})[entry.name] = layers_by_model[entry.name]
         ctx.results.setdefault("sources", {})[entry.name] = {"source": entry.source, "spec": entry.spec,
