@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from probe.study import Study
 
-    study = Study(spec) if args.out is None else Study.from_file(args.study, out=args.out)
+    study = Study(spec, out=args.out)
     result = study.run(progress=not args.no_progress, device=args.device)
     for model in result.recordings:
         recorded, cached = result.recorded.get(model, []), result.from_cache.get(model, [])

@@ -35,6 +35,9 @@ class StudyContext:
         Models by display name, in eval mode.
     run_dirs
         The run folder of each model that has one, by the same names.
+    sources
+        Where each model of a study came from: ``source`` (run, arch, pretrained, factory), ``spec``
+        (its ``zoo.load_model`` spelling) and ``weights``.
     datasets
         Datasets by name and split, for example ``datasets["digits", "test"]``.
     stimuli
@@ -67,6 +70,7 @@ class StudyContext:
     progress: bool = True
     models: dict[str, torch.nn.Module] = field(default_factory=dict)
     run_dirs: dict[str, Path] = field(default_factory=dict)
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     datasets: dict[tuple[str, str], Any] = field(default_factory=dict)
     stimuli: dict[str, Any] = field(default_factory=dict)
     labels: np.ndarray | None = None

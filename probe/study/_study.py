@@ -17,6 +17,7 @@ The demo's analyses are these same steps (``probe.study._demo``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -117,25 +118,19 @@ class Study:
     >>> result.report                        # the HTML report
     """
 
-    def __init__(self, spec: StudySpec):
-        self.spec = spec
+    def __init__(self, spec: StudySpec, *, out: str | os.PathLike | None = None):
+        self.spec = spec if out is None else dataclasses.replace(spec, out=Path(out).absolute())
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, *, out: str | os.PathLike | None = None) -> "Study":
         """Read and check a study file; ``out`` replaces its output folder."""
-        return cls._with_out(StudySpec.from_file(path), out)
+        return cls(StudySpec.from_file(path), out=out)
 
     @classmethod
     def from_dict(cls, mapping: Mapping[str, Any], folder: str | os.PathLike = ".", *,
                   out: str | os.PathLike | None = None) -> "Study":
         """A study from a dict shaped as the file (relative paths resolve against ``folder``)."""
-        return cls._with_out(StudySpec.from_dict(mapping, folder=Path(folder)), out)
-
-    @classmethod
-    def _with_out(cls, spec: StudySpec, out: str | os.PathLike | None) -> "Study":
-        if out is not None:
-            spec = _replace_out(spec, Path(out).absolute())
-        return cls(spec)
+        return cls(StudySpec.from_dict(mapping, folder=Path(folder)), out=out)
 
     def run(self, *, progress: bool = True, device: str | None = None) -> StudyResult:
         """Prepare, record (through the cache), analyse and write; returns what was made.
@@ -152,10 +147,10 @@ class Study:
                            progress=progress)
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        _prepare(spec, ctx)
+        layers, data = _prepare(spec, ctx)
         timings["prepare"] = time.perf_counter() - started
         started = time.perf_counter()
-        _record(spec, ctx)
+        _record(spec, ctx, layers, data)
         timings["record"] = time.perf_counter() - started
         sections, failed = [], {}
         for name, options in spec.analyses.items():
@@ -167,16 +162,10 @@ class Study:
                 failed[name] = err.args[0] if err.args else str(err)
                 print(f"study: analysis {name!r} left out: {failed[name]}", file=sys.stderr)
             timings[name] = time.perf_counter() - started
-        report = _write(spec, ctx, sections, failed, ctx.recorded, timings)
+        report = _write(spec, ctx, sections, failed)
         return StudyResult(out=spec.out, report=report, results=ctx.results, tables=ctx.tables,
                            recordings=ctx.recordings, recorded=ctx.recorded, from_cache=ctx.from_cache, failed=failed,
                            timings=timings)
-
-
-def _replace_out(spec: StudySpec, out: Path) -> StudySpec:
-    import dataclasses
-
-    return dataclasses.replace(spec, out=out)
 
 
 def _status(ctx: StudyContext, message: str) -> None:
@@ -214,7 +203,8 @@ def _labels(dataset: Any) -> np.ndarray:
     return np.asarray(labels, dtype=np.int64)
 
 
-def _load_stimuli(spec: StudySpec, ctx: StudyContext) -> Any:
+def _load_stimuli(spec: StudySpec, ctx: StudyContext) -> tuple[Any, dict[str, Any]]:
+    """The study's stimuli (a seeded subset when ``limit`` is given) and what identifies them."""
     data = spec.data
     _status(ctx, f"loading {data.dataset} ({data.split})")
     dataset = zoo.load_dataset(data.dataset, split=data.split, **data.options)
@@ -226,15 +216,15 @@ def _load_stimuli(spec: StudySpec, ctx: StudyContext) -> Any:
     subset.labels = _labels(dataset)[rows]
     ctx.datasets[data.dataset, data.split] = subset
     ctx.labels = subset.labels
-    ctx.results["data_key"] = {"dataset": data.dataset, "split": data.split, "options": data.options,
-                               "rows_sha256": hashlib.sha256(rows.astype(np.int64).tobytes()).hexdigest(),
-                               "n_stimuli": len(rows)}
-    return subset
+    described = {"dataset": data.dataset, "split": data.split, "options": data.options,
+                 "rows_sha256": hashlib.sha256(rows.astype(np.int64).tobytes()).hexdigest(), "n_stimuli": len(rows)}
+    return subset, described
 
 
-def _prepare(spec: StudySpec, ctx: StudyContext) -> None:
+def _prepare(spec: StudySpec, ctx: StudyContext) -> tuple[dict[str, list[str]], dict[str, Any]]:
     """Build every model and resolve its layers, then load the stimuli: every name is checked before
-    any data is read or anything recorded."""
+    any data is read or anything recorded. Returns the layers of each model and what identifies the
+    stimuli."""
     problems, layers_by_model = [], {}
     for index, entry in enumerate(spec.models):
         _status(ctx, f"loading model {entry.name!r} ({entry.spec})")
@@ -250,7 +240,7 @@ def _prepare(spec: StudySpec, ctx: StudyContext) -> None:
         ctx.models[entry.name] = model
     if problems:
         raise StudySpecError("\n".join(problems))
-    stimuli = _load_stimuli(spec, ctx)
+    stimuli, data = _load_stimuli(spec, ctx)
     for entry in spec.models:
         model = ctx.models[entry.name]
         try:
@@ -260,33 +250,31 @@ def _prepare(spec: StudySpec, ctx: StudyContext) -> None:
         except ValueError as err:
             raise StudySpecError(str(err)) from None
         ctx.stimuli[entry.name] = zoo.prepare_for(model, stimuli)
-        ctx.results.setdefault("layers_by_model", {})[entry.name] = layers_by_model[entry.name]
-        ctx.results.setdefault("sources", {})[entry.name] = {"source": entry.source, "spec": entry.spec,
-                                                              "weights": entry.weights}
+        ctx.sources[entry.name] = {"source": entry.source, "spec": entry.spec, "weights": entry.weights}
         if entry.source == "run":
             ctx.run_dirs[entry.name] = Path(entry.spec)
+    return layers_by_model, data
 
 
 # ----------------------------------------------------------------------------------------------
 # record
 
 
-def _data_key(ctx: StudyContext, model: nn.Module) -> str:
+def _data_key(data: dict[str, Any], model: nn.Module) -> str:
     """What makes the stimuli a model sees: the data, the subset, and the model's preprocessing."""
-    preprocessing = getattr(model, "preprocessing", None)
-    described = {**ctx.results["data_key"], "preprocessing": repr(preprocessing)}
+    described = {**data, "preprocessing": repr(getattr(model, "preprocessing", None))}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _record(spec: StudySpec, ctx: StudyContext) -> None:
+def _record(spec: StudySpec, ctx: StudyContext, layers_by_model: dict[str, list[str]], data: dict[str, Any]) -> None:
     cache = RecordingCache(spec.out / "cache")
-    ctx.cache = cache.folder if hasattr(cache, "folder") else spec.out / "cache"
+    ctx.cache = cache.folder
     by_name = {entry.name: entry for entry in spec.models}
     for name, model in ctx.models.items():
-        layers = ctx.results["layers_by_model"][name]
+        layers = layers_by_model[name]
         _status(ctx, f"recording {len(layers)} layers of {name!r}")
         entry = by_name[name]
-        ctx.keys[name] = (cache.model_key(model), _data_key(ctx, model))
+        ctx.keys[name] = (cache.model_key(model), _data_key(data, model))
         got = cache.get(model, ctx.stimuli[name], layers, model_key=ctx.keys[name][0],
                         data_key=ctx.keys[name][1], reduce=entry.reduce, layout=entry.layout,
                         batch_size=spec.batch_size, device=ctx.device, progress=ctx.progress)
@@ -311,27 +299,24 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _provenance(spec: StudySpec, ctx: StudyContext, failed: dict[str, str], recorded: dict[str, list[str]],
-                versions: dict[str, str]) -> "Section":
+def _provenance(spec: StudySpec, ctx: StudyContext, versions: dict[str, str]) -> "Section":
     from reports import Section, render_fragment, table_html
 
-    rows = [{"model": name, "layers recorded by this run": ", ".join(recorded.get(name, [])) or "none",
+    rows = [{"model": name, "layers recorded by this run": ", ".join(ctx.recorded.get(name, [])) or "none",
              "layers read from the cache": ", ".join(ctx.from_cache.get(name, [])) or "none"}
             for name in ctx.models]
     body = render_fragment(
         "sections/provenance.html.j2",
         cache=table_html(pd.DataFrame(rows)),
-        failed=failed,
         study_text=spec.text,
         versions=table_html(pd.DataFrame([{"package": k, "version": v} for k, v in versions.items()])),
     )
     n_cached = sum(len(v) for v in ctx.from_cache.values())
-    n_total = n_cached + sum(len(v) for v in recorded.values())
+    n_total = n_cached + sum(len(v) for v in ctx.recorded.values())
     return Section("Reproducibility", body, summary=f"{n_cached} of {n_total} layer recordings came from the cache")
 
 
-def _write(spec: StudySpec, ctx: StudyContext, sections: list["Section"], failed: dict[str, str],
-           recorded: dict[str, list[str]], timings: dict[str, float]) -> Path:
+def _write(spec: StudySpec, ctx: StudyContext, sections: list["Section"], failed: dict[str, str]) -> Path:
     from reports import Report, Section, render_fragment
 
     _status(ctx, f"writing the report and tables to {spec.out}")
@@ -352,7 +337,7 @@ def _write(spec: StudySpec, ctx: StudyContext, sections: list["Section"], failed
     for name, reason in failed.items():
         report.add(Section(f"Left out: {name}", render_fragment("sections/text.html.j2", text=reason),
                            summary="this analysis could not run on this study"))
-    report.add(_provenance(spec, ctx, failed, recorded, versions))
+    report.add(_provenance(spec, ctx, versions))
     path = report.write(spec.out / "report.html")
     _status(ctx, f"report: {path}")
     return path

@@ -16,10 +16,9 @@ def summary_analysis(ctx: StudyContext) -> list[Section]:
     """One row per model (source, weights, parameters, layers, stimuli, layers read from the cache),
     and the training curve and final metrics of each model that is a zoo run.
 
-    The table ``summary`` holds the rows; ``ctx.results["sources"]`` (name -> dict with ``source``,
-    ``spec`` and ``weights``) says where each model came from.
+    The table ``summary`` holds the rows; ``ctx.sources`` says where each model came from.
     """
-    sources: dict[str, dict[str, Any]] = ctx.results.get("sources", {})
+    sources = ctx.sources
     rows = []
     for name, model in ctx.models.items():
         recording = ctx.recordings.get(name)
