@@ -46,7 +46,15 @@ from analyses._subspace import (
     principal_angles,
     subspace_distance,
 )
-from analyses._top_patches import ClassSelectivity, TopPatches, class_selectivity, crop_boxes, top_patches
+from analyses._top_patches import (
+    ClassSelectivity,
+    TopPatches,
+    class_selectivity,
+    crop_boxes,
+    select_units,
+    top_patches,
+    unit_selectivity,
+)
 from analyses._transfer import LabelEfficiency, LayerTransfer, label_efficiency, probe_layers, resolve_features
 
 __all__ = [
@@ -78,6 +86,8 @@ __all__ = [
     "top_patches",
     "ClassSelectivity",
     "class_selectivity",
+    "select_units",
+    "unit_selectivity",
     "crop_boxes",
     # subspaces
     "LinearAutoencoder",

@@ -271,23 +271,7 @@ class TopPatches:
         numpy.ndarray
             Int array of unit indices.
         """
-        n_units = min(int(n_units), self.n_units)
-        if not isinstance(units, str):
-            chosen = np.asarray(units, dtype=np.int64).ravel()
-            if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= self.n_units:
-                raise ValueError(f"unit indices must lie in [0, {self.n_units}), got {chosen.tolist()}")
-            return chosen
-        if units == "selective" and self.selectivity is None:
-            units = "strongest"
-        scores = {
-            "selective": lambda: self.selectivity.index if self.selectivity is not None else None,
-            "strongest": lambda: self.topk.top_values[:, 0] if self.k else -self.topk.bottom_values[:, 0],
-            "random": lambda: np.random.default_rng(seed).permutation(self.n_units)[::-1].astype(float),
-        }
-        if units not in scores:
-            raise ValueError(f"units must be 'selective', 'strongest', 'random' or a list of indices, got {units!r}")
-        # stable sort on the negated score: ties keep the lower unit index first
-        return np.argsort(-scores[units](), kind="stable")[:n_units]
+        return select_units(self.topk, self.selectivity, units, n_units, seed)
 
     def grid(
         self, units: Sequence[int], which: Literal["top", "bottom"] = "top", padding: int = 1, stretch: bool = False
@@ -339,6 +323,44 @@ class TopPatches:
 
 # ----------------------------------------------------------------------------------------------
 # data access
+
+
+def unit_selectivity(topk: Any, labels: np.ndarray, class_names: Sequence[str] | None = None) -> ClassSelectivity | None:
+    """The class selectivity of a top-k recording's units (from its pooled responses); None without
+    pooled responses or with fewer than two labelled classes."""
+    labels = np.asarray(labels)
+    if topk.pooled is None or np.unique(labels[labels >= 0]).size < 2:
+        return None
+    return class_selectivity(topk.pooled, labels, class_names)
+
+
+def select_units(
+    topk: Any,
+    selectivity: ClassSelectivity | None,
+    units: Literal["selective", "random", "strongest"] | Sequence[int] = "selective",
+    n_units: int = 8,
+    seed: int = 0,
+) -> np.ndarray:
+    """The units to show of a top-k recording (see ``TopPatches.select_units``); also before cropping,
+    so that only the shown units are cropped (``topk.select(units)``)."""
+    n_total = topk.n_units
+    n_units = min(int(n_units), n_total)
+    if not isinstance(units, str):
+        chosen = np.asarray(units, dtype=np.int64).ravel()
+        if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= n_total:
+            raise ValueError(f"unit indices must lie in [0, {n_total}), got {chosen.tolist()}")
+        return chosen
+    if units == "selective" and selectivity is None:
+        units = "strongest"
+    scores = {
+        "selective": lambda: selectivity.index if selectivity is not None else None,
+        "strongest": lambda: topk.top_values[:, 0] if topk.top_values.shape[1] else -topk.bottom_values[:, 0],
+        "random": lambda: np.random.default_rng(seed).permutation(n_total)[::-1].astype(float),
+    }
+    if units not in scores:
+        raise ValueError(f"units must be 'selective', 'strongest', 'random' or a list of indices, got {units!r}")
+    # stable sort on the negated score: ties keep the lower unit index first
+    return np.argsort(-scores[units](), kind="stable")[:n_units]
 
 
 class _Stimuli:
@@ -609,9 +631,7 @@ def _second_pass(model, stimuli, layer, result, labels, patch_size, field_method
         )
     info = stimuli.info
     class_names = getattr(info, "class_names", None)
-    selectivity = None
-    if result.pooled is not None and np.unique(labels[labels >= 0]).size >= 2:
-        selectivity = class_selectivity(result.pooled, labels, class_names)
+    selectivity = unit_selectivity(result, labels, class_names)
     return TopPatches(
         layer=layer,
         topk=result,

@@ -81,3 +81,15 @@ def test_selected_units_keep_their_layer_indices_through_the_crops():
     frame = patches.to_frame()
     assert sorted(frame["unit"].unique()) == [1, 4]
     np.testing.assert_array_equal(frame[frame["unit"] == 4]["value"], full.top_values[4])
+
+
+def test_units_chosen_before_cropping_are_the_ones_a_full_result_would_show():
+    from analyses import select_units, top_patches, unit_selectivity
+
+    model = _net()
+    data = torch.utils.data.TensorDataset(torch.randn(30, 1, 8, 8), torch.arange(30) % 3)
+    topk, labels = record_topk(model, data, ["3"], k=2, device="cpu", progress=False)
+    full = top_patches(model, data, topk["3"], labels=labels)
+    for units in ("selective", "strongest"):
+        early = select_units(topk["3"], unit_selectivity(topk["3"], labels), units, 3)
+        np.testing.assert_array_equal(early, full.select_units(units, 3))

@@ -9,7 +9,7 @@ import pandas as pd
 
 from torch.utils.data import Subset
 
-from analyses import class_selectivity, top_patches
+from analyses import select_units, top_patches, unit_selectivity
 from probe.study._context import StudyContext
 from probe.study._top_patches import record_top_patches, record_topk
 from probe.study._topk_cache import cached_topk
@@ -107,17 +107,6 @@ def _topk(ctx: StudyContext, name: str, layers: list[str], *, k: int, bottom_k: 
     return topk, labels
 
 
-def _shown_units(topk: Any, labels: np.ndarray, n_units: int) -> np.ndarray:
-    """The units a card shows, chosen before cropping (a deep layer's crops of every unit would take
-    gigabytes): the most class-selective when the stimuli are labelled, else the strongest."""
-    labels = np.asarray(labels)
-    if topk.pooled is not None and (labels >= 0).all() and len(np.unique(labels)) > 1:
-        score = class_selectivity(topk.pooled, labels).index
-    else:
-        score = topk.top_values[:, 0] if topk.top_values.size else -topk.bottom_values[:, 0]
-    return np.sort(np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")[:n_units])
-
-
 def units_analysis(
     ctx: StudyContext, *, k: int = 9, bottom_k: int = 0, n_units: int = 8, layers: str | Sequence[str] = "auto"
 ) -> list[Section]:
@@ -136,7 +125,8 @@ def units_analysis(
         stimuli = ctx.stimuli[name]
         topk, labels = _topk(ctx, name, chosen, k=min(k, len(stimuli)), bottom_k=min(bottom_k, len(stimuli)))
         for layer, result in topk.items():  # one layer at a time: a field that cannot be mapped skips only it
-            shown = _shown_units(result, labels, n_units)
+            # the shown units are chosen before cropping: a deep layer's crops of every unit take gigabytes
+            shown = np.sort(select_units(result, unit_selectivity(result, labels), "selective", n_units))
             try:
                 patches = top_patches(model, stimuli, result.select(shown), labels=labels)
             except ValueError as err:
