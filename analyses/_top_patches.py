@@ -321,10 +321,6 @@ class TopPatches:
         return np.histogram(self.pooled[:, unit], bins=bins)
 
 
-# ----------------------------------------------------------------------------------------------
-# data access
-
-
 def unit_selectivity(topk: Any, labels: np.ndarray, class_names: Sequence[str] | None = None) -> ClassSelectivity | None:
     """The class selectivity of a top-k recording's units (from its pooled responses); None without
     pooled responses or with fewer than two labelled classes."""
@@ -361,6 +357,10 @@ def select_units(
         raise ValueError(f"units must be 'selective', 'strongest', 'random' or a list of indices, got {units!r}")
     # stable sort on the negated score: ties keep the lower unit index first
     return np.argsort(-scores[units](), kind="stable")[:n_units]
+
+
+# ----------------------------------------------------------------------------------------------
+# data access
 
 
 class _Stimuli:
