@@ -93,3 +93,22 @@ def test_units_chosen_before_cropping_are_the_ones_a_full_result_would_show():
     for units in ("selective", "strongest"):
         early = select_units(topk["3"], unit_selectivity(topk["3"], labels), units, 3)
         np.testing.assert_array_equal(early, full.select_units(units, 3))
+
+
+def test_dataset_labels_reads_labels_targets_or_items():
+    from probe.study._context import dataset_labels
+
+    class Targets(torch.utils.data.Dataset):
+        targets = [2, 0, 1]
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            raise AssertionError("targets are read without loading items")
+
+    items = torch.utils.data.TensorDataset(torch.zeros(3, 2), torch.tensor([1, 1, 0]))
+    np.testing.assert_array_equal(dataset_labels(Targets()), [2, 0, 1])
+    np.testing.assert_array_equal(dataset_labels(items), [1, 1, 0])
+    unlabelled = [torch.zeros(2)] * 2
+    np.testing.assert_array_equal(dataset_labels(unlabelled), [-1, -1])

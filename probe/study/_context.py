@@ -12,7 +12,18 @@ import torch
 
 import zoo
 
-__all__ = ["StudyContext", "DemoContext"]
+__all__ = ["StudyContext", "DemoContext", "dataset_labels"]
+
+
+def dataset_labels(dataset: Any) -> np.ndarray:
+    """The class label of every item of a dataset: its ``labels`` (zoo datasets) or ``targets``
+    (torchvision's), else read item by item (-1 for an item without one)."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = getattr(dataset, "targets", None)
+    if labels is None:
+        labels = [item[1] if isinstance(item, tuple) and len(item) > 1 else -1 for item in dataset]
+    return np.asarray(labels, dtype=np.int64)
 
 
 @dataclass

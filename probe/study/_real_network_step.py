@@ -26,7 +26,7 @@ from torch.utils.data import Subset
 import probe
 import zoo
 from analyses import cka_matrix, label_efficiency
-from probe.study._context import DemoContext
+from probe.study._context import DemoContext, dataset_labels
 from probe.study._top_patches import record_top_patches
 from reports import Section, similarity_section, transfer_section, units_section
 
@@ -103,12 +103,8 @@ def _available(name: str) -> bool:
     return any(status.name == name and status.available for status in zoo.dataset_status())
 
 
-def _labels(dataset: Any) -> np.ndarray:
-    return np.asarray(dataset.labels if hasattr(dataset, "labels") else [y for _, y in dataset])
-
-
 def _balanced(dataset: Any, per_class: int, seed: int) -> Subset:
-    labels = _labels(dataset)
+    labels = dataset_labels(dataset)
     rng = np.random.default_rng(seed)
     rows = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)])
     return _subset(dataset, np.sort(rows))
@@ -122,7 +118,7 @@ def _first(dataset: Any, n: int, seed: int) -> Subset:
 def _subset(dataset: Any, rows: np.ndarray) -> Subset:
     subset = Subset(dataset, rows.tolist())
     subset.info = dataset.info
-    subset.labels = _labels(dataset)[rows]
+    subset.labels = dataset_labels(dataset)[rows]
     return subset
 
 

@@ -40,7 +40,7 @@ from torch.utils.data import Subset
 import zoo
 from probe import resolve_layers
 from probe.study._cache import RecordingCache
-from probe.study._context import StudyContext
+from probe.study._context import StudyContext, dataset_labels
 from probe.study._spec import StudySpec, StudySpecError
 from zoo._io import atomic_write_text
 
@@ -194,15 +194,6 @@ def default_layers(model: nn.Module) -> list[str]:
     return layers
 
 
-def _labels(dataset: Any) -> np.ndarray:
-    labels = getattr(dataset, "labels", None)
-    if labels is None:
-        labels = getattr(dataset, "targets", None)
-    if labels is None:
-        labels = [item[1] if isinstance(item, tuple) and len(item) > 1 else -1 for item in dataset]
-    return np.asarray(labels, dtype=np.int64)
-
-
 def _load_stimuli(spec: StudySpec, ctx: StudyContext) -> tuple[Any, dict[str, Any]]:
     """The study's stimuli (a seeded subset when ``limit`` is given) and what identifies them."""
     data = spec.data
@@ -213,7 +204,7 @@ def _load_stimuli(spec: StudySpec, ctx: StudyContext) -> tuple[Any, dict[str, An
         rows = np.sort(np.random.default_rng(data.seed).permutation(len(dataset))[: data.limit])
     subset = Subset(dataset, rows.tolist())
     subset.info = getattr(dataset, "info", None)
-    subset.labels = _labels(dataset)[rows]
+    subset.labels = dataset_labels(dataset)[rows]
     ctx.datasets[data.dataset, data.split] = subset
     ctx.labels = subset.labels
     described = {"dataset": data.dataset, "split": data.split, "options": data.options,
