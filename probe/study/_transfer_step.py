@@ -154,9 +154,8 @@ def transfer_analysis(
     smallest = int(np.unique(labels[train_rows], return_counts=True)[1].min()) if len(train_rows) else 0
     budgets = [b for b in labels_per_class if b <= smallest]
     dropped = [b for b in labels_per_class if b > smallest]
-    feature_sets = {f"{name} · {rec.layers[-1]}": (np.asarray(rec[rec.layers[-1]])[train_rows],
-                                                    np.asarray(rec[rec.layers[-1]])[test_rows])
-                    for name, rec in ctx.recordings.items()}
+    last = {f"{name} · {rec.layers[-1]}": np.asarray(rec[rec.layers[-1]]) for name, rec in ctx.recordings.items()}
+    feature_sets = {name: (features[train_rows], features[test_rows]) for name, features in last.items()}
     first_stimuli = next(iter(ctx.stimuli.values()), None)
     if first_stimuli is not None and np.asarray(first_stimuli[0][0]).size <= MAX_PIXELS:
         pixels, _ = _pixels(first_stimuli)
