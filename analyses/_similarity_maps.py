@@ -470,7 +470,9 @@ class MDSResult:
     names, models, layers
         As in the ``SimilarityMatrix`` it came from; within a model, entries are in layer order.
     stress
-        sklearn's normalised stress of the embedding (0 = distances reproduced exactly).
+        Kruskal's stress-1 of the embedding (0 = distances reproduced exactly; < 0.1 good, > 0.2 poor):
+        sqrt(sum (d_ij - dhat_ij)^2 / sum d_ij^2) over pairs i < j, with d the distances in the
+        embedding and dhat the dissimilarities it was fitted to (1 - similarity; metric MDS).
     measure
         The similarity the distances came from.
     """
@@ -491,6 +493,35 @@ class MDSResult:
         frame["stress"] = self.stress
         frame["measure"] = self.measure
         return frame
+
+
+def kruskal_stress(coordinates: np.ndarray, dissimilarities: np.ndarray) -> float:
+    """Kruskal's stress-1 of an embedding: 0 when its distances reproduce the dissimilarities exactly.
+
+    Parameters
+    ----------
+    coordinates
+        Array of shape (n_points, n_components).
+    dissimilarities
+        Symmetric array of shape (n_points, n_points), the dissimilarities the embedding was fitted to
+        (in metric MDS they are also the disparities).
+
+    Returns
+    -------
+    float
+        sqrt(sum (d_ij - dhat_ij)^2 / sum d_ij^2) over pairs i < j, d the embedding's Euclidean
+        distances and dhat the dissimilarities; < 0.1 is good, > 0.2 poor. 0 when every distance and
+        dissimilarity is 0, inf when only the distances are.
+    """
+    from scipy.spatial.distance import pdist
+
+    distances = pdist(np.asarray(coordinates, dtype=np.float64))
+    rows, cols = np.triu_indices(len(coordinates), 1)
+    targets = np.asarray(dissimilarities, dtype=np.float64)[rows, cols]
+    misfit, scale = float(np.sum((distances - targets) ** 2)), float(np.sum(distances**2))
+    if scale == 0.0:
+        return 0.0 if misfit == 0.0 else float("inf")
+    return float(np.sqrt(misfit / scale))
 
 
 def rdm_mds(
@@ -516,6 +547,7 @@ def rdm_mds(
     Returns
     -------
     MDSResult
+        With ``stress``, Kruskal's stress-1 of the embedding (see ``kruskal_stress``).
     """
     from sklearn.manifold import MDS
 
@@ -537,6 +569,6 @@ def rdm_mds(
     )
     coordinates = mds.fit_transform(distances)
     return MDSResult(
-        coordinates, list(similarity.names), list(similarity.models), list(similarity.layers), float(mds.stress_),
-        similarity.measure,
+        coordinates, list(similarity.names), list(similarity.models), list(similarity.layers),
+        kruskal_stress(coordinates, distances), similarity.measure,
     )

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from probe._layer_names import is_glob, resolve_layer_names
 from zoo._names import unknown_name_error
 
 __all__ = ["LayerSelection", "resolve_layers", "describe_layers", "per_layer"]
@@ -16,16 +17,6 @@ __all__ = ["LayerSelection", "resolve_layers", "describe_layers", "per_layer"]
 #: What ``record``'s ``layers`` accepts: a name, a glob (``"layer*.0"``), a list of names or globs,
 #: or a predicate ``(name, module) -> bool`` over ``model.named_modules()``.
 LayerSelection = Union[str, Iterable[str], Callable[[str, nn.Module], bool]]
-
-_GLOB_CHARS = set("*?[")
-
-
-#: How to list every layer name of a model, for error messages.
-LIST_LAYERS = "`probe layers RUN_OR_MODEL` or [name for name, _ in model.named_modules()]"
-
-
-def _unknown_layer_error(name: str, valid: list[str]) -> KeyError:
-    return unknown_name_error("layer", name, valid, listing=LIST_LAYERS)
 
 
 def resolve_layers(model: nn.Module, layers: LayerSelection) -> list[str]:
@@ -52,30 +43,13 @@ def resolve_layers(model: nn.Module, layers: LayerSelection) -> list[str]:
     ValueError
         When the selection is empty or selects nothing.
     """
-    modules = dict(model.named_modules())
-    valid = [name for name in modules if name]
     if callable(layers) and not isinstance(layers, str):
-        chosen = [name for name, module in modules.items() if layers(name, module)]
+        chosen = [name for name, module in model.named_modules() if layers(name, module)]
         if not chosen:
             raise ValueError("the layer predicate selected no module; check it against model.named_modules()")
         return chosen
-    patterns = [layers] if isinstance(layers, str) else list(layers)
-    if not patterns:
-        raise ValueError("no layers given; pass a name, a list, a glob such as 'layer*' or a predicate")
-    chosen: list[str] = []
-    for pattern in patterns:
-        if not isinstance(pattern, str):
-            raise ValueError(f"layer names must be strings, got {pattern!r}")
-        if _GLOB_CHARS & set(pattern):
-            matches = [name for name in valid if fnmatch.fnmatchcase(name, pattern)]
-            if not matches:
-                raise _unknown_layer_error(pattern, valid)
-        elif pattern in modules:
-            matches = [pattern]
-        else:
-            raise _unknown_layer_error(pattern, valid)
-        chosen.extend(name for name in matches if name not in chosen)
-    return chosen
+    names = [name for name, _ in model.named_modules() if name]
+    return resolve_layer_names(names, layers, unknown_name_error=unknown_name_error)
 
 
 def per_layer(option: Any, names: list[str], what: str, default: Any) -> dict[str, Any]:
@@ -84,7 +58,7 @@ def per_layer(option: Any, names: list[str], what: str, default: Any) -> dict[st
         return dict.fromkeys(names, option)
     chosen = dict.fromkeys(names, default)
     for key, value in option.items():
-        matches = [n for n in names if fnmatch.fnmatchcase(n, key)] if _GLOB_CHARS & set(key) else [key] * (key in names)
+        matches = [n for n in names if fnmatch.fnmatchcase(n, key)] if is_glob(key) else [key] * (key in names)
         if not matches:
             raise KeyError(
                 f"{what} names layer {key!r}, which is not among the recorded layers {names}; "

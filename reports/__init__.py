@@ -6,6 +6,7 @@ analysis, and imports no analysis code. Adding a section is one function and one
 ``reports/templates/sections``.
 """
 
+from reports._colors import model_colors
 from reports._layers_section import layers_section
 from reports._render import (
     figure_to_data_uri,
@@ -29,6 +30,7 @@ __all__ = [
     "image_to_data_uri",
     "image_grid",
     "table_html",
+    "model_colors",
     "zoo_section",
     "ModelSummary",
     "Reconstructions",

@@ -136,7 +136,8 @@ def image_grid(images: np.ndarray, n_columns: int, padding: int = 1, fill: float
 
 
 def table_html(frame: pd.DataFrame, float_format: str = "{:.4g}", index: bool = False) -> Markup:
-    """Render a DataFrame as an escaped HTML table."""
+    """Render a DataFrame as an escaped HTML table, in a box that scrolls sideways when the table is
+    wider than the page."""
     html = frame.to_html(
         index=index,
         escape=True,
@@ -145,4 +146,4 @@ def table_html(frame: pd.DataFrame, float_format: str = "{:.4g}", index: bool = 
         float_format=float_format.format,
         na_rep="–",
     )
-    return Markup(html)
+    return Markup(f'<div class="scroll-x">{html}</div>')

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -11,8 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import scipy.stats
-import seaborn as sns
+from matplotlib.figure import Figure
 
+from reports._colors import BASELINE_COLOR, model_colors
+from reports._labels import place_labels
 from reports._render import figure_to_data_uri, render_fragment, table_html
 from reports._report import Section
 
@@ -58,13 +60,19 @@ def _rdm_grid(rdms: Mapping[str, Any], order_by: str, max_rdms: int) -> str:
     return figure_to_data_uri(fig)
 
 
+# Maps with more rows than this are drawn at full size (labels legible) in a scrollable view.
+FULL_SIZE_FROM = 20
+_INCHES_PER_CELL = 0.16  # 11.5 pt per row: room for 7-pt labels
+
+
 def _matrix_heatmap(similarity: Any) -> str:
     k = len(similarity.names)
-    size = min(14.0, max(4.0, 0.3 * k + 2))
+    size = 0.3 * k + 2 if k <= FULL_SIZE_FROM else _INCHES_PER_CELL * k + 1.5
+    size = max(4.0, size)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(similarity.values, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks(np.arange(k), similarity.names, rotation=90, fontsize=7 if k <= 30 else 5)
-    ax.set_yticks(np.arange(k), similarity.names, fontsize=7 if k <= 30 else 5)
+    ax.set_xticks(np.arange(k), similarity.names, rotation=90, fontsize=7)
+    ax.set_yticks(np.arange(k), similarity.names, fontsize=7)
     if k <= 12:
         for i in range(k):
             for j in range(k):
@@ -76,44 +84,67 @@ def _matrix_heatmap(similarity: Any) -> str:
         if models[i] != models[i - 1]:  # separate the blocks of different models
             ax.axhline(i - 0.5, color="white", lw=1.5)
             ax.axvline(i - 0.5, color="white", lw=1.5)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label=similarity.measure)
+    fig.colorbar(image, ax=ax, fraction=0.046 if k <= FULL_SIZE_FROM else 0.025, pad=0.02, label=similarity.measure)
     ax.set_title(f"{similarity.measure}, {similarity.n_stimuli} stimuli")
     return figure_to_data_uri(fig)
 
 
-def _mds_plot(mds: Any) -> str:
+def _marker_area(depth):
+    """Marker area (points²) of the MDS plot: markers grow with the layer's depth."""
+    return 20 + 12 * depth
+
+
+def _mds_figure(mds: Any, colors: Mapping[str, str]) -> Figure:
+    """The layers in the MDS plane, a line per model through its layers, labels placed without overlaps."""
     frame = mds.to_frame()
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    palette = sns.color_palette("tab10", n_colors=max(1, frame["model"].nunique()))
-    for color, (model, group) in zip(palette, frame.groupby("model", sort=False)):
+    crowded = len(frame) > FULL_SIZE_FROM
+    fig, ax = plt.subplots(figsize=(7.5, 6.0) if crowded else (5.5, 4.5))
+    for model, group in frame.groupby("model", sort=False):
         group = group.sort_values("depth")
+        color = colors.get(model, BASELINE_COLOR)
         ax.plot(group["dim_1"], group["dim_2"], "-", color=color, alpha=0.5)
-        ax.scatter(group["dim_1"], group["dim_2"], color=color, s=20 + 12 * group["depth"], label=model or "layers", zorder=3)
-        for _, row in group.iterrows():
-            ax.annotate(row["layer"], (row["dim_1"], row["dim_2"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.scatter(group["dim_1"], group["dim_2"], color=color, s=_marker_area(group["depth"]),
+                   label=model or "layers", zorder=3)
     ax.set_xlabel("MDS dimension 1")
     ax.set_ylabel("MDS dimension 2")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.set_title(f"Layers by 1 − {mds.measure} (stress {mds.stress:.3f})", fontsize=9)
-    ax.legend(fontsize=7, frameon=False)
-    return figure_to_data_uri(fig)
+    ax.margins(0.08)
+    ax.set_title(f"Layers by 1 − {mds.measure}\nKruskal's stress-1 = {mds.stress:.3f}", fontsize=9)
+    legend = ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    radii = np.sqrt(_marker_area(frame["depth"]).to_numpy() / np.pi) + 1.0
+    place_labels(ax, frame[["dim_1", "dim_2"]].to_numpy(), list(frame["layer"]),
+                 colors=[colors.get(m, BASELINE_COLOR) for m in frame["model"]], marker_radius=radii, avoid=[legend])
+    return fig
 
 
-def _ranking_bars(ranking: Any) -> str:
+def _ranking_bars(ranking: Any, colors: Mapping[str, str]) -> str:
     frame = ranking.to_frame()
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(frame) + 2), 3.5))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.2 * len(frame) + 2), 3.5))
     positions = np.arange(len(frame))
-    palette = dict(zip(frame["model"].unique(), sns.color_palette("tab10", n_colors=frame["model"].nunique())))
-    colors = [palette[m] for m in frame["model"]]
     error = None
     if {"ci_low", "ci_high"} <= set(frame.columns):
         error = np.vstack([frame["score"] - frame["ci_low"], frame["ci_high"] - frame["score"]]).clip(min=0)
-    ax.bar(positions, frame["score"], color=colors, yerr=error, capsize=2)
+    ax.bar(positions, frame["score"], color=[colors.get(m, BASELINE_COLOR) for m in frame["model"]], yerr=error,
+           capsize=2)
     ax.set_xticks(positions, frame["name"], rotation=60, ha="right", fontsize=7)
+    ax.set_xlim(-0.7, len(frame) - 0.3)
     ax.set_ylabel(f"{ranking.method} with reference")
     ax.set_title(f"Layers versus reference RDM “{ranking.reference}”", fontsize=9)
     ax.axhline(0, color="black", lw=0.5)
     return figure_to_data_uri(fig)
+
+
+def _models_shown(*results: Any) -> list[str]:
+    """Every model the results cover, in their order: the colour order when the caller gives none."""
+    names = []
+    for result in results:
+        if result is None:
+            continue
+        models = getattr(result, "models", None)
+        if models is None and hasattr(result, "to_frame"):
+            models = result.to_frame()["model"]
+        names += [str(m) for m in models]
+    return list(dict.fromkeys(names))
 
 
 def similarity_section(
@@ -127,6 +158,7 @@ def similarity_section(
     max_rdms: int = 12,
     title: str = "Representational similarity",
     intro: str = "",
+    models: Sequence[str] | None = None,
 ) -> Section:
     """Build the similarity section from precomputed results (nothing is recomputed here).
 
@@ -143,9 +175,16 @@ def similarity_section(
         ``analyses.MDSResult``: the layers placed by 1 - RDM correlation.
     ranking
         ``analyses.LayerRanking`` against a reference RDM.
+    models
+        Every model of the study, in its order: each model's colour in the MDS plot and the ranking
+        bars (``reports.model_colors``), the same in every section given the same list. Default: the
+        models of the results, in their order.
+
+    Maps larger than 20 × 20 are drawn at full size (labels at 7 pt) in a scrollable view.
     """
     if all(v is None for v in (rdms, cka, rdm_similarity, mds, ranking)):
         raise ValueError("similarity_section needs at least one result (rdms, cka, rdm_similarity, mds or ranking)")
+    colors = model_colors(list(models) if models is not None else _models_shown(cka, rdm_similarity, mds, ranking))
     items = []
     if rdms:
         first = next(iter(rdms.values()))
@@ -161,26 +200,30 @@ def similarity_section(
             "title": "CKA across layers",
             "uri": _matrix_heatmap(cka),
             "caption": f"{cka.measure} between every pair of layers; white lines separate models.",
+            "full_size": len(cka.names) > FULL_SIZE_FROM,
         })
     if rdm_similarity is not None:
         items.append({
             "title": "RDM correlation across layers",
             "uri": _matrix_heatmap(rdm_similarity),
             "caption": f"{rdm_similarity.measure} (second-order similarity).",
+            "full_size": len(rdm_similarity.names) > FULL_SIZE_FROM,
         })
     if mds is not None:
         items.append({
             "title": "Second-order RSA: MDS of the layer RDMs",
-            "uri": _mds_plot(mds),
+            "uri": figure_to_data_uri(_mds_figure(mds, colors)),
             "caption": "Metric MDS (classical-MDS start, fixed seed); lines follow each model's layers in order, "
-            "markers grow with depth.",
+            "markers grow with depth. Kruskal's stress-1 measures how far the plane's distances are from "
+            "1 − similarity (0 = reproduced exactly; < 0.1 good, > 0.2 poor).",
         })
     if ranking is not None:
         shown = ranking.to_frame().sort_values("rank")
         columns = [c for c in ["rank", "model", "layer", "score", "ci_low", "ci_high"] if c in shown.columns]
         items.append({
             "title": "Layers versus the reference RDM",
-            "uri": _ranking_bars(ranking),
+            "uri": _ranking_bars(ranking, colors),
+            "full_size": True,
             "table": table_html(shown[columns].head(10)),
             "caption": f"{ranking.method} between each layer's RDM and the reference"
             + ("; bars: bootstrap percentile intervals over stimuli." if "ci_low" in shown.columns else "."),

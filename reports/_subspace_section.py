@@ -30,13 +30,24 @@ def _label(method: str) -> str:
     return _METHOD_LABELS.get(method, method)
 
 
+def _set_k_axis(ax: Any, ks: Sequence[int]) -> None:
+    """Ticks at the ks used, and room on either side, also when there is a single k."""
+    ks = sorted({int(k) for k in ks})
+    margin = max(0.5, 0.06 * (ks[-1] - ks[0]))
+    ax.set_xlim(ks[0] - margin, ks[-1] + margin)
+    if len(ks) <= 12:
+        ax.set_xticks(ks)
+    else:  # too many to label each: integer ticks
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _reconstruction_figure(frame) -> str:
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
     for method, rows in frame.groupby("method", sort=False):
         ax.plot(rows["k"], rows["unexplained_variance"], marker="o", label=_label(method),
                 linestyle="--" if method == "pca" else "-", lw=2.5 if method == "pca" else 1.2)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(bottom=0)
+    _set_k_axis(ax, frame["k"])
+    ax.set_ylim(0, 1.12 * max(frame["unexplained_variance"].max(), 1e-12))
     return line_plot_to_data_uri(fig, ax, "code size k", "unexplained variance")
 
 
@@ -62,7 +73,7 @@ def _alignment_figure(frame) -> str:
             ax.plot(rows["k"], np.maximum(rows[column], floor), marker="o", label=_label(method))
         ax.set_yscale("log")
         ax.set_xlabel("code size k")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _set_k_axis(ax, frame["k"])
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("alignment error with PCA's axes")
     axes[1].legend(fontsize=7)
@@ -97,6 +108,7 @@ def subspace_section(comparisons: Any | Sequence[Any], title: str = "Subspaces: 
         k = max(comparison.ks)
         table = frame[frame["k"] == k].drop(columns=["source", "n_stimuli", "n_units"])
         table = table.assign(method=table["method"].map(_label))
+        table.columns = [name.replace("_", " ") for name in table.columns]  # headers wrap between words
         blocks.append(dict(
             source=comparison.source or "data", n_stimuli=comparison.n_stimuli, n_units=comparison.n_units, k=k,
             reconstruction=_reconstruction_figure(frame), angles=_angles_figure(comparison, k),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from reports._colors import BASELINE_COLOR, model_colors, model_of
 from reports._render import figure_to_data_uri, line_plot_to_data_uri, render_fragment, table_html
 from reports._report import Section
 
@@ -32,26 +33,43 @@ def _layer_heatmap(layer_transfer: Any) -> str:
     return figure_to_data_uri(fig)
 
 
-def _layer_curves(layer_transfer: Any) -> str:
+def _layer_curves(layer_transfer: Any, colors: Mapping[str, str]) -> str:
     frame = layer_transfer.to_frame()
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for model, rows in frame.groupby("model", sort=False):
-        line = ax.plot(rows["depth"], rows["accuracy"], marker="o", label=f"{model} (probe)")[0]
+        color = colors.get(model, BASELINE_COLOR)
+        ax.plot(rows["depth"], rows["accuracy"], marker="o", color=color, label=f"{model} (probe)")
         if rows["knn_accuracy"].notna().any():
-            ax.plot(rows["depth"], rows["knn_accuracy"], marker="x", ls=":", color=line.get_color(),
-                    label=f"{model} (kNN)")
+            ax.plot(rows["depth"], rows["knn_accuracy"], marker="x", ls=":", color=color, label=f"{model} (kNN)")
     return line_plot_to_data_uri(fig, ax, "layer (position in the model)", "test accuracy", legend_fontsize=6)
 
 
-def _efficiency_figure(label_efficiency: Any) -> str:
+def _feature_colors(feature_names: Sequence[str], colors: Mapping[str, str]) -> dict[str, str]:
+    """Each feature set in its model's colour; baselines (no model's features) in black."""
+    return {name: colors.get(model_of(name, list(colors)), BASELINE_COLOR) for name in feature_names}
+
+
+def _efficiency_figure(label_efficiency: Any, colors: Mapping[str, str]) -> str:
     summary = label_efficiency.summary()
+    feature_colors = _feature_colors(list(summary["features"].unique()), colors)
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     for name, rows in summary.groupby("features", sort=False):
         rows = rows.sort_values("labels_per_class")
         ax.errorbar(rows["labels_per_class"], rows["accuracy_mean"], yerr=rows["accuracy_sd"], marker="o",
-                    capsize=2, label=name, ls="--" if "pixel" in name.lower() else "-")
+                    capsize=2, label=name, color=feature_colors[name], ls="--" if "pixel" in name.lower() else "-")
     ax.set_xscale("log")
     return line_plot_to_data_uri(fig, ax, "labels per class (log)", "probe test accuracy (mean ± sd over seeds)")
+
+
+def _models_shown(layer_transfer: Any, label_efficiency: Any) -> list[str]:
+    """The colour order when the caller gives none: the probed models, then the label-efficiency feature
+    sets that belong to none of them (named "<model> encoder", "<model> · <layer>"; "raw pixels" is a baseline)."""
+    models = [] if layer_transfer is None else list(dict.fromkeys(layer_transfer.to_frame()["model"]))
+    if label_efficiency is not None:
+        for name in label_efficiency.summary()["features"].unique():
+            if model_of(name, models) is None and "pixel" not in name.lower():
+                models.append(name.split(" · ")[0].removesuffix(" encoder"))
+    return list(dict.fromkeys(models))
 
 
 def _mask_ratio_figure(mask_ratio: Any) -> str:
@@ -71,6 +89,7 @@ def transfer_section(
     *,
     title: str = "Transfer: linear probes on frozen features",
     notes: str = "",
+    models: Sequence[str] | None = None,
 ) -> Section:
     """Build the section from transfer results; each part is optional but one is required.
 
@@ -87,9 +106,15 @@ def transfer_section(
         Section title.
     notes
         One paragraph of plain text shown under the introduction (e.g. what was trained).
+    models
+        Every model of the study, in its order: each model's colour in the curves
+        (``reports.model_colors``), the same in every section given the same list. A label-efficiency
+        feature set takes the colour of the model that starts its name ("simclr encoder": simclr).
+        Default: the models of the results, in their order.
     """
     if layer_transfer is None and label_efficiency is None and mask_ratio is None:
         raise ValueError("transfer_section needs at least one of layer_transfer, label_efficiency, mask_ratio")
+    colors = model_colors(list(models) if models is not None else _models_shown(layer_transfer, label_efficiency))
     items = []
     summary_parts = []
     if layer_transfer is not None:
@@ -97,7 +122,7 @@ def transfer_section(
         items.append(dict(title="Probe accuracy per layer and model", uri=_layer_heatmap(layer_transfer),
                           caption="Multinomial logistic regression on each layer's frozen features; rows are layer "
                                   "positions, cells show accuracy and the layer's name."))
-        items.append(dict(title="Accuracy vs depth", uri=_layer_curves(layer_transfer),
+        items.append(dict(title="Accuracy vs depth", uri=_layer_curves(layer_transfer, colors),
                           caption="Linear probe (solid) and cosine kNN (dotted) per layer.",
                           table=table_html(frame[["model", "layer", "accuracy", "knn_accuracy", "C", "n_units"]],
                                            float_format="{:.3g}")))
@@ -105,7 +130,7 @@ def transfer_section(
         summary_parts.append(f"best layer {best['model']}:{best['layer']} at {best['accuracy']:.3f}")
     if label_efficiency is not None:
         summary = label_efficiency.summary()
-        items.append(dict(title="Label efficiency", uri=_efficiency_figure(label_efficiency),
+        items.append(dict(title="Label efficiency", uri=_efficiency_figure(label_efficiency, colors),
                           caption="Probe trained on n labelled stimuli per class (seeded draws), scored on the "
                                   "whole test split.",
                           table=table_html(summary, float_format="{:.3g}")))

@@ -208,8 +208,10 @@ def units_section(
             "png": [],
         }
         scale = None
+        bottom = result.topk.bottom_values[chosen]
+        tied = bool(bottom.size) and bool(np.all(bottom == bottom[:, :1]))  # e.g. all zero after a ReLU
         for which, patches, label in (("top", result.patches, "largest"), ("bottom", result.bottom_patches, "smallest")):
-            if patches.shape[1]:
+            if patches.shape[1] and not (which == "bottom" and tied):
                 grid = result.grid(chosen, which, stretch=stretch)
                 scale = scale or _scale(grid)  # the bottom grid keeps the top grid's pixel size
                 card[f"{which}_uri"] = image_to_data_uri(grid, scale=scale)
@@ -217,12 +219,11 @@ def units_section(
                     f"Rows: units {order}; columns: the {patches.shape[1]} stimuli with the {label} response, "
                     "ranked left to right."
                 )
-        bottom = result.topk.bottom_values[chosen]
-        if bottom.size and np.all(bottom == bottom[:, :1]):
-            card["bottom_caption"] += (
-                f" Every shown unit's smallest responses tie (at {bottom[0, 0]:.3g}, e.g. zero after a ReLU), so "
-                "these are simply the lowest-numbered such stimuli; record the layer before the nonlinearity "
-                "to see suppression."
+        if tied:
+            card["bottom_caption"] = (
+                f"Least-activating stimuli not shown: every shown unit's {bottom.shape[1]} smallest responses tie (at "
+                f"{bottom[0, 0]:.3g}, e.g. zero after a ReLU), so they would be arbitrary; record the layer before "
+                "its nonlinearity to see suppression."
             )
         if png_dir is not None:
             written = save_unit_grids(result, png_dir, units=chosen, stretch=stretch, name=_file_stem(card_title))

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,3 +192,97 @@ def open_page(path: Path, chromium: str, timeout: float = 60) -> PageReport:
             return report
         finally:
             pipe.close()
+
+
+# Every element that sticks out of its parent, or whose content is wider than its own box, outside
+# explicit scroll wrappers (those must fit themselves; what scrolls inside them is fine).
+_OVERFLOW_JS = """
+((wrapperSelector) => {
+  const found = [];
+  const describe = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+      + (el.classList.length ? '.' + Array.from(el.classList).join('.') : '');
+  const insideWrapper = el => {
+    for (let a = el.parentElement; a; a = a.parentElement) if (a.matches(wrapperSelector)) return true;
+    return false;
+  };
+  const root = document.documentElement;
+  if (root.scrollWidth > root.clientWidth + 1)
+    found.push({element: 'html', problem: 'page scrolls sideways', width: root.scrollWidth, limit: root.clientWidth});
+  for (const el of document.body.querySelectorAll('*')) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 && box.height === 0) continue;  // not rendered (display: none, closed <details>)
+    if (insideWrapper(el)) continue;
+    const parent = el.parentElement.getBoundingClientRect();
+    if (box.right > parent.right + 1 || box.left < parent.left - 1)
+      found.push({element: describe(el), problem: 'wider than its container', width: Math.round(box.width),
+                  limit: Math.round(parent.width)});
+    if (!el.matches(wrapperSelector) && el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1)
+      found.push({element: describe(el), problem: 'content wider than the box', width: el.scrollWidth,
+                  limit: el.clientWidth});
+  }
+  return found;
+})
+"""
+
+
+@contextmanager
+def loaded_page(path: Path, chromium: str, width: int = 1280, height: int = 900, timeout: float = 60):
+    """Load ``path`` in headless Chromium with a window ``width`` × ``height`` CSS pixels wide.
+
+    Yields
+    ------
+    callable
+        ``send(method, params)``: a DevTools command in the page's session, returning its result;
+        ``send.evaluate(expression)`` returns a JavaScript expression's value.
+    """
+    with tempfile.TemporaryDirectory() as profile:
+        pipe = _DevToolsPipe(chromium, profile)
+        try:
+            target = pipe.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
+            session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+
+            def send(method: str, params: dict | None = None) -> dict:
+                return pipe.send(method, params, session=session, timeout=timeout)
+
+            send("Page.enable")
+            send("Emulation.setDeviceMetricsOverride",
+                 {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+            send("Page.navigate", {"url": Path(path).resolve().as_uri()})
+            pipe.wait_for("Page.loadEventFired", timeout=timeout)
+            send.evaluate = lambda expression: send(  # type: ignore[attr-defined]
+                "Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True}
+            )["result"].get("value")
+            send.evaluate("Promise.all(Array.from(document.images).map(img => img.decode().catch(() => null)))")
+            yield send
+        finally:
+            pipe.close()
+
+
+def find_overflows(path: Path, chromium: str, width: int, wrappers: str = ".scroll-x, pre") -> list[dict]:
+    """Elements of the page that overflow at a window ``width`` CSS pixels wide.
+
+    An element overflows when its box sticks out of its parent's box, or when its content is wider
+    than its box (hidden or scrolled away). Elements inside a scroll wrapper (matching the CSS
+    selector ``wrappers``) are exempt; the wrapper itself must fit.
+
+    Returns
+    -------
+    list of dict
+        One ``{"element", "problem", "width", "limit"}`` per finding (pixels); empty when nothing overflows.
+    """
+    with loaded_page(path, chromium, width) as page:
+        return page.evaluate(f"{_OVERFLOW_JS}({json.dumps(wrappers)})")
+
+
+def screenshot(path: Path, chromium: str, width: int, out: Path, max_height: int = 16000) -> Path:
+    """Save a PNG of the whole page (up to ``max_height`` pixels tall) at a window ``width`` pixels wide."""
+    import base64
+
+    with loaded_page(path, chromium, width) as page:
+        height = min(int(page.evaluate("document.documentElement.scrollHeight")), max_height)
+        shot = page("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+        })
+    Path(out).write_bytes(base64.b64decode(shot["data"]))
+    return Path(out)

@@ -15,11 +15,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True)
+def _user_cache(monkeypatch, tmp_path_factory):
+    """Layer listings go to a fresh folder, never to ~/.cache."""
+    monkeypatch.setenv("NEUROPROBE_CACHE", str(tmp_path_factory.mktemp("user-cache")))
+
+
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory):
     """Run ``probe demo --quick`` once per test session; returns its output folder."""
     from probe.cli import main
 
     out = tmp_path_factory.mktemp("demo") / "demo"
-    assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
+    with pytest.MonkeyPatch.context() as patch:  # set up before the per-test cache folder: its own
+        patch.setenv("NEUROPROBE_CACHE", str(tmp_path_factory.mktemp("demo-user-cache")))
+        assert main(["demo", "--quick", "--no-progress", "--out", str(out)]) == 0
     return out

@@ -1,8 +1,7 @@
-"""Layer selection, `probe layers` / `probe record`, the Layers report section and the demo step."""
-
-import json
+"""Layer selection, `probe layers` / `probe record`, the Layers report section and the layers analysis."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -11,8 +10,8 @@ from torch.utils.data import TensorDataset
 import probe
 import zoo
 from probe.cli import main
-from probe.study import DemoContext
-from probe.study._layers_step import layers_step
+from probe.study import StudyContext
+from probe.study._layers_step import layers_analysis
 
 
 class Net(nn.Module):
@@ -112,25 +111,30 @@ def test_layers_section_renders_statistics():
         layers_section({})
 
 
-def test_layers_step_records_every_model(tmp_path):
+def test_layers_analysis_tables_every_recorded_layer_of_every_model(tmp_path):
     torch.manual_seed(0)
-    ctx = DemoContext(out=tmp_path, quick=True)
-    digits = TensorDataset(torch.randn(40, 1, 8, 8), torch.arange(40) % 10)
-    digits.info = type("Info", (), {"image_shape": (1, 8, 8)})()
-    patches = TensorDataset(torch.randn(20, 1, 6, 6))
-    patches.info = type("Info", (), {"image_shape": (1, 6, 6)})()
-    ctx.datasets["digits", "test"], ctx.datasets["natural-patches", "test"] = digits, patches
-    small = nn.Sequential(nn.Flatten(), nn.Linear(36, 3))
-    small.config = {"input_shape": [1, 6, 6]}
-    small.recordable_layers = lambda: ["1"]
-    ctx.models = {"net": Net(), "patch-model": small}
-    ctx.run_dirs["patch-model"] = tmp_path / "run"
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"dataset": {"name": "natural-patches"}}))
-    sections = layers_step(ctx)
-    assert ctx.recordings["net"].n_stimuli == 40 and ctx.recordings["patch-model"].n_stimuli == 20
-    assert ctx.recordings["net"].layers == ["features.1", "head"]
-    assert len(sections) == 1 and "patch-model" in str(sections[0].body)
+    ctx = StudyContext(out=tmp_path, progress=False)
+    with pytest.raises(KeyError, match="needs recordings"):
+        layers_analysis(ctx)
+    data = TensorDataset(torch.randn(40, 1, 8, 8), torch.arange(40) % 4)
+    small = nn.Sequential(nn.Flatten(), nn.Linear(64, 3), nn.ReLU())
+    ctx.recordings = {
+        "net": probe.record(Net().eval(), data, ["features.1", "features.2", "head"], device="cpu", progress=False),
+        "small": probe.record(small, data, ["2"], device="cpu", progress=False),
+    }
+    (section,) = layers_analysis(ctx)
+    table = ctx.tables["layers"]
+    assert list(zip(table["model"], table["layer"])) == [("net", "features.1"), ("net", "features.2"),
+                                                        ("net", "head"), ("small", "2")]
+    assert table.columns[0] == "model"
+    for name, recording in ctx.recordings.items():
+        rows = table[table["model"] == name].drop(columns="model").reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows, recording.to_frame()[list(rows.columns)])
+    # independently: units and the fraction of zeros of a layer
+    head = table.set_index(["model", "layer"]).loc[("small", "2")]
+    assert head["n_units"] == 3
+    assert head["fraction_zero"] == pytest.approx(np.mean(ctx.recordings["small"]["2"] == 0))
+    assert "small" in str(section.body) and "4 recorded layers" in section.summary
 
 
 def test_histogram_image_bars_follow_numpy_histogram():

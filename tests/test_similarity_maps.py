@@ -70,6 +70,44 @@ def test_rdm_similarity_matrix_and_mds(recordings):
     assert np.corrcoef(embedded, squareform(1 - result.values, checks=False))[0, 1] > 0.8
 
 
+def _stress_1(coordinates, dissimilarities):
+    """Kruskal's stress-1, written out with numpy alone."""
+    n = len(coordinates)
+    misfit = scale = 0.0
+    for i in range(n):
+        for j in range(i + 1, n):
+            distance = np.sqrt(np.sum((coordinates[i] - coordinates[j]) ** 2))
+            misfit += (distance - dissimilarities[i, j]) ** 2
+            scale += distance**2
+    return np.sqrt(misfit / scale)
+
+
+def _similarity(values, measure="test"):
+    from analyses import SimilarityMatrix
+
+    names = [f"m/layer{i}" for i in range(len(values))]
+    return SimilarityMatrix(values, names, ["m"] * len(values), [n.split("/")[1] for n in names], measure, 10)
+
+
+def test_mds_stress_is_kruskal_stress_1(recordings):
+    similarity = rdm_similarity_matrix(recordings, progress=False)
+    mds = rdm_mds(similarity, seed=0)
+    dissimilarities = np.clip(1 - similarity.values, 0, None)
+    assert mds.stress == pytest.approx(_stress_1(mds.coordinates, dissimilarities), rel=1e-9)
+    assert 0 <= mds.stress < 1
+    assert mds.to_frame()["stress"].iloc[0] == mds.stress
+
+
+def test_mds_stress_is_zero_for_euclidean_distances_in_the_plane():
+    rng = np.random.default_rng(3)
+    points = rng.random((9, 2))
+    distances = squareform(pdist(points))
+    mds = rdm_mds(_similarity(1 - distances / distances.max()), seed=0)
+    assert mds.stress <= 1e-6
+    # the plane is recovered up to rotation, reflection and translation: distances match
+    np.testing.assert_allclose(pdist(mds.coordinates), pdist(points) / distances.max(), atol=1e-5)
+
+
 def test_maps_reject_mismatched_stimuli():
     with pytest.raises(ValueError, match="same stimuli"):
         cka_matrix({"x": np.random.rand(10, 3), "y": np.random.rand(9, 3)}, progress=False)

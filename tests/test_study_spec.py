@@ -10,6 +10,7 @@ import pytest
 import tomllib
 
 from probe.study._spec import (
+    OPT_IN_ANALYSES,
     _OFFLINE_DATASETS,
     _OFFLINE_MODELS,
     _OFFLINE_PRETRAINED,
@@ -106,10 +107,11 @@ def test_defaults_are_filled(tmp_path):
     model = spec.models[0]
     assert (model.source, model.spec, model.weights) == ("pretrained", "pretrained:efficientnet-lite0", None)
     assert (model.layers, model.reduce, model.layout) == ("auto", "auto", None)
-    # no [analyses]: every analysis, each option at its ANALYSES default
-    assert list(spec.analyses) == list(ANALYSES) == ["summary", "layers", "similarity", "units", "subspaces", "transfer"]
+    # no [analyses]: every analysis but those that train models, each option at its ANALYSES default
+    assert list(ANALYSES) == ["summary", "layers", "similarity", "units", "subspaces", "transfer", "mask_ratio"]
+    assert list(spec.analyses) == [name for name in ANALYSES if name not in OPT_IN_ANALYSES] == list(ANALYSES)[:-1]
     assert spec.analyses == {name: {key: option.default for key, option in options.items()}
-                             for name, options in ANALYSES.items()}
+                             for name, options in ANALYSES.items() if name not in OPT_IN_ANALYSES}
     spec.analyses["similarity"]["measures"].append("x")  # a study's options are its own copies
     assert ANALYSES["similarity"]["measures"].default == ["rdm", "cka"]
 
@@ -203,20 +205,20 @@ def test_library_weights_and_model_spellings(tmp_path):
 def test_unknown_top_level_key_names_the_nearest_key(tmp_path):
     message = problems(tmp_path, 'outt = "x"\n' + MINIMAL)
     assert "outt: unknown key 'outt' at the top level of the study; did you mean 'out'?" in message
-    assert "Valid keys: 'out', 'title', 'seed', 'device', 'batch_size', 'data', 'models', 'analyses'" in message
+    assert "Valid keys: 'out', 'title', 'description', 'seed', 'device', 'batch_size', 'data', 'models', 'analyses'" in message
     assert "study.toml" in message
 
 
 def test_unknown_analysis_suggests_the_nearest(tmp_path):
     message = problems(tmp_path, MINIMAL + "[analyses]\nsimilarty = {}\n")
     assert "analyses.similarty: unknown analysis 'similarty' in [analyses]; did you mean 'similarity'" in message
-    assert "Valid analyses: 'summary', 'layers', 'similarity', 'units', 'subspaces', 'transfer'." in message
+    assert "Valid analyses: 'summary', 'layers', 'similarity', 'units', 'subspaces', 'transfer', 'mask_ratio'." in message
 
 
 def test_unknown_option_suggests_the_nearest(tmp_path):
     message = problems(tmp_path, MINIMAL + '[analyses]\nsimilarity = { measure = ["rdm"] }\n')
     assert ("analyses.similarity.measure: unknown key 'measure' in [analyses.similarity]; did you mean "
-            "'measures'? Valid keys: 'measures', 'reference', 'n_stimuli', 'n_bootstrap'.") in message
+            "'measures'? Valid keys: 'measures', 'reference', 'n_stimuli', 'n_bootstrap', 'models', 'max_rdm_panels'.") in message
     message = problems(tmp_path, MINIMAL + '[analyses]\nsimilarity = { measures = ["rmd"] }\n')
     assert "analyses.similarity.measures[0]: unknown value 'rmd'; did you mean 'rdm'?" in message
 
@@ -385,6 +387,148 @@ def test_error_accepts_one_line_and_reads_as_a_value_error():
     assert StudySpecError(["a: 1", "b: 2"], "s.toml").problems == ("a: 1", "b: 2")
 
 
+# -- training, own stimuli, random weights, input size ------------------------------------------
+
+RUN = MINIMAL.replace('pretrained = "efficientnet-lite0"', 'run = "runs/cnn"')
+
+
+def test_a_run_with_train_is_checked_without_its_folder(tmp_path):
+    spec = StudySpec.from_file(write(tmp_path, RUN + 'train = { model = "cnn", epochs = 2, settings = { lr = 0.01 } }\n'))
+    (model,) = spec.models
+    assert (model.source, model.spec) == ("run", str(tmp_path / "runs" / "cnn"))  # the study trains into it
+    assert not (tmp_path / "runs").exists()  # checking makes nothing
+    assert model.train == {"model": "cnn", "dataset": "digits", "epochs": 2, "dataset_options": {},
+                           "settings": {"lr": 0.01}}
+    assert "models[0].run: folder not found: 'runs/cnn'" in problems(tmp_path, RUN)  # without train, it must exist
+    image_folder(tmp_path / "shapes", splits=("train",))
+    spec = StudySpec.from_file(write(tmp_path, RUN + 'train = { model = "cnn", dataset = "imagefolder:shapes" }\n'))
+    assert spec.models[0].train["dataset"] == f"imagefolder:{tmp_path / 'shapes'}" and spec.models[0].train["epochs"] is None
+
+
+@pytest.mark.parametrize("change, expected", [
+    ('arch = "cnn"\ntrain = { model = "cnn" }',
+     'models[0].train: train goes with run = "RUN_FOLDER" only'),
+    ('run = "runs/cnn"\ntrain = { model = "cnm" }',
+     "models[0].train.model: unknown zoo model 'cnm'; did you mean 'cnn'?"),
+    ('run = "runs/cnn"\ntrain = { epochs = 3 }', 'models[0].train.model: missing; name the zoo model to train'),
+    ('run = "runs/cnn"\ntrain = { model = "cnn", dataset = "digts" }',
+     "models[0].train.dataset: unknown dataset 'digts'; did you mean 'digits'?"),
+    ('run = "runs/cnn"\ntrain = { model = "cnn", epochs = 0 }',
+     "models[0].train.epochs: expected an integer > 0, got 0"),
+    ('run = "runs/cnn"\ntrain = { model = "cnn", epoch = 3 }',
+     "models[0].train.epoch: unknown key 'epoch' in [models[0].train]; did you mean 'epochs'?"),
+])
+def test_train_problems_name_the_key(tmp_path, change, expected):
+    message = problems(tmp_path, MINIMAL.replace('pretrained = "efficientnet-lite0"', change))
+    assert expected in message
+    assert " problems:" not in message  # that one problem, not a cascade
+
+
+def test_a_model_may_bring_its_own_stimuli(tmp_path):
+    image_folder(tmp_path / "pictures", splits=("train",))
+    spec = StudySpec.from_file(write(tmp_path, MINIMAL + """\
+        data = { dataset = "imagefolder:pictures", split = "train", per_class = 3, limit = 5 }
+        [[models]]
+        name = "cnn"
+        arch = "cnn"
+        data = { dataset = "photos" }
+        """))
+    lite, cnn = spec.models
+    assert spec.data == DataSpec(dataset="digits", split="test", limit=None, seed=0, options={})
+    assert lite.data == DataSpec(dataset=f"imagefolder:{tmp_path / 'pictures'}", split="train", limit=5, seed=0,
+                                 options={}, per_class=3)
+    assert cnn.data == DataSpec(dataset="photos", split="test", limit=None, seed=0, options={})
+    message = problems(tmp_path, MINIMAL + 'data = { dataset = "digts", per_class = 0 }\n')
+    assert "models[0].data.dataset: unknown dataset 'digts'; did you mean 'digits'?" in message
+    assert "models[0].data.per_class: expected an integer > 0, got 0" in message
+    message = problems(tmp_path, MINIMAL + 'data = { split = "test" }\n')
+    assert "models[0].data.dataset: missing" in message
+    message = problems(tmp_path, MINIMAL + 'data = "digits"\n')
+    assert "models[0].data: expected a table" in message
+
+
+def test_per_class_and_description(tmp_path):
+    text = 'description = "Edges first?"\n' + MINIMAL.replace('dataset = "digits"', 'dataset = "digits"\nper_class = 4\nlimit = 10')
+    spec = StudySpec.from_file(write(tmp_path, text))
+    assert spec.description == "Edges first?"
+    assert spec.data == DataSpec(dataset="digits", split="test", limit=10, seed=0, options={}, per_class=4)
+    assert StudySpec.from_file(write(tmp_path, MINIMAL)).description == ""
+    assert "data.per_class: expected an integer > 0, got 0" in problems(
+        tmp_path, MINIMAL.replace('dataset = "digits"', 'dataset = "digits"\nper_class = 0'))
+    assert "description: expected a non-empty string, got 3" in problems(tmp_path, "description = 3\n" + MINIMAL)
+
+
+def test_random_init_goes_with_pretrained_only_and_input_size_is_positive(tmp_path):
+    spec = StudySpec.from_file(write(tmp_path, MINIMAL + 'init = "random"\ninput_size = 64\n'))
+    assert (spec.models[0].init, spec.models[0].input_size) == ("random", 64)
+    default = StudySpec.from_file(write(tmp_path, MINIMAL)).models[0]
+    assert (default.init, default.input_size) == ("weights", None)
+    message = problems(tmp_path, MINIMAL.replace('pretrained = "efficientnet-lite0"', 'arch = "cnn"') + 'init = "random"\n')
+    assert 'models[0].init: init = "random" goes with pretrained = "NAME" only' in message
+    message = problems(tmp_path, MINIMAL + 'init = "rand"\ninput_size = 0\n')
+    assert "models[0].init: unknown value 'rand'; did you mean 'random'?" in message
+    assert "models[0].input_size: expected an integer > 0, got 0" in message
+
+
+# -- the new analyses' options ------------------------------------------------------------------
+
+TWO = MINIMAL + '[[models]]\nname = "cnn/small"\narch = "cnn"\n'
+
+
+def test_mask_ratio_runs_only_when_named(tmp_path):
+    assert OPT_IN_ANALYSES == ("mask_ratio",) and "mask_ratio" not in default_analyses()
+    assert "mask_ratio" not in StudySpec.from_file(write(tmp_path, MINIMAL)).analyses
+    spec = StudySpec.from_file(write(tmp_path, MINIMAL + "[analyses]\nmask_ratio = {}\n"))
+    assert spec.analyses == {"mask_ratio": {"ratios": [0.25, 0.5, 0.75, 0.9], "epochs": 3, "dataset": "digits"}}
+    message = problems(tmp_path, MINIMAL + '[analyses]\nmask_ratio = { ratios = [0.5, 1.0], dataset = "digts" }\n')
+    assert "analyses.mask_ratio.ratios[1]: expected a number in (0, 1), got 1.0" in message
+    assert "analyses.mask_ratio.dataset: unknown dataset 'digts'; did you mean 'digits'?" in message
+
+
+def test_transfer_and_similarity_models_name_models_of_the_study(tmp_path):
+    spec = StudySpec.from_file(write(tmp_path, TWO + """\
+        [analyses]
+        similarity = { models = ["cnn/small"], max_rdm_panels = 0 }
+        transfer = { models = ["lite"], features = ["cnn/small/fc2", "lite/blocks.3"] }
+        """))
+    assert spec.analyses["similarity"]["models"] == ["cnn/small"] and spec.analyses["similarity"]["max_rdm_panels"] == 0
+    assert spec.analyses["transfer"]["models"] == ["lite"]
+    assert spec.analyses["transfer"]["features"] == ["cnn/small/fc2", "lite/blocks.3"]
+    defaults = StudySpec.from_file(write(tmp_path, TWO)).analyses
+    assert defaults["similarity"]["models"] == defaults["transfer"]["models"] == "all"
+    assert defaults["transfer"]["features"] == "last"
+    message = problems(tmp_path, TWO + '[analyses]\ntransfer = { models = ["lite", "lyte"] }\n'
+                                       'similarity = { models = ["cnn/smal"] }\n')
+    assert "analyses.transfer.models[1]: unknown model 'lyte'; did you mean 'lite'?" in message
+    assert "analyses.similarity.models[0]: unknown model 'cnn/smal'; did you mean 'cnn/small'?" in message
+    assert "Valid models: 'lite', 'cnn/small'." in message
+    assert "analyses.transfer.models: expected 'all' or a list" in problems(
+        tmp_path, TWO + '[analyses]\ntransfer = { models = "some" }\n')
+
+
+@pytest.mark.parametrize("feature", ["lite", "lite/", "other/fc2", "/fc2", "cnn/fc2"])
+def test_a_malformed_transfer_feature_is_refused(tmp_path, feature):
+    message = problems(tmp_path, TWO + f'[analyses]\ntransfer = {{ features = ["lite/blocks.3", "{feature}"] }}\n')
+    assert (f"analyses.transfer.features[1]: expected \"MODEL/LAYER\" with MODEL one of 'lite', 'cnn/small', "
+            f"got '{feature}'") in message
+    assert "features[0]" not in message
+
+
+def test_the_new_units_and_subspaces_options(tmp_path):
+    spec = StudySpec.from_file(write(tmp_path, MINIMAL + """\
+        [analyses]
+        units = { stretch = false, distinct_stimuli = true }
+        subspaces = { pixels = true }
+        """))
+    assert (spec.analyses["units"]["stretch"], spec.analyses["units"]["distinct_stimuli"]) == (False, True)
+    assert spec.analyses["subspaces"]["pixels"] is True
+    defaults = default_analyses()
+    assert defaults["units"]["stretch"] == defaults["units"]["distinct_stimuli"] == "auto"
+    assert defaults["subspaces"]["pixels"] is False
+    message = problems(tmp_path, MINIMAL + '[analyses]\nunits = { stretch = "yes" }\n')
+    assert "analyses.units.stretch: expected 'auto' or a boolean, got 'yes'" in message
+
+
 # -- dicts and text --------------------------------------------------------------------------
 
 
@@ -417,7 +561,7 @@ def test_to_toml_round_trips_nested_values():
 
 def test_the_template_parses_to_exactly_the_analyses_defaults(tmp_path):
     path = write_template(tmp_path / "study.toml")
-    assert path.read_text() == STUDY_TEMPLATE and 40 <= len(STUDY_TEMPLATE.splitlines()) <= 60
+    assert path.read_text() == STUDY_TEMPLATE and 40 <= len(STUDY_TEMPLATE.splitlines()) <= 80
     image_folder(tmp_path / "images", splits=("cat",))
     (tmp_path / "resnet18.safetensors").write_bytes(b"")
 
@@ -426,9 +570,12 @@ def test_the_template_parses_to_exactly_the_analyses_defaults(tmp_path):
     assert spec.analyses == default_analyses()
     assert spec.models[0].spec == "torchvision:resnet18" and spec.data.split == "train"
     # the values shown in the comments are the defaults too: uncommented, they parse to the same
-    options = [line for line in STUDY_TEMPLATE.splitlines() if line.startswith("# ") and " = " in line
-               and line[2:].split(" = ")[0] in {key for opts in ANALYSES.values() for key in opts}]
-    assert len(options) == sum(len(opts) for opts in ANALYSES.values())
+    # (the analyses that train models come last, their tables commented out: they run only when named)
+    shown = STUDY_TEMPLATE.split(f"# [analyses.{OPT_IN_ANALYSES[0]}]")[0]
+    on = [opts for name, opts in ANALYSES.items() if name not in OPT_IN_ANALYSES]
+    options = [line for line in shown.splitlines() if line.startswith("# ") and " = " in line
+               and line[2:].split(" = ")[0] in {key for opts in on for key in opts}]
+    assert len(options) == sum(option.default is not None for opts in on for option in opts.values())
     uncommented = "\n".join(line[2:] if line in options else line for line in STUDY_TEMPLATE.splitlines())
     assert StudySpec.from_text(uncommented, tmp_path).analyses == default_analyses()
 

@@ -59,7 +59,9 @@ def test_transfer_analysis_refuses_unlabelled_stimuli_and_drops_budgets_it_canno
     frame = ctx.tables["transfer-label-efficiency"]
     assert sorted(frame["labels_per_class"].unique()) == [1, 5]
     assert "100 labels per class" in str(section.body)
-    ctx.labels = np.full(40, -1)
+    recording = ctx.recordings["net"]  # the labels of each group of stimuli are its recordings'
+    ctx.recordings["net"] = probe.Recording({layer: recording[layer] for layer in recording.layers},
+                                            labels=np.full(40, -1), shapes=recording.shapes)
     with pytest.raises(ValueError, match="labelled"):
         transfer_analysis(ctx)
 

@@ -1,4 +1,4 @@
-"""The Units report section, its PNG grids, the ``probe patches`` command and the demo step."""
+"""The Units report section, its PNG grids, the ``probe patches`` command and the units analysis."""
 
 
 import numpy as np
@@ -11,9 +11,10 @@ from torch.utils.data import TensorDataset
 
 import zoo
 from probe.study import record_top_patches
+import probe
 from probe.cli import main
-from probe.study import DemoContext
-from probe.study._units_step import UNIT_PANELS, units_step
+from probe.study import StudyContext
+from probe.study._units_step import units_analysis
 from reports import Report, Section
 from reports import save_unit_grids, units_section
 
@@ -81,12 +82,110 @@ def test_probe_patches_command(tmp_path, capsys):
     assert main(["patches", str(tmp_path / "missing"), "--layer", "x", "--out", str(out)]) == 2
 
 
-def test_units_step_quick(tmp_path):
-    ctx = DemoContext(out=tmp_path, quick=True)
+def _two_groups(tmp_path, n=12):
+    """A grey and an RGB cnn, each recorded on its own n stimuli (4 classes)."""
     torch.manual_seed(0)
-    ctx.models["cnn"] = zoo.create_model("cnn", input_shape=[1, 8, 8], width=4, hidden=8).eval()
-    ctx.models["ae-conv-patches"] = zoo.create_model("ae-conv", input_shape=[1, 16, 16], width=4, code_dim=8).eval()
-    sections = units_step(ctx)
-    assert len(sections) == 1 and sections[0].title == "Units"
-    assert set(ctx.results["top_patches"]) == {title for title, *_ in UNIT_PANELS}
-    assert len(list((tmp_path / "units").glob("*_top.png"))) == len(UNIT_PANELS)
+    ctx = StudyContext(out=tmp_path, progress=False)
+    for name, channels, words in [("grey", 1, "digits (test)"), ("rgb", 3, "photos (test)")]:
+        model = zoo.create_model("cnn", input_shape=[channels, 8, 8], width=4, hidden=8).eval()
+        stimuli = TensorDataset(torch.rand(n, channels, 8, 8), torch.arange(n) % 4)
+        ctx.models[name], ctx.stimuli[name], ctx.data_of[name] = model, stimuli, words
+        ctx.recordings[name] = probe.record(model, stimuli, ["features.relu1", "features.relu3", "relu_fc1"],
+                                            device="cpu", progress=False)
+    return ctx
+
+
+def _maps(model, stimuli, layer):
+    """A plain forward pass's output of ``layer``: array of shape (n_stimuli, C, H, W)."""
+    outputs = []
+    handle = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: outputs.append(o))
+    try:
+        with torch.no_grad():
+            model(stimuli.tensors[0])
+    finally:
+        handle.remove()
+    return outputs[0].numpy()
+
+
+def _top(table, model, layer):
+    rows = table[(table["model"] == model) & (table["layer"] == layer) & (table["kind"] == "top")]
+    return {unit: group.sort_values("rank") for unit, group in rows.groupby("unit")}
+
+
+def test_units_analysis_one_section_per_group_of_stimuli(tmp_path):
+    ctx = _two_groups(tmp_path)
+    sections = units_analysis(ctx, k=3, n_units=2)
+    assert [s.title for s in sections] == ["Units · digits (test)", "Units · photos (test)"]
+    assert "Stimuli: digits (test)." in str(sections[0].body) and "Stimuli: photos (test)." in str(sections[1].body)
+    # "auto": map layers only (relu_fc1 is flat)
+    assert list(ctx.results["units"]) == ["grey · features.relu1", "grey · features.relu3", "rgb · features.relu1",
+                                          "rgb · features.relu3"]
+    assert len(list((tmp_path / "units").glob("grey_*_top.png"))) == 2
+    assert len(list((tmp_path / "units-2").glob("rgb_*_top.png"))) == 2
+    table = ctx.tables["units"]
+    assert list(table.columns[:2]) == ["model", "layer"] and set(table["model"]) == {"grey", "rgb"}
+    assert (table.groupby(["model", "layer"])["unit"].nunique() == 2).all()  # n_units shown per layer
+    # stretch "auto": for the one-channel stimuli only; True / False for both
+    stretched = "contrast is stretched"
+    assert stretched in str(sections[0].body) and stretched not in str(sections[1].body)
+    one_layer = dict(k=3, n_units=1, layers=["features.relu1"])
+    assert all(stretched in str(s.body) for s in units_analysis(ctx, stretch=True, **one_layer))
+    assert not any(stretched in str(s.body) for s in units_analysis(ctx, stretch=False, **one_layer))
+    # one group: no words in the title
+    del ctx.recordings["rgb"]
+    (section,) = units_analysis(ctx, k=3, n_units=2)
+    assert section.title == "Units"
+    # a flat layer named: its units' crops are the whole stimuli
+    units_analysis(ctx, k=3, n_units=2, layers=["grey/relu_fc1", "rgb/features.relu1"])
+    assert list(ctx.results["units"]) == ["grey · relu_fc1"]
+    assert (ctx.tables["units"][["top", "left", "bottom", "right"]].to_numpy() == [0, 0, 8, 8]).all()
+    with pytest.raises(ValueError, match="none of the units analysis's layers"):
+        units_analysis(ctx, layers=["features.relu9"])
+
+
+def test_units_analysis_distinct_stimuli_auto_at_four_k(tmp_path):
+    ctx = _two_groups(tmp_path, n=12)
+    del ctx.recordings["rgb"]
+    model, stimuli = ctx.models["grey"], ctx.stimuli["grey"]
+    maps = _maps(model, stimuli, "features.relu1")  # (12, 4, 8, 8)
+    flat = maps.reshape(*maps.shape[:2], -1)
+
+    units_analysis(ctx, k=3, n_units=4, layers=["features.relu1"])  # 12 >= 4 * 3 stimuli: distinct
+    for unit, rows in _top(ctx.tables["units"], "grey", "features.relu1").items():
+        best = flat[:, unit].max(axis=1)  # each stimulus's strongest response anywhere
+        expected = np.argsort(-best, kind="stable")[:3]
+        np.testing.assert_array_equal(rows["stimulus"], expected)
+        np.testing.assert_allclose(rows["value"], best[expected], rtol=1e-5)
+
+    units_analysis(ctx, k=4, n_units=4, layers=["features.relu1"])  # 12 < 4 * 4: the strongest (stimulus, position)s
+    repeated = False
+    for unit, rows in _top(ctx.tables["units"], "grey", "features.relu1").items():
+        values = flat[:, unit].ravel()
+        order = np.argsort(-values, kind="stable")[:4]
+        np.testing.assert_allclose(rows["value"], values[order], rtol=1e-5)
+        np.testing.assert_array_equal(rows["stimulus"], order // flat.shape[2])
+        repeated |= rows["stimulus"].nunique() < 4
+    assert repeated  # a stimulus may hold several of a unit's top entries
+
+    units_analysis(ctx, k=4, n_units=4, layers=["features.relu1"], distinct_stimuli=True)
+    assert all(rows["stimulus"].nunique() == 4 for rows in _top(ctx.tables["units"], "grey", "features.relu1").values())
+
+
+def test_tied_bottom_responses_are_not_drawn_and_the_card_says_why():
+    import dataclasses
+
+    from reports import units_section
+
+    torch.manual_seed(0)
+    model = zoo.create_model("cnn", input_shape=[1, 8, 8], width=4, hidden=8).eval()
+    stimuli = torch.utils.data.TensorDataset(torch.randn(40, 1, 8, 8), torch.arange(40) % 4)
+    relu = record_top_patches(model, stimuli, "features.relu1", k=3, bottom_k=2, progress=False)
+    bottom = relu.topk.bottom_values
+
+    def with_bottom(values):
+        return dataclasses.replace(relu, topk=dataclasses.replace(relu.topk, bottom_values=values))
+
+    tied, varied = with_bottom(np.zeros_like(bottom)), with_bottom(np.sort(np.random.default_rng(0).random(bottom.shape)))
+    body = str(units_section({"tied": tied, "varied": varied}, n_units=2).body)
+    assert body.count("bottom patches of") == 1  # only the card whose bottom responses differ draws them
+    assert "Least-activating stimuli not shown" in body

@@ -91,7 +91,8 @@ def pretrained_entry(name: str) -> PretrainedEntry:
     return _PRETRAINED[name]
 
 
-def load_pretrained(name: str, *, device: str | torch.device = "cpu", allow_download: bool = False) -> nn.Module:
+def load_pretrained(name: str, *, device: str | torch.device = "cpu", allow_download: bool = False,
+                    random_weights: bool = False) -> nn.Module:
     """A pretrained network with its weights, in eval mode, with ``model.preprocessing``.
 
     Parameters
@@ -103,6 +104,10 @@ def load_pretrained(name: str, *, device: str | torch.device = "cpu", allow_down
         Where to put the model (``"auto"`` picks CUDA when present).
     allow_download
         Download weights that are not in their cache yet; never done otherwise.
+    random_weights
+        The same architecture freshly initialised (its library's own initialisation, drawn from torch's
+        global generator: seed it first), with the network's preprocessing: a random-weights baseline.
+        No weights are read.
 
     Raises
     ------
@@ -118,6 +123,9 @@ def load_pretrained(name: str, *, device: str | torch.device = "cpu", allow_down
     """
     entry = pretrained_entry(name)
     model = entry.build()
+    if random_weights:
+        model.preprocessing = entry.preprocessing()
+        return model.to(resolve_device(device)).eval()
     state = entry.state_dict(allow_download)
     label = f"the weights of pretrained:{name} ({entry.source})"
     if entry.by_order:

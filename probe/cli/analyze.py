@@ -17,9 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from probe.study._layer_listing import precheck_layers
     from probe.study._spec import StudySpec
 
     spec = StudySpec.from_file(args.study)  # every name, type and file is checked before torch loads
+    precheck_layers(spec)  # and the layer names, against those stored when each model was last built
     if args.check:
         print(f"{args.study}: {len(spec.models)} models, analyses {', '.join(spec.analyses)}; output {spec.out}")
         return 0

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-HELP = "train one model of each family on the embedded data and write runs/demo/report.html"
+HELP = "train one model of each family, add a pretrained network, analyse them all: runs/demo/report.html"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,29 +14,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds' version, for tests")
     parser.add_argument("--seed", type=int, default=0, help="seed for everything trained or sampled")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing demo folder")
+    parser.add_argument("--force", action="store_true", help="run in a folder that is not empty (the demo's runs and "
+                        "recordings there are reused when their settings match)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(
-            f"{out} already exists and is not empty; pass --force to redo the demo there, or --out another folder"
+            f"{out} already exists and is not empty; pass --force to run the demo there (reusing its trained runs and "
+            "recordings), or --out another folder"
         )
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.study import DemoContext, run_demo
-    from zoo import resolve_device
+    from probe.study import run_demo
 
     _check_out(args.out, args.force)
     started = time.perf_counter()
-    ctx = DemoContext(
-        out=args.out, quick=args.quick, seed=args.seed, device=resolve_device(args.device), progress=args.progress
-    )
-    report = run_demo(ctx)
+    result = run_demo(args.out, quick=args.quick, seed=args.seed, device=args.device, progress=args.progress)
     total = time.perf_counter() - started
-    for step, seconds in ctx.timings.items():
-        print(f"  {step:<14} {seconds:7.1f} s")
-    print(f"demo finished in {total:.1f} s; report: {report}")
+    for step, seconds in result.timings.items():
+        print(f"  {step:<28} {seconds:7.1f} s")
+    print(f"demo finished in {total:.1f} s; report: {result.report}")
     return 0

@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     """
     import zoo
     from probe.cli._helpers import flag_spelling, status, verb_flags
+    from probe.study._layer_listing import remember_run_layers
 
     model_name = resolve_model_name(args.model)
     stored = stored_run_settings(args.out) if args.resume else {}
@@ -160,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(f"probe train: error: {flag_spelling(str(err), verb_flags(add_arguments))}", file=sys.stderr)
         return 1
+    remember_run_layers(result.run_dir, result.model)  # a study of the run checks its layer names before loading it
     if finished is not None and finished == epochs:
         print(f"{result.run_dir} already has {finished} epochs (it is finished); nothing to train. Pass --epochs N "
               f"with N larger than {finished} to train it further")

@@ -3,8 +3,8 @@
 This is the orchestration above the four packages of the flow (zoo → probe engine → analyses →
 reports) and the only code that imports all of them. A study (``Study.from_file("study.toml")``,
 ``probe analyze``) names models, stimuli and analyses; its steps share a ``StudyContext`` and each
-return report sections. ``probe demo`` runs the same analysis steps after training a small zoo
-(``DEMO_STEPS``). Experiments that train models as part of an analysis (the MAE mask-ratio sweep,
+return report sections. ``probe demo`` is one built-in study (``demo_spec``) run by the same code.
+Experiments that train models as part of an analysis (the MAE mask-ratio sweep,
 class-split transfer) and the one-call top patches live here for the same reason.
 
 Names are imported on first use (PEP 562), so that checking a study file does not import torch.
@@ -16,8 +16,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what static tools and readers see; at run time each name loads on first use
-    from probe.study._context import DemoContext, StudyContext  # noqa: F401
-    from probe.study._demo import DEMO_STEPS, run_demo  # noqa: F401
+    from probe.study._context import StudyContext  # noqa: F401
+    from probe.study._demo import demo_spec, demo_study, run_demo  # noqa: F401
     from probe.study._spec import StudySpec, StudySpecError  # noqa: F401
     from probe.study._study import ANALYSIS_STEPS, Study, StudyResult, default_layers  # noqa: F401
     from probe.study._template import STUDY_TEMPLATE, write_template  # noqa: F401
@@ -41,8 +41,8 @@ _EXPORTS = {
     "STUDY_TEMPLATE": "probe.study._template",
     "write_template": "probe.study._template",
     "StudyContext": "probe.study._context",
-    "DemoContext": "probe.study._context",
-    "DEMO_STEPS": "probe.study._demo",
+    "demo_spec": "probe.study._demo",
+    "demo_study": "probe.study._demo",
     "run_demo": "probe.study._demo",
     "record_top_patches": "probe.study._top_patches",
     "encode_features": "probe.study._transfer_experiments",

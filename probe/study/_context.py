@@ -12,7 +12,7 @@ import torch
 
 import zoo
 
-__all__ = ["StudyContext", "DemoContext", "dataset_labels"]
+__all__ = ["StudyContext", "dataset_labels"]
 
 
 def dataset_labels(dataset: Any) -> np.ndarray:
@@ -34,8 +34,6 @@ class StudyContext:
     ----------
     out
         The study's output folder: report, tables, recordings cache (and the demo's run folders).
-    quick
-        True for ``probe demo --quick``: every step must then finish in a few seconds.
     seed
         Seed for everything the study trains or samples.
     device
@@ -52,7 +50,11 @@ class StudyContext:
     datasets
         Datasets by name and split, for example ``datasets["digits", "test"]``.
     stimuli
-        The stimuli each model was recorded on (the study's data, resized and normalised for it).
+        The stimuli each model was recorded on (the study's data, or the model's own, resized and
+        normalised for it).
+    data_of
+        Per model, its stimuli in words (``"digits (test)"``); models with the same words were recorded
+        on the same stimuli and are compared with each other.
     labels
         The class label of each stimulus (-1 where unknown), shared by every recording of a study.
     recordings
@@ -75,7 +77,6 @@ class StudyContext:
     """
 
     out: Path
-    quick: bool = False
     seed: int = 0
     device: torch.device = torch.device("cpu")
     progress: bool = True
@@ -84,6 +85,7 @@ class StudyContext:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     datasets: dict[tuple[str, str], Any] = field(default_factory=dict)
     stimuli: dict[str, Any] = field(default_factory=dict)
+    data_of: dict[str, str] = field(default_factory=dict)
     labels: np.ndarray | None = None
     recordings: dict[str, Any] = field(default_factory=dict)
     recorded: dict[str, list[str]] = field(default_factory=dict)
@@ -101,10 +103,16 @@ class StudyContext:
             self.datasets[name, split] = zoo.load_dataset(name, split=split, **options)
         return self.datasets[name, split]
 
+    def stimulus_groups(self, models: Any = "all") -> dict[str, list[str]]:
+        """The recorded models (``"all"``, or those named) grouped by their stimuli: words -> names, in
+        the study's order. Models without ``data_of`` form one group, ``""``."""
+        groups: dict[str, list[str]] = {}
+        for name in self.recordings:
+            if models == "all" or name in models:
+                groups.setdefault(self.data_of.get(name, ""), []).append(name)
+        return groups
+
     def add_table(self, name: str, frame: pd.DataFrame) -> None:
         """Keep a tidy table of results under ``name`` (a file stem: letters, digits, ``-``)."""
         self.tables[name] = frame.reset_index(drop=True)
 
-
-#: The demo's context is a study's (the demo is one built-in study).
-DemoContext = StudyContext

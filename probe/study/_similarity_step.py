@@ -1,9 +1,8 @@
-"""The demo's similarity step: RDMs, CKA and RDM maps across the zoo's layers, second-order MDS.
+"""The similarity analysis: RDMs, CKA and RDM maps across the layers of the models recorded on the same
+stimuli, the layers' second-order MDS, and their ranking against a reference RDM.
 
-It uses the recordings of the digits test stimuli made by the recording step
-(``ctx.recordings``); without them it records the digits-trained models itself. Stimuli are
-subsampled (class-balanced, fixed seed) to keep the step fast. As a stand-in for a neural
-reference RDM it uses the category RDM (0 within a digit class, 1 between classes), so the layer
+Stimuli are subsampled (class-balanced, fixed seed) to keep the analysis fast. Without a measured
+reference, the category RDM (0 within a class, 1 between classes) stands in for one, so that the
 ranking shows where class structure emerges.
 """
 
@@ -14,17 +13,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
-import probe
 from analyses import RDM, cka_matrix, rank_layers, rdm, rdm_mds, rdm_similarity_matrix
 from probe.study._context import StudyContext
+from probe.study._findings import best_layer_pairs
 from reports import Section, similarity_section
 
-__all__ = ["similarity_analysis", "similarity_step"]
-
-N_STIMULI = {True: 120, False: 250}  # by ctx.quick
-N_BOOTSTRAP = {True: 0, False: 20}
-MAX_RDM_PANELS = {True: 4, False: 8}
+__all__ = ["similarity_analysis"]
 
 
 def _balanced_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -36,75 +32,70 @@ def _balanced_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def _record_digits_models(ctx: StudyContext) -> dict[str, Any]:
-    dataset = ctx.dataset("digits")
-    shape = list(dataset.info.image_shape)
-    recordings = {}
-    for run, model in ctx.models.items():
-        if list(getattr(model, "config", {}).get("input_shape", [])) == shape and hasattr(model, "recordable_layers"):
-            recordings[run] = probe.record(model, dataset, model.recordable_layers(), device=ctx.device, progress=False)
-    return recordings
-
-
-def _digits_recordings(ctx: StudyContext) -> dict[str, Any]:
-    recordings = dict(ctx.recordings) or _record_digits_models(ctx)
-    if not recordings:
-        raise KeyError("the similarity step needs ctx.recordings (the recording step) or trained digits models (the Zoo step)")
-    # compare only recordings over the same stimuli: the digits test split
-    names = {run: (getattr(rec, "dataset", None) or {}).get("name") for run, rec in recordings.items()}
-    if any(names.values()):
-        recordings = {run: rec for run, rec in recordings.items() if names[run] == "digits"}
-    if not recordings:
-        raise KeyError("the similarity step found no recording of the digits stimuli; run the Layers step first")
-    return recordings
-
-
-def similarity_step(ctx: StudyContext) -> list[Section]:
-    """The demo's similarity analysis: the digits models' recordings against the category RDM."""
-    return similarity_analysis(
-        ctx, _digits_recordings(ctx), n_stimuli=N_STIMULI[ctx.quick], n_bootstrap=N_BOOTSTRAP[ctx.quick],
-        max_rdm_panels=MAX_RDM_PANELS[ctx.quick], stimuli="digits test stimuli",
-    )
-
-
 def similarity_analysis(
     ctx: StudyContext,
-    recordings: Mapping[str, Any] | None = None,
     *,
     measures: Sequence[str] = ("rdm", "cka"),
     reference: str | os.PathLike = "labels",
     n_stimuli: int = 250,
     n_bootstrap: int = 0,
+    models: str | Sequence[str] = "all",
     max_rdm_panels: int = 8,
-    stimuli: str = "stimuli",
 ) -> list[Section]:
-    """RDMs, CKA and RDM maps across the layers of every model, the layers' MDS and their ranking
-    against a reference RDM.
+    """RDMs, CKA and RDM maps across the layers of the models, the layers' MDS and their ranking against
+    a reference RDM: one section per group of models recorded on the same stimuli.
 
     Parameters
     ----------
     ctx
-        The study; its results get ``"similarity"`` and its tables ``similarity-*``.
-    recordings
-        Model name -> recording, all over the same stimuli; default ``ctx.recordings``.
+        The study. Its results get ``"similarity"`` (the measures of the first group: ``rdms``, ``cka``,
+        ``rdm_similarity``, ``mds``, ``ranking``) and ``"similarity_by_stimuli"`` (stimuli words -> the
+        same, for every group); its tables ``similarity-cka``, ``-rdm``, ``-mds``, ``-ranking`` and
+        ``-best-pairs`` (each model's most alike layer pair with every other model), with a ``stimuli`` column.
     measures
         ``"rdm"`` (correlation-distance RDMs, their correlation map, MDS, ranking) and/or ``"cka"``
         (linear CKA map).
     reference
         ``"labels"`` (the category RDM: 0 within a class, 1 between), ``"none"``, or a ``.npy`` file
-        holding an (n, n) RDM over all the study's stimuli.
+        holding an (n, n) RDM over a group's stimuli.
     n_stimuli
         Class-balanced subsample (seeded with ``ctx.seed``) the measures use.
     n_bootstrap
         Bootstrap resamples of the stimuli for the ranking's confidence intervals (0: none).
+    models
+        ``"all"`` or the names of the models compared.
     max_rdm_panels
-        RDM heatmaps shown (of the first model).
-    stimuli
-        How the intro names the stimuli.
+        RDM heatmaps shown per group (of its first model).
     """
-    recordings = dict(ctx.recordings if recordings is None else recordings)
-    if not recordings:
+    groups = ctx.stimulus_groups(models)
+    if not groups:
         raise KeyError("the similarity analysis needs recordings; record the models first")
+    sections, by_stimuli, frames = [], {}, {}
+    for words, names in groups.items():
+        recordings = {name: ctx.recordings[name] for name in names}
+        results, section = _group_similarity(ctx, words, recordings, measures=measures, reference=reference,
+                                             n_stimuli=n_stimuli, n_bootstrap=n_bootstrap,
+                                             max_rdm_panels=max_rdm_panels, titled=len(groups) > 1)
+        by_stimuli[words] = results
+        sections.append(section)
+        for key in ("cka", "rdm_similarity", "mds", "ranking"):
+            if results.get(key) is not None:
+                frames.setdefault(key, []).append(results[key].to_frame().assign(stimuli=words))
+        if results.get("cka") is not None and len(set(results["cka"].models)) > 1:
+            frames.setdefault("pairs", []).append(best_layer_pairs(results["cka"]).assign(stimuli=words))
+    ctx.results["similarity"] = next(iter(by_stimuli.values()))
+    ctx.results["similarity_by_stimuli"] = by_stimuli
+    for key, table in (("cka", "similarity-cka"), ("rdm_similarity", "similarity-rdm"), ("mds", "similarity-mds"),
+                       ("ranking", "similarity-ranking"), ("pairs", "similarity-best-pairs")):
+        if key in frames:
+            ctx.add_table(table, pd.concat(frames[key], ignore_index=True))
+    return sections
+
+
+def _group_similarity(ctx: StudyContext, words: str, recordings: Mapping[str, Any], *, measures: Sequence[str],
+                      reference: str | os.PathLike, n_stimuli: int, n_bootstrap: int, max_rdm_panels: int,
+                      titled: bool) -> tuple[dict[str, Any], Section]:
+    """The measures over one group of recordings of the same stimuli, and its section."""
     labels_all = np.asarray(next(iter(recordings.values())).labels)
     index = _balanced_subsample(labels_all, n_stimuli, ctx.seed) if (labels_all >= 0).all() else (
         np.sort(np.random.default_rng(ctx.seed).permutation(len(labels_all))[:n_stimuli]))
@@ -127,34 +118,43 @@ def similarity_analysis(
     for name in rdms:
         run, layer = name.rsplit("/", 1)
         kept[run][layer] = representations[run][layer]
+    if not kept:
+        raise ValueError(f"no recorded layer of {', '.join(recordings)} varies over the stimuli {words}")
     results: dict[str, Any] = {"rdms": rdms if "rdm" in measures else {}}
     if "cka" in measures:
         results["cka"] = cka_matrix(kept, progress=False)
-        ctx.add_table("similarity-cka", results["cka"].to_frame())
     if "rdm" in measures:
         results["rdm_similarity"] = rdm_similarity_matrix(rdms, "pearson", progress=False)
-        results["mds"] = rdm_mds(results["rdm_similarity"], seed=ctx.seed)
-        ctx.add_table("similarity-rdm", results["rdm_similarity"].to_frame())
-        ctx.add_table("similarity-mds", results["mds"].to_frame())
-        reference_rdm = _reference_rdm(reference, labels_all, index, descriptors)
+        results["mds"] = rdm_mds(results["rdm_similarity"], seed=ctx.seed) if len(rdms) > 2 else None
+        reference_rdm = None
+        if not (titled and _fits_other_stimuli(reference, len(labels_all))):
+            reference_rdm = _reference_rdm(reference, labels_all, index, descriptors)
         if reference_rdm is not None:
             results["ranking"] = rank_layers(reference_rdm, rdms, "rho-a", n_bootstrap=n_bootstrap, seed=ctx.seed,
                                              progress=False)
-            ctx.add_table("similarity-ranking", results["ranking"].to_frame())
-    ctx.results["similarity"] = results
     first_run = next(iter(kept))
     shown = {name: r for name, r in results["rdms"].items() if name.startswith(first_run + "/")}
     shown = dict(list(shown.items())[:max_rdm_panels])
     intro = (
-        f"{len(index)} {stimuli} (class-balanced subsample, seed {ctx.seed}); "
+        f"{len(index)} stimuli of {words or 'the study'} (class-balanced subsample, seed {ctx.seed}); "
         f"{sum(len(v) for v in kept.values())} layers from {len(kept)} models."
-        + (f" Correlation-distance RDMs; the panels show {first_run!r}." if "rdm" in measures else "")
+        + (f" Correlation-distance RDMs; the panels show {first_run!r}." if "rdm" in measures and shown else "")
         + (f" The reference is {_reference_words(reference)}, compared with rho-a." if "ranking" in results else "")
         + (f" Skipped (a stimulus with a constant pattern, correlation distance undefined): {', '.join(skipped)}."
            if skipped else "")
     )
-    return [similarity_section(rdms=shown or None, cka=results.get("cka"), rdm_similarity=results.get("rdm_similarity"),
-                               mds=results.get("mds"), ranking=results.get("ranking"), intro=intro)]
+    title = f"Representational similarity · {words}" if titled and words else "Representational similarity"
+    section = similarity_section(rdms=shown or None, cka=results.get("cka"),
+                                 rdm_similarity=results.get("rdm_similarity"), mds=results.get("mds"),
+                                 ranking=results.get("ranking"), intro=intro, title=title, models=list(ctx.recordings))
+    return results, section
+
+
+def _fits_other_stimuli(reference: str | os.PathLike, n: int) -> bool:
+    """A reference RDM file over another number of stimuli (it belongs to another group of models)."""
+    if str(reference) in ("labels", "none"):
+        return False
+    return np.load(Path(reference), mmap_mode="r", allow_pickle=False).shape[0] != n
 
 
 def _reference_words(reference: str | os.PathLike) -> str:

@@ -163,6 +163,9 @@ ANALYSES: dict[str, dict[str, Option]] = {
                             "n x n RDM", words=("labels", "none"), path_suffix=".npy"),
         "n_stimuli": Option((int,), 250, "a class-balanced subsample of this many stimuli", gt=1),
         "n_bootstrap": Option((int,), 0, "bootstrap resamples for the ranking's intervals (0: none)", ge=0),
+        "models": Option((list,), "all", "the models compared (those recorded on the same stimuli are compared "
+                         "together); 'all'", items=(str,), words=("all",)),
+        "max_rdm_panels": Option((int,), 8, "RDM heatmaps shown per group of models", ge=0),
     },
     "units": {
         "k": Option((int,), 9, "top-activating patches shown per unit", gt=0),
@@ -170,12 +173,17 @@ ANALYSES: dict[str, dict[str, Option]] = {
         "n_units": Option((int,), 8, "units shown per layer", gt=0),
         "layers": Option((list,), "auto", "LAYER or MODEL/LAYER names; 'auto': every map or token layer",
                          items=(str,), words=("auto",)),
+        "stretch": Option((bool,), "auto", "stretch each patch's contrast for display; 'auto': for grey stimuli",
+                          words=("auto",)),
+        "distinct_stimuli": Option((bool,), "auto", "a unit's top-k come from k different stimuli; 'auto': when "
+                                   "there are at least 4 k stimuli", words=("auto",)),
     },
     "subspaces": {
         "ks": Option((list,), [2, 5, 10], "subspace dimensions compared", items=(int,), gt=0),
         "max_iter": Option((int,), 2000, "iterations of each autoencoder fit", gt=0),
         "n_stimuli": Option((int,), 1000, "stimuli used to fit the subspaces", gt=1),
         "layer": Option((str,), "auto", "'MODEL/LAYER'; 'auto': each model's deepest fitting layer", words=("auto",)),
+        "pixels": Option((bool,), False, "also compare on the stimuli's pixels (of the first model's stimuli)"),
     },
     "transfer": {
         "labels_per_class": Option((list,), [1, 10, 100], "labelled examples per class (label efficiency)",
@@ -184,6 +192,16 @@ ANALYSES: dict[str, dict[str, Option]] = {
         "seeds": Option((list,), [0], "seeds of the draws of labelled examples", items=(int,), ge=0),
         "C": Option((float,), 1.0, "inverse L2 strength of the logistic probes", gt=0),
         "max_iter": Option((int,), 300, "iterations of each probe's fit", gt=0),
+        "models": Option((list,), "all", "the models whose every layer is probed; 'all'", items=(str,),
+                         words=("all",)),
+        "features": Option((list,), "last", "MODEL/LAYER names of the label-efficiency curves; 'last': each "
+                           "model's last layer", items=(str,), words=("last",)),
+    },
+    "mask_ratio": {
+        "ratios": Option((list,), [0.25, 0.5, 0.75, 0.9], "mask ratios; one MAE is trained per ratio",
+                         items=(float,), gt=0, lt=1),
+        "epochs": Option((int,), 3, "training epochs of each MAE", gt=0),
+        "dataset": Option((str,), "digits", "a labelled dataset of zoo.list_datasets() the MAEs train on"),
     },
 }
 
@@ -195,12 +213,19 @@ ANALYSIS_HELP = {
     "units": "the image patches that drive single units most (and least)",
     "subspaces": "PCA vs linear autoencoders on one layer per model",
     "transfer": "linear probes on every layer; accuracy vs labels per class",
+    "mask_ratio": "MAEs trained with different mask ratios, their frozen encoders probed (trains models)",
 }
 
 
+#: Analyses that train models: they run only when the study names them.
+OPT_IN_ANALYSES = ("mask_ratio",)
+
+
 def default_analyses() -> dict[str, dict[str, Any]]:
-    """Every analysis with its default options (fresh copies): what a study without ``[analyses]`` runs."""
-    return {name: {key: _copy(option.default) for key, option in options.items()} for name, options in ANALYSES.items()}
+    """Every analysis but those that train models, with its default options (fresh copies): what a study
+    without ``[analyses]`` runs."""
+    return {name: {key: _copy(option.default) for key, option in options.items()} for name, options in ANALYSES.items()
+            if name not in OPT_IN_ANALYSES}
 
 
 def _copy(value: Any) -> Any:
@@ -215,6 +240,7 @@ def _copy(value: Any) -> Any:
 _TOP: dict[str, Option] = {
     "out": Option((str,), None, "output folder (default: runs/<study file name>)"),
     "title": Option((str,), None, "the report's title (default: 'Study: <study file name>')"),
+    "description": Option((str,), "", "a paragraph under the title: what the study is for"),
     "seed": Option((int,), 0, "seed of everything random", ge=0),
     "device": Option((str,), "auto", "'auto', 'cpu', 'cuda', 'cuda:1', 'mps'"),
     "batch_size": Option((int,), 64, "stimuli per batch when recording", gt=0),
@@ -224,6 +250,7 @@ _DATA: dict[str, Option] = {
     "dataset": Option((str,), None, "a name of zoo.list_datasets(), e.g. 'digits' or 'imagefolder:PATH'"),
     "split": Option((str,), "test", "which split", choices=("train", "test")),
     "limit": Option((int,), None, "a seeded subset of this many stimuli (default: all)", gt=0),
+    "per_class": Option((int,), None, "a seeded, class-balanced subset: this many stimuli of each class", gt=0),
     "seed": Option((int,), None, "the subset's seed (default: the study's seed)", ge=0),
     "options": Option((dict,), {}, "keyword options of zoo.load_dataset", items=(object,)),
 }
@@ -239,6 +266,23 @@ _MODEL: dict[str, Option] = {
     "reduce": Option((str, dict), "auto", "what is kept of each layer (one for all, or per layer)", items=(str,)),
     "layout": Option((str, dict), None, "how each layer's output is laid out (one for all, or per layer)",
                      items=(str,)),
+    "train": Option((dict,), None, "with run: train this zoo model into the run folder first, unless it is trained "
+                    "there already: { model = \"cnn\", dataset = \"digits\", epochs = 5 }", items=(object,)),
+    "data": Option((dict,), None, "this model's own stimuli, a table shaped as [data] (default: the study's)",
+                   items=(object,)),
+    "init": Option((str,), "weights", "with pretrained: 'random' builds the network with fresh weights (a "
+                   "random-weights baseline)", choices=("weights", "random")),
+    "input_size": Option((int,), None, "show the stimuli to the model at this many pixels (default: its own "
+                         "input size)", gt=0),
+}
+# The ``train`` table of a model: what ``zoo.train`` is given.
+_TRAIN: dict[str, Option] = {
+    "model": Option((str,), None, "a name of zoo.list_models()"),
+    "dataset": Option((str,), "digits", "the dataset it trains on (its train split; its test split evaluates)"),
+    "epochs": Option((int,), None, "passes over the training set (default: the model's own)", gt=0),
+    "dataset_options": Option((dict,), {}, "keyword options of zoo.load_dataset", items=(object,)),
+    "settings": Option((dict,), {}, "training settings and model options, e.g. { lr = 0.001, code_dim = 8 }",
+                       items=(object,)),
 }
 
 
@@ -356,6 +400,8 @@ class DataSpec:
         ``"train"`` or ``"test"``.
     limit
         Keep a seeded subset of this many stimuli; None: all.
+    per_class
+        Keep a seeded subset of this many stimuli of each class (before ``limit``); None: all.
     seed
         The subset's seed.
     options
@@ -367,6 +413,7 @@ class DataSpec:
     limit: int | None = None
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    per_class: int | None = None
 
 
 @dataclass(frozen=True)
@@ -391,6 +438,16 @@ class ModelEntrySpec:
         What is kept of each layer: one reduction name for all, or ``{layer: name}``.
     layout
         How each layer's output is laid out: a name, ``{layer: name}``, or None (the recorder decides).
+    train
+        For a run: ``zoo.train``'s arguments (``model``, ``dataset``, ``epochs``, ``dataset_options``,
+        ``settings``) when the study trains it into its run folder first; None: the run exists.
+    data
+        The model's own stimuli; None: the study's.
+    init
+        ``"weights"`` (the model's weights) or ``"random"`` (a pretrained network's architecture with
+        fresh weights).
+    input_size
+        The side in pixels at which the model sees the stimuli; None: its preprocessing's own.
     """
 
     name: str
@@ -400,6 +457,10 @@ class ModelEntrySpec:
     layers: str | tuple[str, ...] = "auto"
     reduce: str | dict[str, str] = "auto"
     layout: str | dict[str, str] | None = None
+    train: dict[str, Any] | None = None
+    data: DataSpec | None = None
+    init: str = "weights"
+    input_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -430,6 +491,8 @@ class StudySpec:
         Analysis name -> all its options (defaults filled), in the order they run (that of ``ANALYSES``).
     text
         The study file's text, or a TOML rendering of the dict it was built from (copied next to the report).
+    description
+        A paragraph shown under the report's title ("" for none).
 
     Examples
     --------
@@ -449,6 +512,7 @@ class StudySpec:
     models: tuple[ModelEntrySpec, ...]
     analyses: dict[str, dict[str, Any]]
     text: str
+    description: str = ""
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> StudySpec:
@@ -706,7 +770,7 @@ def _build(mapping: Any, folder: Path, *, stem: str, text: str | None, path: Pat
     top = check.options("", {k: v for k, v in mapping.items() if k in _TOP}, _TOP, "")
     seed = top["seed"]
     data = _data(check, mapping.get("data", _MISSING), 0 if seed is _MISSING else seed)
-    models = _models(check, mapping.get("models", _MISSING))
+    models = _models(check, mapping.get("models", _MISSING), 0 if seed is _MISSING else seed)
     analyses = _analyses(check, mapping.get("analyses", _MISSING), models, _model_names(mapping.get("models")))
     if check.problems:
         raise StudySpecError(check.problems, source)
@@ -714,58 +778,59 @@ def _build(mapping: Any, folder: Path, *, stem: str, text: str | None, path: Pat
     title = top["title"] if top["title"] is not None else f"Study: {stem}"
     if text is None:
         text = to_toml(mapping)
-    return StudySpec(path=path, folder=folder, out=out, title=title, seed=seed, device=top["device"],
+    return StudySpec(path=path, folder=folder, out=out, title=title, description=top["description"], seed=seed,
+                     device=top["device"],
                      batch_size=top["batch_size"], data=data, models=tuple(models), analyses=analyses, text=text)
 
 
-def _data(check: _Checker, value: Any, study_seed: int) -> DataSpec | None:
+def _data(check: _Checker, value: Any, study_seed: int, key: str = "data") -> DataSpec | None:
     if value is _MISSING:
-        check.add("data", "missing; add a [data] table with dataset = a name of zoo.list_datasets(), e.g. "
-                          "dataset = \"imagefolder:images\"")
+        check.add(key, "missing; add a [data] table with dataset = a name of zoo.list_datasets(), e.g. "
+                       "dataset = \"imagefolder:images\"")
         return None
-    table = check.table("data", value, "a table ([data]) with dataset = ...")
+    table = check.table(key, value, f"a table ([{key}]) with dataset = ...")
     if table is None:
         return None
-    table = {key: item for key, item in table.items() if item is not None}
-    values = check.options("data", table, _DATA, "in [data]")
+    table = {name: item for name, item in table.items() if item is not None}
+    values = check.options(key, table, _DATA, f"in [{key}]")
     dataset = values["dataset"]
     if "dataset" not in table:
-        check.add("data.dataset", "missing; name the stimuli, e.g. dataset = \"digits\" or \"imagefolder:images\" "
-                                  "(a folder of class sub-folders); see zoo.list_datasets()")
+        check.add(f"{key}.dataset", "missing; name the stimuli, e.g. dataset = \"digits\" or \"imagefolder:images\" "
+                                    "(a folder of class sub-folders); see zoo.list_datasets()")
     elif dataset is not _MISSING:
-        dataset = _dataset(check, dataset, values["split"])
+        dataset = _dataset(check, dataset, values["split"], key)
     if any(v is _MISSING for v in values.values()) or dataset in (None, _MISSING):
         return None
     seed = study_seed if values["seed"] is None else values["seed"]
     return DataSpec(dataset=dataset, split=values["split"], limit=values["limit"], seed=seed,
-                    options=values["options"])
+                    options=values["options"], per_class=values["per_class"])
 
 
-def _dataset(check: _Checker, name: str, split: Any) -> str | None:
+def _dataset(check: _Checker, name: str, split: Any, key: str = "data") -> str | None:
     """The dataset name, checked as ``zoo.load_dataset`` does; an image folder's path made absolute."""
     if name.startswith(_IMAGEFOLDER):
         given = name[len(_IMAGEFOLDER):]
         if not given:
-            check.add("data.dataset", "imagefolder: names no folder; write imagefolder:PATH, with PATH a folder of "
+            check.add(f"{key}.dataset", "imagefolder: names no folder; write imagefolder:PATH, with PATH a folder of "
                                       "class sub-folders (relative to the study file's folder)")
             return None
-        folder = check.path("data.dataset", given, "folder")
+        folder = check.path(f"{key}.dataset", given, "folder")
         if folder is None:
             return None
         if split == "test" and not (folder / "test").is_dir():
-            check.add("data.split", f"the image folder {given!r} has no test/ sub-folder ({folder / 'test'}), so it "
+            check.add(f"{key}.split", f"the image folder {given!r} has no test/ sub-folder ({folder / 'test'}), so it "
                                     "has no test split: its class sub-folders are the train split; write "
                                     "split = \"train\", or put the images in train/ and test/ sub-folders")
             return None
         return f"{_IMAGEFOLDER}{folder}"
     if name not in check.zoo.datasets:
         error = check.zoo.unknown_name_error("dataset", name, check.zoo.datasets, listing="zoo.list_datasets()")
-        check.add("data.dataset", str(error))
+        check.add(f"{key}.dataset", str(error))
         return None
     return name
 
 
-def _models(check: _Checker, value: Any) -> list[ModelEntrySpec]:
+def _models(check: _Checker, value: Any, study_seed: int) -> list[ModelEntrySpec]:
     add_one = ("add at least one [[models]] table with a name and one of run = \"RUN_FOLDER\", "
                "arch = \"torchvision:resnet18\", pretrained = \"NAME\" or factory = \"file.py:function\"")
     if value is _MISSING:
@@ -785,7 +850,7 @@ def _models(check: _Checker, value: Any) -> list[ModelEntrySpec]:
         if table is None:
             continue
         table = {k: v for k, v in table.items() if v is not None}
-        model = _model(check, key, table)
+        model = _model(check, key, table, study_seed)
         name = table.get("name")
         if isinstance(name, str) and name.strip():
             if name in names:
@@ -797,7 +862,7 @@ def _models(check: _Checker, value: Any) -> list[ModelEntrySpec]:
     return models
 
 
-def _model(check: _Checker, key: str, table: Mapping[str, Any]) -> ModelEntrySpec | None:
+def _model(check: _Checker, key: str, table: Mapping[str, Any], study_seed: int) -> ModelEntrySpec | None:
     values = check.options(key, table, _MODEL, "in [[models]]")
     ok = not any(v is _MISSING for v in values.values())
     if "name" not in table:
@@ -815,15 +880,49 @@ def _model(check: _Checker, key: str, table: Mapping[str, Any]) -> ModelEntrySpe
     source = sources[0]
     if values[source] is _MISSING:
         return None
-    spec = _SOURCE_CHECKS[source](check, f"{key}.{source}", values[source])
+    train = _train(check, f"{key}.train", values["train"], source)
+    if source == "run" and train is not None:
+        spec = None if train is _MISSING else str(check.resolve(values[source]))  # the study makes the folder
+    else:
+        spec = _SOURCE_CHECKS[source](check, f"{key}.{source}", values[source])
     weights = values["weights"]
     if weights is not None and weights is not _MISSING:
         weights = _weights(check, f"{key}.weights", weights, source, spec)
-    if not ok or spec is None or weights is _MISSING:
+    data = None
+    if values["data"] not in (None, _MISSING):
+        data = _data(check, values["data"], study_seed, f"{key}.data")
+        ok = ok and data is not None
+    if values["init"] == "random" and source != "pretrained":
+        check.add(f"{key}.init", "init = \"random\" goes with pretrained = \"NAME\" only; an arch or factory without "
+                                 "weights has random weights already")
+        ok = False
+    if not ok or spec is None or weights is _MISSING or train is _MISSING:
         return None
     layers = values["layers"] if values["layers"] == "auto" else tuple(values["layers"])
     return ModelEntrySpec(name=values["name"], source=source, spec=spec, weights=weights, layers=layers,
-                          reduce=values["reduce"], layout=values["layout"])
+                          reduce=values["reduce"], layout=values["layout"], train=train, data=data,
+                          init=values["init"], input_size=values["input_size"])
+
+
+def _train(check: _Checker, key: str, value: Any, source: str) -> dict[str, Any] | None:
+    """The checked ``train`` table of a model (None: not given; ``_MISSING`` after a problem)."""
+    if value is None or value is _MISSING:
+        return value
+    if source != "run":
+        check.add(key, "train goes with run = \"RUN_FOLDER\" only (the folder the zoo model is trained into)")
+        return _MISSING
+    values = check.options(key, value, _TRAIN, f"in [{key}]")
+    if "model" not in value:
+        check.add(f"{key}.model", "missing; name the zoo model to train, e.g. model = \"cnn\" (see zoo.list_models())")
+        return _MISSING
+    if any(v is _MISSING for v in values.values()):
+        return _MISSING
+    if values["model"] not in check.zoo.models:
+        check.add(f"{key}.model", str(check.zoo.unknown_name_error("zoo model", values["model"], check.zoo.models,
+                                                                    listing="zoo.list_models()")))
+        return _MISSING
+    dataset = _dataset(check, values["dataset"], "train", key)
+    return _MISSING if dataset is None else {**values, "dataset": dataset}
 
 
 def _run(check: _Checker, key: str, value: str) -> str | None:
@@ -1005,7 +1104,34 @@ def _analyses(check: _Checker, value: Any, models: list[ModelEntrySpec],
         if given is not None:
             chosen[name] = check.options(key, given, ANALYSES[name], f"in [{key}]")
     _subspace_layer(check, chosen.get("subspaces"), models, names)
+    _transfer_options(check, chosen.get("transfer"), names)
+    for name in ("similarity", "transfer"):
+        _model_list(check, f"analyses.{name}.models", (chosen.get(name) or {}).get("models"), names)
+    if chosen.get("mask_ratio") and chosen["mask_ratio"]["dataset"] is not _MISSING:
+        _dataset(check, chosen["mask_ratio"]["dataset"], "train", "analyses.mask_ratio")
     return {name: chosen[name] for name in ANALYSES if name in chosen}
+
+
+def _model_list(check: _Checker, key: str, value: Any, names: list[str]) -> None:
+    """An analysis's ``models``: ``"all"`` or names of the study's models."""
+    if isinstance(value, list):
+        for index, name in enumerate(value):
+            if name not in names:
+                check.unknown(f"{key}[{index}]", "model", name, names, "", "models")
+
+
+def _transfer_options(check: _Checker, options: dict[str, Any] | None, names: list[str]) -> None:
+    """``transfer.models`` names models of the study and ``transfer.features`` is MODEL/LAYER."""
+    if options is None:
+        return
+    key = "analyses.transfer"
+    if isinstance(options["features"], list):
+        for index, feature in enumerate(options["features"]):
+            owner = max((n for n in names if feature.startswith(n + "/")), key=len, default=None)
+            if owner is None or not feature[len(owner) + 1:]:
+                check.add(f"{key}.features[{index}]", f"expected \"MODEL/LAYER\" with MODEL one of "
+                                                      f"{', '.join(map(repr, names))}, got {feature!r}")
+
 
 
 def _subspace_layer(check: _Checker, options: dict[str, Any] | None, models: list[ModelEntrySpec],

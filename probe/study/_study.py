@@ -41,13 +41,16 @@ import zoo
 from probe import resolve_layers
 from probe.study._cache import RecordingCache
 from probe.study._context import StudyContext, dataset_labels
-from probe.study._spec import StudySpec, StudySpecError
+from probe.study._findings import Finding, compute_findings, findings_frame
+from probe.study._layer_listing import precheck_layers, remember_layers
+from probe.study._resources import StepMeter, StepUsage
+from probe.study._spec import DataSpec, ModelEntrySpec, StudySpec, StudySpecError
 from zoo._io import atomic_write_text
 
 if TYPE_CHECKING:
-    from reports import Section
+    from reports import Report, Section
 
-__all__ = ["ANALYSIS_STEPS", "Study", "StudyResult", "analysis_step", "default_layers"]
+__all__ = ["ANALYSIS_STEPS", "Study", "StudyResult", "analysis_step", "data_words", "default_layers"]
 
 # Analysis name -> "module:function" of its step (ctx, **options) -> sections. They run in this order,
 # whatever the file's. The steps (and the analyses and reports they import) load only once the models
@@ -59,6 +62,7 @@ ANALYSIS_STEPS: dict[str, str] = {
     "units": "probe.study._units_step:units_analysis",
     "subspaces": "probe.study._subspaces_step:subspaces_analysis",
     "transfer": "probe.study._transfer_step:transfer_analysis",
+    "mask_ratio": "probe.study._transfer_step:mask_ratio_analysis",
 }
 
 
@@ -94,7 +98,9 @@ class StudyResult:
     failed
         Analysis name -> why it could not run (it is then left out of the report, which says so).
     timings
-        Seconds per stage and per analysis.
+        Seconds per stage and per analysis (and per model the study trained, ``train NAME``).
+    usage
+        Per stage and analysis, its wall time and peak memory (``StepUsage``).
     """
 
     out: Path
@@ -106,6 +112,7 @@ class StudyResult:
     from_cache: dict[str, list[str]]
     failed: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    usage: dict[str, StepUsage] = field(default_factory=dict)
 
 
 class Study:
@@ -145,27 +152,28 @@ class Study:
         spec = self.spec
         ctx = StudyContext(out=spec.out, seed=spec.seed, device=zoo.resolve_device(device or spec.device),
                            progress=progress)
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        layers, data = _prepare(spec, ctx)
-        timings["prepare"] = time.perf_counter() - started
-        started = time.perf_counter()
-        _record(spec, ctx, layers, data)
-        timings["record"] = time.perf_counter() - started
-        sections, failed = [], {}
+        meter = StepMeter()
+        with meter.step("prepare"):
+            layers, data = _prepare(spec, ctx)
+        with meter.step("record"):
+            _record(spec, ctx, layers, data)
+        sections: dict[str, list[Section]] = {}
+        failed = {}
         for name, options in spec.analyses.items():
             _status(ctx, f"analysis {name}")
-            started = time.perf_counter()
-            try:
-                sections += analysis_step(name)(ctx, **options)
-            except (ValueError, KeyError) as err:  # one analysis that does not apply must not lose the others
-                failed[name] = err.args[0] if err.args else str(err)
-                print(f"study: analysis {name!r} left out: {failed[name]}", file=sys.stderr)
-            timings[name] = time.perf_counter() - started
-        report = _write(spec, ctx, sections, failed)
+            with meter.step(name):
+                try:
+                    sections[name] = analysis_step(name)(ctx, **options)
+                except (ValueError, KeyError) as err:  # one analysis that does not apply must not lose the others
+                    failed[name] = err.args[0] if err.args else str(err)
+                    print(f"study: analysis {name!r} left out: {failed[name]}", file=sys.stderr)
+        findings = compute_findings(ctx)
+        ctx.add_table("findings", findings_frame(findings))
+        report = _write(spec, ctx, sections, failed, findings, meter)
+        timings = {**ctx.timings, **{step: usage.seconds for step, usage in meter.usage.items()}}
         return StudyResult(out=spec.out, report=report, results=ctx.results, tables=ctx.tables,
                            recordings=ctx.recordings, recorded=ctx.recorded, from_cache=ctx.from_cache, failed=failed,
-                           timings=timings)
+                           timings=timings, usage=dict(meter.usage))
 
 
 def _status(ctx: StudyContext, message: str) -> None:
@@ -194,35 +202,138 @@ def default_layers(model: nn.Module) -> list[str]:
     return layers
 
 
-def _load_stimuli(spec: StudySpec, ctx: StudyContext) -> tuple[Any, dict[str, Any]]:
-    """The study's stimuli (a seeded subset when ``limit`` is given) and what identifies them."""
-    data = spec.data
-    _status(ctx, f"loading {data.dataset} ({data.split})")
+def _rows(data: DataSpec, labels: np.ndarray) -> np.ndarray:
+    """The rows a ``DataSpec`` keeps: ``per_class`` of each class, then ``limit`` of those, seeded and sorted."""
+    rows = np.arange(len(labels))
+    rng = np.random.default_rng(data.seed)
+    if data.per_class is not None:
+        rows = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: data.per_class]
+                               for c in np.unique(labels)])
+    if data.limit is not None and data.limit < len(rows):
+        rows = rng.permutation(rows)[: data.limit]
+    return np.sort(rows)
+
+
+def data_words(data: DataSpec) -> str:
+    """The stimuli of a ``DataSpec`` in words: ``"digits (test)"``, ``"fashion-mnist (test, 20 per class)"``."""
+    name = data.dataset
+    if name.startswith("imagefolder:"):
+        name = f"imagefolder:{Path(name.split(':', 1)[1]).name}"
+    details = [data.split] + ([f"{data.per_class} per class"] if data.per_class else []) + (
+        [f"{data.limit} drawn"] if data.limit else [])
+    return f"{name} ({', '.join(details)})"
+
+
+def _load_stimuli(data: DataSpec, ctx: StudyContext) -> tuple[Any, dict[str, Any]]:
+    """The stimuli of ``data`` (a seeded subset when ``per_class`` or ``limit`` is given) and what identifies them."""
+    _status(ctx, f"loading {data_words(data)}")
     dataset = zoo.load_dataset(data.dataset, split=data.split, **data.options)
-    rows = np.arange(len(dataset))
-    if data.limit is not None and data.limit < len(dataset):
-        rows = np.sort(np.random.default_rng(data.seed).permutation(len(dataset))[: data.limit])
+    labels = dataset_labels(dataset)
+    rows = _rows(data, labels)
     subset = Subset(dataset, rows.tolist())
     subset.info = getattr(dataset, "info", None)
-    subset.labels = dataset_labels(dataset)[rows]
+    subset.labels = labels[rows]
     ctx.datasets[data.dataset, data.split] = subset
-    ctx.labels = subset.labels
     described = {"dataset": data.dataset, "split": data.split, "options": data.options,
                  "rows_sha256": hashlib.sha256(rows.astype(np.int64).tobytes()).hexdigest(), "n_stimuli": len(rows)}
     return subset, described
 
 
-def _prepare(spec: StudySpec, ctx: StudyContext) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """Build every model and resolve its layers, then load the stimuli: every name is checked before
-    any data is read or anything recorded. Returns the layers of each model and what identifies the
-    stimuli."""
-    problems, layers_by_model = [], {}
+def _auto_layers(model: nn.Module) -> list[str] | None:
+    """``default_layers(model)``; None for a model without submodules, which it refuses."""
+    try:
+        return default_layers(model)
+    except ValueError:
+        return None
+
+
+def _build_model(entry: ModelEntrySpec, device: torch.device) -> nn.Module:
+    """The model of a study entry, in eval mode (a pretrained network's random twin for ``init = "random"``),
+    shown the stimuli at ``input_size`` when given."""
+    if entry.source == "pretrained" and entry.init == "random":
+        model = zoo.load_pretrained(entry.spec.split(":", 1)[1], device=device, random_weights=True)
+    else:
+        model = zoo.load_model(entry.spec, weights=entry.weights, device=device)
+    if entry.input_size is not None:
+        if getattr(model, "preprocessing", None) is None:
+            raise StudySpecError(f"model {entry.name!r}: input_size needs a model that states its preprocessing (a "
+                                 "pretrained network, a zoo run, a torchvision or timm architecture)")
+        model.preprocessing = dataclasses.replace(model.preprocessing, input_size=(entry.input_size,) * 2)
+    return model.eval()
+
+
+def _train_runs(spec: StudySpec, ctx: StudyContext) -> None:
+    """Train the zoo models that the study trains into their run folders; a run already trained with the
+    same settings is reused as it is (``zoo.train(..., resume=True)``)."""
     for index, entry in enumerate(spec.models):
+        if entry.train is None:
+            continue
+        train = entry.train
+        _status(ctx, f"training {entry.name!r}: {train['model']} on {train['dataset']} into {entry.spec}")
+        started = time.perf_counter()
+        # a run with a checkpoint is resumed (a finished one returned as it is); a folder left by a run killed
+        # before its first checkpoint is replaced (only the files its manifest lists: a folder the toolkit
+        # did not write is refused)
+        resume = zoo.RunDir(entry.spec).has_checkpoint()
+        try:
+            zoo.train(train["model"], dataset=train["dataset"], out=entry.spec, epochs=train["epochs"], seed=spec.seed,
+                      device=ctx.device, resume=resume, force=not resume and Path(entry.spec).exists(),
+                      progress=ctx.progress, dataset_options=train["dataset_options"], **train["settings"])
+        except (ValueError, FileExistsError) as err:
+            raise StudySpecError(f"models[{index}].train (model {entry.name!r}): {err}") from None
+        ctx.timings[f"train {entry.name}"] = time.perf_counter() - started
+
+
+def _prepare(spec: StudySpec, ctx: StudyContext) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """Build every model and resolve its layers (those the study trains after the others, so that a wrong
+    name elsewhere is reported before any training), then load the stimuli: every name is checked before
+    any data is read or anything recorded. Returns the layers of each model and what identifies its
+    stimuli."""
+    precheck_layers(spec)  # against the layer names stored when each model was last built: before any is built
+    layers_by_model: dict[str, list[str]] = {}
+    untrained = [(i, e) for i, e in enumerate(spec.models) if e.train is None]
+    _build_models(spec, ctx, untrained, layers_by_model)
+    _train_runs(spec, ctx)
+    _build_models(spec, ctx, [(i, e) for i, e in enumerate(spec.models) if e.train is not None], layers_by_model)
+    ctx.models = {entry.name: ctx.models[entry.name] for entry in spec.models}  # the file's order
+    loaded: dict[str, tuple[Any, dict[str, Any]]] = {}
+    data_by_model = {}
+    for entry in (None, *spec.models):  # the study's own stimuli first: their labels are ctx.labels
+        data = spec.data if entry is None or entry.data is None else entry.data
+        key = json.dumps(dataclasses.asdict(data), sort_keys=True, default=str)
+        if key not in loaded:
+            loaded[key] = _load_stimuli(data, ctx)
+        stimuli, described = loaded[key]
+        if entry is None:
+            ctx.labels = stimuli.labels
+            continue
+        model = ctx.models[entry.name]
+        try:
+            zoo.check_input_shape(model, stimuli, subject=f"the stimuli {data_words(data)}",
+                                  advice=f"model {entry.name!r} needs the dataset it was trained on (its run "
+                                  "folder's config.json names it)")
+        except ValueError as err:
+            raise StudySpecError(str(err)) from None
+        ctx.stimuli[entry.name] = zoo.prepare_for(model, stimuli)
+        ctx.data_of[entry.name] = data_words(data)
+        ctx.sources[entry.name] = {"source": entry.source, "spec": entry.spec, "weights": entry.weights,
+                                   "init": entry.init}
+        if entry.source == "run":
+            ctx.run_dirs[entry.name] = Path(entry.spec)
+        data_by_model[entry.name] = described
+    return layers_by_model, data_by_model
+
+
+def _build_models(spec: StudySpec, ctx: StudyContext, entries: list[tuple[int, ModelEntrySpec]],
+                  layers_by_model: dict[str, list[str]]) -> None:
+    problems = []
+    for index, entry in entries:
         _status(ctx, f"loading model {entry.name!r} ({entry.spec})")
         # a model without weights (a factory's, or an architecture's random init) is the same in every
         # run: seeded by the study's seed and its name, so adding another model changes nothing here
         torch.manual_seed(spec.seed + zlib.crc32(entry.name.encode()))
-        model = zoo.load_model(entry.spec, weights=entry.weights, device=ctx.device).eval()
+        model = _build_model(entry, ctx.device)
+        remember_layers(entry, model, _auto_layers(model))  # stored even when this entry's layers are wrong
         try:
             layers_by_model[entry.name] = (
                 default_layers(model) if entry.layers == "auto" else resolve_layers(model, list(entry.layers)))
@@ -231,20 +342,6 @@ def _prepare(spec: StudySpec, ctx: StudyContext) -> tuple[dict[str, list[str]], 
         ctx.models[entry.name] = model
     if problems:
         raise StudySpecError("\n".join(problems))
-    stimuli, data = _load_stimuli(spec, ctx)
-    for entry in spec.models:
-        model = ctx.models[entry.name]
-        try:
-            zoo.check_input_shape(model, stimuli, subject=f"the study's data ({spec.data.dataset})",
-                                  advice=f"model {entry.name!r} needs the dataset it was trained on (its run "
-                                  "folder's config.json names it)")
-        except ValueError as err:
-            raise StudySpecError(str(err)) from None
-        ctx.stimuli[entry.name] = zoo.prepare_for(model, stimuli)
-        ctx.sources[entry.name] = {"source": entry.source, "spec": entry.spec, "weights": entry.weights}
-        if entry.source == "run":
-            ctx.run_dirs[entry.name] = Path(entry.spec)
-    return layers_by_model, data
 
 
 # ----------------------------------------------------------------------------------------------
@@ -257,7 +354,8 @@ def _data_key(data: dict[str, Any], model: nn.Module) -> str:
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _record(spec: StudySpec, ctx: StudyContext, layers_by_model: dict[str, list[str]], data: dict[str, Any]) -> None:
+def _record(spec: StudySpec, ctx: StudyContext, layers_by_model: dict[str, list[str]],
+            data_by_model: dict[str, dict[str, Any]]) -> None:
     cache = RecordingCache(spec.out / "cache")
     ctx.cache = cache.folder
     by_name = {entry.name: entry for entry in spec.models}
@@ -265,7 +363,7 @@ def _record(spec: StudySpec, ctx: StudyContext, layers_by_model: dict[str, list[
         layers = layers_by_model[name]
         _status(ctx, f"recording {len(layers)} layers of {name!r}")
         entry = by_name[name]
-        ctx.keys[name] = (cache.model_key(model), _data_key(data, model))
+        ctx.keys[name] = (cache.model_key(model), _data_key(data_by_model[name], model))
         got = cache.get(model, ctx.stimuli[name], layers, model_key=ctx.keys[name][0],
                         data_key=ctx.keys[name][1], reduce=entry.reduce, layout=entry.layout,
                         batch_size=spec.batch_size, device=ctx.device, progress=ctx.progress)
@@ -290,24 +388,72 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _provenance(spec: StudySpec, ctx: StudyContext, versions: dict[str, str]) -> "Section":
+def _provenance(spec: StudySpec, ctx: StudyContext, versions: dict[str, str], meter: StepMeter) -> "Section":
     from reports import Section, render_fragment, table_html
 
-    rows = [{"model": name, "layers recorded by this run": ", ".join(ctx.recorded.get(name, [])) or "none",
-             "layers read from the cache": ", ".join(ctx.from_cache.get(name, [])) or "none"}
-            for name in ctx.models]
+    by_name = {entry.name: entry for entry in spec.models}
+    models = []
+    for name in ctx.models:
+        entry, keys = by_name[name], ctx.keys.get(name, ("", ""))
+        weights = entry.weights or ("random (init)" if entry.init == "random" else "its own")
+        models.append({"model": name, "source": entry.spec, "weights": weights, "weights fingerprint": keys[0][:16],
+                       "stimuli": ctx.data_of.get(name, ""), "stimuli fingerprint": keys[1][:16],
+                       "layers": ", ".join(ctx.recordings[name].layers) if name in ctx.recordings else "",
+                       "kept of each layer": entry.reduce if isinstance(entry.reduce, str) else
+                       ", ".join(f"{k}: {v}" for k, v in entry.reduce.items())})
+    steps = [{"step": step, "seconds": round(usage.seconds, 1), "peak RAM (MiB)": round(usage.peak_rss / 2**20),
+              **({"peak GPU (MiB)": round(usage.peak_gpu / 2**20)} if usage.peak_gpu is not None else {})}
+             for step, usage in meter.usage.items()]
+    steps += [{"step": step, "seconds": round(seconds, 1)} for step, seconds in ctx.timings.items()]
+    per_step = all(usage.per_step for usage in meter.usage.values())
+    memory_note = ("Peak RAM is each step's own peak resident memory (the peak is reset before each step)."
+                   if per_step else "Peak RAM is the process's peak resident memory up to the end of each step.")
+    cache = [{"model": name, "layers recorded by this run": ", ".join(ctx.recorded.get(name, [])) or "none",
+              "layers read from the cache": ", ".join(ctx.from_cache.get(name, [])) or "none"}
+             for name in ctx.models]
     body = render_fragment(
-        "sections/provenance.html.j2",
-        cache=table_html(pd.DataFrame(rows)),
+        "sections/study_provenance.html.j2",
+        seed=spec.seed,
+        models=table_html(pd.DataFrame(models)),
+        steps=table_html(pd.DataFrame(steps)),
+        memory_note=memory_note,
+        cache=table_html(pd.DataFrame(cache)),
         study_text=spec.text,
         versions=table_html(pd.DataFrame([{"package": k, "version": v} for k, v in versions.items()])),
     )
     n_cached = sum(len(v) for v in ctx.from_cache.values())
     n_total = n_cached + sum(len(v) for v in ctx.recorded.values())
-    return Section("Reproducibility", body, summary=f"{n_cached} of {n_total} layer recordings came from the cache")
+    total = sum(usage.seconds for usage in meter.usage.values())
+    peak = max((usage.peak_rss for usage in meter.usage.values()), default=0)
+    return Section("Reproducibility", body, summary=f"{n_cached} of {n_total} layer recordings came from the cache; "
+                                                    f"{total:.0f} s, peak RAM {peak / 2**30:.1f} GiB")
 
 
-def _write(spec: StudySpec, ctx: StudyContext, sections: list["Section"], failed: dict[str, str]) -> Path:
+def _findings_section(findings: list[Finding], sections: dict[str, list["Section"]]) -> "Section":
+    """The summary: each finding with a link to the section that shows it (the one of its stimuli)."""
+    from reports import Section, render_fragment
+
+    topics: dict[str, list[dict[str, str]]] = {}
+    for finding in findings:
+        candidates = sections.get(finding.analysis, [])
+        target = next((s for s in candidates if finding.stimuli and s.title.endswith(finding.stimuli)),
+                      candidates[0] if candidates else None)
+        topics.setdefault(finding.topic, []).append(
+            {"text": finding.text, "anchor": target.anchor if target else "", "section": target.title if target else ""})
+    intro = ("What the analyses found, computed from their results (also in results/findings.csv); each line links "
+             "to the section that shows it.")
+    body = render_fragment("sections/findings.html.j2", intro=intro, topics=list(topics.items()))
+    return Section("Findings", body, summary=f"{len(findings)} findings from {len(topics)} kinds of analysis")
+
+
+def _put_first(report: "Report", section: "Section", after: int = 0) -> None:
+    """Add ``section`` (its anchor made unique among the others) and move it to position ``after``."""
+    report.add(section)
+    report.sections.insert(after, report.sections.pop())
+
+
+def _write(spec: StudySpec, ctx: StudyContext, sections: dict[str, list["Section"]], failed: dict[str, str],
+           findings: list[Finding], meter: StepMeter) -> Path:
     from reports import Report, Section, render_fragment
 
     _status(ctx, f"writing the report and tables to {spec.out}")
@@ -321,14 +467,21 @@ def _write(spec: StudySpec, ctx: StudyContext, sections: list["Section"], failed
     atomic_write_text(spec.out / "versions.json", json.dumps(versions, indent=2) + "\n")
     data = spec.data
     n_stimuli = len(ctx.labels) if ctx.labels is not None else 0
-    report = Report(spec.title, subtitle=f"{n_stimuli} stimuli of {data.dataset} ({data.split}), "
-                                         f"{len(ctx.models)} models, seed {spec.seed}")
-    for section in sections:
-        report.add(section)
+    groups = sorted(set(ctx.data_of.values()))
+    stimuli = (f"{n_stimuli} stimuli of {data_words(data)}" if len(groups) <= 1 else
+               f"stimuli: {'; '.join(groups)}")
+    report = Report(spec.title, subtitle=f"{stimuli}, {len(ctx.models)} models, seed {spec.seed}")
+    if spec.description:
+        report.add(Section("About this study", render_fragment("sections/text.html.j2", text=spec.description)))
+    for analysis_sections in sections.values():
+        for section in analysis_sections:
+            report.add(section)
     for name, reason in failed.items():
         report.add(Section(f"Left out: {name}", render_fragment("sections/text.html.j2", text=reason),
                            summary="this analysis could not run on this study"))
-    report.add(_provenance(spec, ctx, versions))
+    report.add(_provenance(spec, ctx, versions, meter))
+    if findings:
+        _put_first(report, _findings_section(findings, sections), after=1 if spec.description else 0)
     path = report.write(spec.out / "report.html")
     _status(ctx, f"report: {path}")
     return path

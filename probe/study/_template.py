@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from probe.study._spec import ANALYSES, ANALYSIS_HELP, _toml_value, _zoo_foundation
+from probe.study._spec import ANALYSES, ANALYSIS_HELP, OPT_IN_ANALYSES, _toml_value, _zoo_foundation
 
 __all__ = ["STUDY_TEMPLATE", "write_template"]
 
@@ -36,6 +36,15 @@ arch = "torchvision:resnet18"    # or run = "RUN_FOLDER", pretrained = "efficien
 weights = "resnet18.safetensors" # a .safetensors or .pt file; "pretrained": torchvision's own weights
 layers = ["layer1", "layer2", "layer3", "layer4", "avgpool"]  # or "auto"; `probe layers MODEL` lists them
 # reduce = "auto"                # what is kept of each layer, e.g. "spatial-mean", or { layer4 = "flatten" }
+# input_size = 224               # the side in pixels at which the model sees the stimuli (default: its own)
+# data = { dataset = "digits" }  # this model's own stimuli, shaped as [data] (default: the study's)
+
+# A zoo model the study trains first (once: a run already trained with these settings is reused):
+# [[models]]
+# name = "cnn"
+# run = "runs/cnn"
+# train = { model = "cnn", dataset = "imagefolder:images", epochs = 5, dataset_options = { image_size = 32 } }
+# (A pretrained network's random-weights baseline: pretrained = "efficientnet-lite0" with init = "random".)
 
 # The analyses to run, each with its options at their defaults: uncomment an option to change it, and
 # leave an analysis's table out to skip it (a study without any [analyses] runs every analysis).
@@ -47,9 +56,11 @@ _OPTION_COLUMN = 32
 def _analyses_part() -> str:
     lines = []
     for name, options in ANALYSES.items():
-        lines += ["", f"[analyses.{name}]  # {ANALYSIS_HELP[name]}"]
+        # an analysis that trains models runs only when named: its table stays commented out
+        off = "# " if name in OPT_IN_ANALYSES else ""
+        lines += ["", f"{off}[analyses.{name}]  # {ANALYSIS_HELP[name]}"]
         for key, option in options.items():
-            setting = f"# {key} = {_toml_value(option.default)}"
+            setting = f"# {key} (not set)" if option.default is None else f"# {key} = {_toml_value(option.default)}"
             lines.append(f"{setting:<{_OPTION_COLUMN}} # {option.help}")
     return "\n".join(lines) + "\n"
 

@@ -70,6 +70,7 @@ def cached_topk(
     data_key: str,
     k: int,
     bottom_k: int = 0,
+    distinct_stimuli: bool = True,
     device: Any = "auto",
     progress: bool = True,
 ) -> tuple[dict[str, TopKResult], np.ndarray, list[str]]:
@@ -80,7 +81,7 @@ def cached_topk(
     ----------
     folder
         The cache folder (``OUT/cache``); results go to ``folder / "topk"``.
-    model, stimuli, layers, k, bottom_k, device, progress
+    model, stimuli, layers, k, bottom_k, distinct_stimuli, device, progress
         As ``probe.study.record_topk``.
     model_key, data_key
         What identifies the model's weights and the stimuli (as for the recordings cache).
@@ -92,7 +93,7 @@ def cached_topk(
         entry per call, ``name#k``; such a module is recorded again on every run), the stimuli's
         labels, and the layers whose top-k came from the cache.
     """
-    options = {"k": k, "bottom_k": bottom_k, "pool": "max", "distinct_stimuli": True}
+    options = {"k": k, "bottom_k": bottom_k, "pool": "max", "distinct_stimuli": bool(distinct_stimuli)}
 
     def path(layer: str) -> Path:
         return Path(folder) / "topk" / f"{_key(model_key, data_key, layer, options)}.npz"
@@ -103,8 +104,8 @@ def cached_topk(
     labels = next(iter(stored.values()))[1] if stored else None
     missing = [layer for layer in layers if layer not in stored]
     if missing:
-        recorded, labels = record_topk(model, stimuli, missing, k=k, bottom_k=bottom_k, device=device,
-                                       progress=progress)
+        recorded, labels = record_topk(model, stimuli, missing, k=k, bottom_k=bottom_k,
+                                       distinct_stimuli=distinct_stimuli, device=device, progress=progress)
         for layer, topk in recorded.items():
             path(layer).parent.mkdir(parents=True, exist_ok=True)
             _save(path(layer), topk, labels)

@@ -1,31 +1,24 @@
-"""The demo's transfer step: probes per layer, label efficiency vs raw pixels, MAE mask ratio."""
+"""The transfer analyses: linear probes on every recorded layer, label efficiency against raw pixels,
+and (an analysis that trains models) the MAE's mask-ratio sweep."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 import probe
 from analyses import label_efficiency, probe_layers
 from probe.study._context import StudyContext
-from probe.study._transfer_experiments import encode_features, mask_ratio_sweep
+from probe.study._transfer_experiments import mask_ratio_sweep
 from reports import Section, transfer_section
 
-__all__ = ["transfer_analysis", "transfer_step"]
+__all__ = ["mask_ratio_analysis", "transfer_analysis"]
 
-LAYER_RUNS = {True: ("cnn",), False: ("cnn", "simclr", "mae")}  # by ctx.quick
-ENCODER_RUNS = {True: ("simclr",), False: ("simclr", "mae", "cnn")}
-BUDGETS = {True: (1, 10, None), False: (1, 5, 10, 50, None)}
-SEEDS = {True: (0,), False: (0, 1, 2)}
-MASK_RATIOS = (0.25, 0.5, 0.75, 0.9)
-MASK_EPOCHS = 3  # illustrative only: benchmarks/transfer_bars.py trains the sweep properly
-
-
-def _digits_models(ctx: StudyContext) -> dict[str, Any]:
-    shape = list(ctx.dataset("digits", "train").info.image_shape)
-    return {run: model for run, model in ctx.models.items()
-            if list(getattr(model, "config", {}).get("input_shape", [])) == shape}
+# Raw pixels join the probes and the label-efficiency curves as a baseline up to this many values per stimulus.
+MAX_PIXELS = 16384
+PIXELS = "raw pixels"
 
 
 def _stratified_halves(labels: np.ndarray, seed: int, train_fraction: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
@@ -39,88 +32,29 @@ def _stratified_halves(labels: np.ndarray, seed: int, train_fraction: float = 0.
     return train_rows, np.setdiff1d(np.arange(len(labels)), train_rows)
 
 
-def _recording_pair(ctx: StudyContext, run: str, model: Any) -> tuple[Any, Any]:
-    """(train recording, test recording) of a digits model.
-
-    The full demo records the train split (reusing the recording step's test recording); quick
-    mode splits the test stimuli instead (stratified, seeded), which needs one small recording.
-    """
-    test_set = ctx.dataset("digits", "test")
-    test = ctx.recordings.get(run)
-    if test is None or len(test.labels) != len(test_set):
-        test = probe.record(model, test_set, model.recordable_layers(), device=ctx.device, progress=False)
-    if ctx.quick:
-        train_rows, test_rows = _stratified_halves(np.asarray(test.labels), ctx.seed)
-        return tuple(
-            probe.Recording({layer: np.asarray(test[layer])[rows] for layer in test.layers}, labels=test.labels[rows])
-            for rows in (train_rows, test_rows)
-        )
-    train = probe.record(model, ctx.dataset("digits", "train"), list(test.layers), device=ctx.device, progress=False)
-    return train, test
-
-
-def _pixels(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
-    images = [dataset[i] for i in range(len(dataset))]
-    return (np.stack([np.asarray(x, dtype=np.float64).ravel() for x, _ in images]),
-            np.array([int(y) for _, y in images]))
-
-
-def transfer_step(ctx: StudyContext) -> list[Section]:
-    """Probe every layer of the digits models, label-efficiency curves, and (full mode) the MAE sweep."""
-    models = _digits_models(ctx)
-    # The demo fixes C (one fit per probe) to stay within about a minute on 2 CPU cores;
-    # analyses.linear_probe chooses C by cross-validation when it is not given.
-    probe_options = dict(C=1.0, max_iter=300, device=ctx.device, progress=False, tol=1e-5)
-    layer_runs = [run for run in LAYER_RUNS[ctx.quick] if run in models]
-    layer_transfer = None
-    if layer_runs:
-        pairs = {run: _recording_pair(ctx, run, models[run]) for run in layer_runs}
-        layer_transfer = probe_layers(pairs, **probe_options)
-
-    train_set, test_set = ctx.dataset("digits", "train"), ctx.dataset("digits", "test")
-    if ctx.quick:  # split the test stimuli, as for the layer probes
-        pixels, labels = _pixels(test_set)
-        train_rows, test_rows = _stratified_halves(labels, ctx.seed)
-        feature_sets = {"raw pixels": ((pixels[train_rows], labels[train_rows]), (pixels[test_rows], labels[test_rows]))}
-    else:
-        feature_sets = {"raw pixels": (_pixels(train_set), _pixels(test_set))}
-    for run in ENCODER_RUNS[ctx.quick]:
-        if run in models:
-            if ctx.quick:
-                features, labels = encode_features(models[run], test_set)
-                feature_sets[f"{run} encoder"] = ((features[train_rows], labels[train_rows]),
-                                                  (features[test_rows], labels[test_rows]))
-            else:
-                feature_sets[f"{run} encoder"] = (encode_features(models[run], train_set),
-                                                  encode_features(models[run], test_set))
-    arrays = {name: (train[0], test[0]) for name, (train, test) in feature_sets.items()}
-    labels_train = feature_sets["raw pixels"][0][1]
-    labels_test = feature_sets["raw pixels"][1][1]
-    efficiency = label_efficiency(arrays, labels_per_class=BUDGETS[ctx.quick], seeds=SEEDS[ctx.quick],
-                                  y_train=labels_train, y_test=labels_test, **probe_options)
-
-    sweep = None
-    if not ctx.quick:
-        sweep = mask_ratio_sweep(MASK_RATIOS, dataset="digits", epochs=MASK_EPOCHS, out=ctx.out / "mask-ratio",
-                                 seed=ctx.seed, device=ctx.device, progress=False)
-    ctx.results["transfer"] = dict(layers=layer_transfer, label_efficiency=efficiency, mask_ratio=sweep)
-    notes = ("Digits, quick mode: probes trained on 60 % of the test split, scored on the other 40 %; "
-             if ctx.quick else
-             f"Digits: probes trained on the train split ({len(train_set)} stimuli), scored on the test split "
-             f"({len(test_set)}); ")
-    notes += "C = 1 for every probe (linear_probe cross-validates C when it is not given)."
-    if sweep is not None:
-        notes += f" Mask-ratio sweep: one MAE per ratio, {MASK_EPOCHS} epochs each."
-    return [transfer_section(layer_transfer, efficiency, sweep, notes=notes)]
-
-
-# Raw pixels join the label-efficiency curves as a baseline up to this many values per stimulus.
-MAX_PIXELS = 16384
+def _pixels(dataset: Any) -> np.ndarray:
+    return np.stack([np.asarray(dataset[i][0], dtype=np.float64).ravel() for i in range(len(dataset))])
 
 
 def _split_recording(recording: Any, rows: np.ndarray) -> probe.Recording:
     return probe.Recording({layer: np.asarray(recording[layer])[rows] for layer in recording.layers},
                            labels=np.asarray(recording.labels)[rows], shapes=recording.shapes)
+
+
+def _feature_layers(ctx: StudyContext, names: list[str], features: str | Sequence[str]) -> dict[str, str]:
+    """Model -> the layer its label-efficiency curve reads: its last recorded layer, or the named ones."""
+    if features == "last":
+        return {name: ctx.recordings[name].layers[-1] for name in names}
+    chosen = {}
+    for feature in features:
+        model = max((n for n in ctx.recordings if feature.startswith(n + "/")), key=len, default=None)
+        if model in names:
+            layer = feature[len(model) + 1:]
+            if layer not in ctx.recordings[model].layers:
+                raise KeyError(f"the transfer analysis's feature {feature!r} is not a recorded layer of {model!r}; "
+                               f"recorded: {', '.join(ctx.recordings[model].layers)}")
+            chosen[model] = layer
+    return chosen
 
 
 def transfer_analysis(
@@ -131,46 +65,140 @@ def transfer_analysis(
     seeds: Sequence[int] = (0,),
     C: float = 1.0,
     max_iter: int = 300,
+    models: str | Sequence[str] = "all",
+    features: str | Sequence[str] = "last",
 ) -> list[Section]:
-    """Linear probes on every recorded layer of every model, and label-efficiency curves of each
-    model's last recorded layer against raw pixels.
+    """Linear probes on every recorded layer of the models, and label-efficiency curves of one layer per
+    model against raw pixels: one section per group of models recorded on the same stimuli.
 
-    The stimuli are split once, stratified by class and seeded with ``ctx.seed``: ``test_fraction``
-    of each class scores the probes, the rest trains them. Budgets larger than the smallest class's
-    training share are left out (and named). Tables: ``transfer-layers`` and
-    ``transfer-label-efficiency``.
+    Each group's stimuli are split once, stratified by class and seeded with ``ctx.seed``:
+    ``test_fraction`` of each class scores the probes, the rest trains them. Budgets larger than the
+    smallest class's training share are left out (and named).
+
+    Parameters
+    ----------
+    labels_per_class, seeds
+        The label-efficiency curves' budgets and the seeds of their draws of labelled examples.
+    test_fraction
+        Share of each class held out to score the probes.
+    C, max_iter
+        The logistic probes' inverse L2 strength and iterations (one fixed C: no cross-validation).
+    models
+        ``"all"`` or the models whose every layer is probed.
+    features
+        ``"last"`` (each model's last recorded layer) or ``MODEL/LAYER`` names: the layers of the
+        label-efficiency curves (a model of ``features`` joins them even when ``models`` leaves it out).
+
+    Tables: ``transfer-layers`` and ``transfer-label-efficiency`` (with a ``stimuli`` column).
     """
-    labels = None if ctx.labels is None else np.asarray(ctx.labels)
-    if labels is None or (labels < 0).any() or len(np.unique(labels)) < 2:
-        raise ValueError("the transfer analysis needs stimuli labelled with two classes or more; this dataset has no "
-                         "labels (leave the transfer analysis out)")
+    wanted = set(ctx.recordings) if models == "all" else set(models)
+    if features != "last":  # the models of named features join the curves
+        wanted |= {n for n in ctx.recordings if any(f.startswith(n + "/") for f in features)}
+    groups = {words: [n for n in names if n in wanted] for words, names in ctx.stimulus_groups().items()}
+    groups = {words: names for words, names in groups.items() if names}
+    sections, by_stimuli, layer_frames, efficiency_frames, problems = [], {}, [], [], []
+    for words, names in groups.items():
+        labels = np.asarray(ctx.recordings[names[0]].labels)
+        if (labels < 0).any() or len(np.unique(labels)) < 2:
+            problems.append(f"{words or 'the stimuli'} have no labels (two classes or more)")
+            continue
+        probed = [n for n in names if models == "all" or n in models]
+        result, section = _group_transfer(
+            ctx, words, labels, probed, _feature_layers(ctx, probed if features == "last" else names, features),
+            labels_per_class=labels_per_class,
+            test_fraction=test_fraction, seeds=seeds, C=C, max_iter=max_iter, titled=len(groups) > 1)
+        by_stimuli[words] = result
+        sections.append(section)
+        if result["layers"] is not None:
+            layer_frames.append(result["layers"].to_frame().assign(stimuli=words))
+        if result["label_efficiency"] is not None:
+            efficiency_frames.append(result["label_efficiency"].to_frame().assign(stimuli=words))
+    if not sections:
+        raise ValueError(f"the transfer analysis needs stimuli labelled with two classes or more; "
+                         f"{'; '.join(problems)} (leave the transfer analysis out)")
+    ctx.results["transfer"] = next(iter(by_stimuli.values()))
+    ctx.results["transfer_by_stimuli"] = by_stimuli
+    if layer_frames:
+        ctx.add_table("transfer-layers", pd.concat(layer_frames, ignore_index=True))
+    if efficiency_frames:
+        ctx.add_table("transfer-label-efficiency", pd.concat(efficiency_frames, ignore_index=True))
+    return sections
+
+
+def _group_transfer(ctx: StudyContext, words: str, labels: np.ndarray, probed: list[str], feature_layers: dict[str, str],
+                    *, labels_per_class: Sequence[int], test_fraction: float, seeds: Sequence[int], C: float,
+                    max_iter: int, titled: bool) -> tuple[dict[str, Any], Section]:
+    """Layer probes and label-efficiency curves over one group of recordings of the same stimuli."""
     train_rows, test_rows = _stratified_halves(labels, ctx.seed, train_fraction=1.0 - test_fraction)
     probe_options = dict(C=C, max_iter=max_iter, device=ctx.device, progress=False, tol=1e-5)
-    pairs = {name: (_split_recording(rec, train_rows), _split_recording(rec, test_rows))
-             for name, rec in ctx.recordings.items()}
-    layer_transfer = probe_layers(pairs, **probe_options)
-    ctx.add_table("transfer-layers", layer_transfer.to_frame())
+    first_stimuli = ctx.stimuli.get(next(iter(feature_layers), probed[0] if probed else ""), None)
+    first_stimuli = getattr(first_stimuli, "base", first_stimuli)  # as loaded, before a model's resizing
+    pixels = None
+    if first_stimuli is not None and np.asarray(first_stimuli[0][0]).size <= MAX_PIXELS:
+        pixels = _pixels(first_stimuli)
+    layer_transfer = None
+    if probed:
+        pairs = {name: (_split_recording(ctx.recordings[name], train_rows),
+                        _split_recording(ctx.recordings[name], test_rows)) for name in probed}
+        if pixels is not None:  # the baseline every layer is read against, probed the same way
+            as_recording = probe.Recording({"pixels": pixels}, labels=labels)
+            pairs = {PIXELS: (_split_recording(as_recording, train_rows), _split_recording(as_recording, test_rows)),
+                     **pairs}
+        layer_transfer = probe_layers(pairs, **probe_options)
 
     smallest = int(np.unique(labels[train_rows], return_counts=True)[1].min()) if len(train_rows) else 0
     budgets = [b for b in labels_per_class if b <= smallest]
     dropped = [b for b in labels_per_class if b > smallest]
-    last = {f"{name} · {rec.layers[-1]}": np.asarray(rec[rec.layers[-1]]) for name, rec in ctx.recordings.items()}
-    feature_sets = {name: (features[train_rows], features[test_rows]) for name, features in last.items()}
-    first_stimuli = next(iter(ctx.stimuli.values()), None)
-    if first_stimuli is not None and np.asarray(first_stimuli[0][0]).size <= MAX_PIXELS:
-        pixels, _ = _pixels(first_stimuli)
-        feature_sets = {"raw pixels": (pixels[train_rows], pixels[test_rows]), **feature_sets}
+    feature_sets = {}
+    if pixels is not None and feature_layers:
+        feature_sets[PIXELS] = (pixels[train_rows], pixels[test_rows])
+    for name, layer in feature_layers.items():
+        features = np.asarray(ctx.recordings[name][layer])
+        feature_sets[f"{name} · {layer}"] = (features[train_rows], features[test_rows])
     efficiency = None
-    if budgets:
+    if budgets and feature_sets:
         efficiency = label_efficiency(feature_sets, labels_per_class=budgets, seeds=tuple(seeds),
                                       y_train=labels[train_rows], y_test=labels[test_rows], **probe_options)
-        ctx.add_table("transfer-label-efficiency", efficiency.to_frame())
-    ctx.results["transfer"] = dict(layers=layer_transfer, label_efficiency=efficiency)
-    notes = (f"Probes trained on {len(train_rows)} stimuli and scored on {len(test_rows)} (a split stratified by "
-             f"class, seed {ctx.seed}); C = {C} for every probe.")
+    notes = (f"Stimuli: {words or 'the study'}. Probes trained on {len(train_rows)} stimuli and scored on "
+             f"{len(test_rows)} (a split stratified by class, seed {ctx.seed}); C = {C:g} for every probe.")
     if dropped:
         notes += (f" Left out of the label-efficiency curves: {', '.join(map(str, dropped))} labels per class (the "
                   f"smallest class has {smallest} training stimuli).")
-    if "raw pixels" not in feature_sets:
+    if pixels is None:
         notes += f" Raw pixels are left out of the curves (more than {MAX_PIXELS} values per stimulus)."
-    return [transfer_section(layer_transfer, efficiency, None, notes=notes)]
+    title = "Transfer: linear probes on frozen features" + (f" · {words}" if titled and words else "")
+    result = dict(layers=layer_transfer, label_efficiency=efficiency)
+    return result, transfer_section(layer_transfer, efficiency, None, notes=notes, title=title,
+                                    models=list(ctx.recordings))
+
+
+def mask_ratio_analysis(
+    ctx: StudyContext, *, ratios: Sequence[float] = (0.25, 0.5, 0.75, 0.9), epochs: int = 3, dataset: str = "digits",
+) -> list[Section]:
+    """Train one MAE per mask ratio on ``dataset`` (runs in ``ctx.out / "mask-ratio"``; finished ones are
+    reused) and probe each frozen encoder on its test split (``probe.study.mask_ratio_sweep``).
+
+    The table ``mask-ratio`` holds one row per ratio.
+    """
+    sweep = mask_ratio_sweep(tuple(ratios), dataset=dataset, epochs=epochs, out=ctx.out / "mask-ratio", seed=ctx.seed,
+                             device=ctx.device, progress=ctx.progress)
+    ctx.results["mask_ratio"] = sweep
+    ctx.add_table("mask-ratio", sweep.to_frame())
+    notes = (f"One MAE per mask ratio, {epochs} epochs each on {dataset}; each frozen encoder is probed with a "
+             "linear probe (C chosen by cross-validation, shown per ratio) and a cosine kNN.")
+    return [transfer_section(None, None, sweep, notes=notes + _untrained_caveat(sweep, epochs),
+                             title="Transfer: MAE mask ratio")]
+
+
+def _untrained_caveat(sweep: Any, epochs: int) -> str:
+    """A caveat when some MAEs reconstruct no better than the mean image: their probe scores then say
+    little about the mask ratio."""
+    frame = sweep.to_frame()
+    if "run_recon_ratio" not in frame:
+        return ""
+    poor = frame[frame["run_recon_ratio"] >= 1]
+    if not len(poor):
+        return ""
+    return (f" Caveat: the MAEs at ratios {', '.join(f'{r:g}' for r in poor['mask_ratio'])} reconstruct no better than "
+            f"the mean image (error ratio ≥ 1 after {epochs} epochs): their encoders have barely learned the task, so "
+            "their probe accuracies do not rank the ratios; benchmarks/transfer_bars.py trains the sweep for longer.")

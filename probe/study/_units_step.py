@@ -1,4 +1,4 @@
-"""The demo's Units step: top-activating patches of the natural-patches autoencoder and the digits CNN."""
+"""The units analysis: top-activating patches of units, cropped to their exact receptive fields."""
 
 from __future__ import annotations
 
@@ -7,72 +7,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from torch.utils.data import Subset
-
 from analyses import select_units, top_patches, unit_selectivity
 from probe.study._context import StudyContext
-from probe.study._top_patches import record_top_patches, record_topk
+from probe.study._top_patches import record_topk
 from probe.study._topk_cache import cached_topk
 from reports import Section, units_section
 
-__all__ = ["UNIT_PANELS", "units_analysis", "units_step", "unit_layers"]
-
-# (card title, run name, dataset, layer): first layers of both models, and a later CNN layer. The
-# autoencoder is read before its ReLUs, so that its bottom patches show suppression (the opposite
-# edge) rather than ties at zero; the CNN after them, where class selectivity is defined.
-UNIT_PANELS: tuple[tuple[str, str, str, str], ...] = (
-    ("ae-conv on natural patches · encoder.conv1", "ae-conv-patches", "natural-patches", "encoder.conv1"),
-    ("ae-conv on natural patches · encoder.conv2", "ae-conv-patches", "natural-patches", "encoder.conv2"),
-    ("cnn on digits · features.relu1", "cnn", "digits", "features.relu1"),
-    ("cnn on digits · features.relu3", "cnn", "digits", "features.relu3"),
-)
-
-# Stimuli per panel in quick mode, so that the step takes about a second.
-_QUICK_STIMULI = 200
-
-
-def _stimuli(ctx: StudyContext, dataset_name: str) -> Any:
-    dataset = ctx.dataset(dataset_name)
-    if ctx.quick and len(dataset) > _QUICK_STIMULI:
-        subset = Subset(dataset, range(_QUICK_STIMULI))
-        subset.info = dataset.info  # keeps denormalize for display
-        return subset
-    return dataset
-
-
-def units_step(ctx: StudyContext) -> list[Section]:
-    """Top-9 and bottom-3 patches per unit on held-out stimuli; grids saved under ``ctx.out / "units"``."""
-    results = {}
-    missing = sorted({run for _, run, _, _ in UNIT_PANELS if run not in ctx.models})
-    panels: dict[tuple[str, str], list[tuple[str, str]]] = {}  # one streaming pass per model
-    for title, run, dataset_name, layer in UNIT_PANELS:
-        if run in ctx.models:
-            panels.setdefault((run, dataset_name), []).append((title, layer))
-    for (run, dataset_name), entries in panels.items():
-        by_layer = record_top_patches(
-            ctx.models[run],
-            _stimuli(ctx, dataset_name),
-            [layer for _, layer in entries],
-            k=9,
-            bottom_k=3,
-            device=ctx.device,
-            progress=False,
-        )
-        results.update({title: by_layer[layer] for title, layer in entries})
-    ctx.results["top_patches"] = results
-    if not results:
-        raise KeyError(f"the Units step needs the trained runs {missing}; run the Zoo step first")
-    intro = (
-        "Each row is one unit (the most class-selective ones for the labelled digits, the strongest for "
-        "the unlabelled patches); each column one of its top-9 held-out stimuli, cropped to the unit's exact "
-        "receptive field. Each patch's contrast is stretched for display. A first-layer unit of an "
-        "autoencoder trained on contrast-normalised natural patches should prefer an oriented edge."
-        + (f" Missing runs: {', '.join(missing)}." if missing else "")
-    )
-    section = units_section(
-        results, units="selective", n_units=8, seed=ctx.seed, stretch=True, png_dir=ctx.out / "units", intro=intro
-    )
-    return [section]
+__all__ = ["units_analysis", "unit_layers"]
 
 
 def unit_layers(ctx: StudyContext, model_name: str, layers: str | Sequence[str] = "auto") -> list[str]:
@@ -94,9 +35,11 @@ def unit_layers(ctx: StudyContext, model_name: str, layers: str | Sequence[str] 
     return chosen
 
 
-def _topk(ctx: StudyContext, name: str, layers: list[str], *, k: int, bottom_k: int) -> tuple[dict[str, Any], Any]:
+def _topk(ctx: StudyContext, name: str, layers: list[str], *, k: int, bottom_k: int,
+          distinct_stimuli: bool = True) -> tuple[dict[str, Any], Any]:
     """The top-k pass of a model's layers: through the study's cache when it has one."""
-    options = dict(k=k, bottom_k=bottom_k, device=ctx.device, progress=ctx.progress)
+    options = dict(k=k, bottom_k=bottom_k, distinct_stimuli=distinct_stimuli, device=ctx.device,
+                   progress=ctx.progress)
     if ctx.cache is None or name not in ctx.keys:
         return record_topk(ctx.models[name], ctx.stimuli[name], layers, **options)
     model_key, data_key = ctx.keys[name]
@@ -108,43 +51,83 @@ def _topk(ctx: StudyContext, name: str, layers: list[str], *, k: int, bottom_k: 
 
 
 def units_analysis(
-    ctx: StudyContext, *, k: int = 9, bottom_k: int = 0, n_units: int = 8, layers: str | Sequence[str] = "auto"
+    ctx: StudyContext, *, k: int = 9, bottom_k: int = 0, n_units: int = 8, layers: str | Sequence[str] = "auto",
+    stretch: bool | str = "auto", distinct_stimuli: bool | str = "auto",
 ) -> list[Section]:
     """Top-k (and bottom-k) stimuli of the units of each model's map layers, cropped to their exact
     receptive fields: one streaming pass per model (through the study's cache), then the crops of the
-    ``n_units`` shown units of each layer (the most class-selective, or the strongest).
+    ``n_units`` shown units of each layer (the most class-selective, or the strongest). One section per
+    group of models recorded on the same stimuli.
+
+    Parameters
+    ----------
+    k, bottom_k
+        Top and bottom stimuli shown per unit.
+    n_units
+        Units shown per layer.
+    layers
+        ``"auto"`` (every recorded map or token layer) or ``LAYER`` / ``MODEL/LAYER`` names.
+    stretch
+        Stretch each patch's contrast for display; ``"auto"``: for grey (one-channel) stimuli.
+    distinct_stimuli
+        A unit's top-k come from k different stimuli; ``"auto"``: when there are at least ``4 k`` stimuli
+        (a handful of photographs: a unit's strongest responses anywhere in them).
 
     The table ``units`` holds one row per model, layer, shown unit (its index in the layer) and rank.
     """
     results, frames, left_out, no_field = {}, [], [], []
-    for name, model in ctx.models.items():
-        chosen = unit_layers(ctx, name, layers)
-        if not chosen:
-            left_out.append(name)
-            continue
-        stimuli = ctx.stimuli[name]
-        topk, labels = _topk(ctx, name, chosen, k=min(k, len(stimuli)), bottom_k=min(bottom_k, len(stimuli)))
-        for layer, result in topk.items():  # one layer at a time: a field that cannot be mapped skips only it
-            # the shown units are chosen before cropping: a deep layer's crops of every unit take gigabytes
-            shown = np.sort(select_units(result, unit_selectivity(result, labels), "selective", n_units))
-            try:
-                patches = top_patches(model, stimuli, result.select(shown), labels=labels)
-            except ValueError as err:
-                no_field.append(f"{name} · {layer} ({str(err).split(';')[0]})")
+    by_group: dict[str, dict[str, Any]] = {}
+    groups = ctx.stimulus_groups()
+    for words, names in groups.items():
+        for name in names:
+            chosen = unit_layers(ctx, name, layers)
+            if not chosen:
+                left_out.append(name)
                 continue
-            results[f"{name} · {layer}"] = patches
-            frames.append(patches.to_frame().assign(model=name, layer=layer))
+            model, stimuli = ctx.models[name], ctx.stimuli[name]
+            distinct = len(stimuli) >= 4 * k if distinct_stimuli == "auto" else bool(distinct_stimuli)
+            topk, labels = _topk(ctx, name, chosen, k=min(k, len(stimuli)), bottom_k=min(bottom_k, len(stimuli)),
+                                 distinct_stimuli=distinct)
+            for layer, result in topk.items():  # one layer at a time: a field that cannot be mapped skips only it
+                # the shown units are chosen before cropping: a deep layer's crops of every unit take gigabytes
+                shown = np.sort(select_units(result, unit_selectivity(result, labels), "selective", n_units))
+                try:
+                    patches = top_patches(model, stimuli, result.select(shown), labels=labels)
+                except ValueError as err:
+                    no_field.append(f"{name} · {layer} ({str(err).split(';')[0]})")
+                    continue
+                results[f"{name} · {layer}"] = patches
+                by_group.setdefault(words, {})[f"{name} · {layer}"] = patches
+                frames.append(patches.to_frame().assign(model=name, layer=layer))
     if not results:
+        if layers != "auto":
+            raise ValueError(f"none of the units analysis's layers {list(layers)} is a recorded layer whose receptive "
+                             "fields can be mapped; name recorded layers as LAYER or MODEL/LAYER")
         raise ValueError(f"no recorded layer of {', '.join(left_out)} has units with receptive fields (maps or tokens); "
                          "record a convolutional or token layer, or leave the units analysis out")
     ctx.results["units"] = results
     table = pd.concat(frames, ignore_index=True)
     ctx.add_table("units", table[["model", "layer", *[c for c in table.columns if c not in ("model", "layer")]]])
-    intro = (
-        f"Each row is one unit (the most class-selective ones when the stimuli are labelled, else the strongest); "
-        f"each column one of its top-{k} stimuli, cropped to the unit's exact receptive field."
-        + (f" Left out (no map or token layer recorded): {', '.join(left_out)}." if left_out else "")
-        + (f" Layers whose receptive fields cannot be mapped to the stimuli: {'; '.join(no_field)}." if no_field else "")
-    )
-    return [units_section(results, units="selective", n_units=n_units, seed=ctx.seed, png_dir=ctx.out / "units",
-                          intro=intro)]
+    sections = []
+    for index, (words, group) in enumerate(by_group.items()):
+        grey = _is_grey(ctx.stimuli[next(iter(group)).split(" · ")[0]]) if stretch == "auto" else bool(stretch)
+        intro = (
+            f"Stimuli: {words or 'the study'}. Each row is one unit (the most class-selective ones when the stimuli "
+            f"are labelled, else the strongest); each column one of its top-{k} stimuli, cropped to the unit's "
+            "exact receptive field." + (" Each patch's contrast is stretched for display." if grey else "")
+        )
+        if index == 0:
+            intro += (f" Left out (no map or token layer recorded): {', '.join(left_out)}." if left_out else "") + (
+                f" Layers whose receptive fields cannot be mapped to the stimuli: {'; '.join(no_field)}."
+                if no_field else "")
+        title = f"Units · {words}" if len(by_group) > 1 and words else "Units"
+        png_dir = ctx.out / ("units" if index == 0 else f"units-{index + 1}")
+        sections.append(units_section(group, units="selective", n_units=n_units, seed=ctx.seed, stretch=grey,
+                                      png_dir=png_dir, title=title, intro=intro))
+    return sections
+
+
+def _is_grey(stimuli: Any) -> bool:
+    """Whether the stimuli have one channel (their first item's leading axis)."""
+    first = stimuli[0][0]
+    return int(np.asarray(first).shape[0]) == 1 if np.asarray(first).ndim == 3 else True

@@ -1,0 +1,240 @@
+"""What a study found, in sentences computed from its results: the report's first section.
+
+Every finding is read off a result object of an analysis (never written by hand) and links to the
+section that shows it: which layers of two models are most alike, which layer matches the reference
+RDM best, where a linear read-out works best against raw pixels, which units are most class-selective,
+whether the linear autoencoders find PCA's subspace, and which MAE mask ratio probes best.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from probe.study._context import StudyContext
+from probe.study._transfer_step import PIXELS
+
+__all__ = ["Finding", "best_layer_pairs", "compute_findings", "findings_frame"]
+
+# Units named in the findings: the most class-selective ones over every layer shown.
+N_SELECTIVE_UNITS = 5
+# A linear autoencoder whose largest principal angle to PCA's subspace is below this spans it.
+SPANS_PCA_DEGREES = 1.0
+# ... and one whose singular-vector alignment error is below this recovers PCA's ordered directions.
+RECOVERS_DIRECTIONS = 0.05
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One sentence of the summary.
+
+    Attributes
+    ----------
+    topic
+        What it is about: ``"Similarity"``, ``"Reference RDM"``, ``"Transfer"``, ``"Label efficiency"``,
+        ``"Units"``, ``"Subspaces"``, ``"Mask ratio"``.
+    text
+        The sentence, with its numbers.
+    analysis
+        The analysis whose section shows it (a key of ``ANALYSIS_STEPS``).
+    stimuli
+        The stimuli (words of ``ctx.data_of``) of that section, "" when the analysis has one section.
+    model
+        The model it is about, "" when it is about several.
+    value
+        Its headline number (CKA, accuracy, selectivity, degrees...), or None.
+    """
+
+    topic: str
+    text: str
+    analysis: str
+    stimuli: str = ""
+    model: str = ""
+    value: float | None = None
+
+
+def findings_frame(findings: list[Finding]) -> pd.DataFrame:
+    """The findings as a tidy table (the study writes it as ``results/findings.csv``)."""
+    columns = ["topic", "model", "text", "value", "analysis", "stimuli"]
+    return pd.DataFrame([{c: getattr(f, c) for c in columns} for f in findings], columns=columns)
+
+
+def compute_findings(ctx: StudyContext) -> list[Finding]:
+    """The findings of every analysis that ran (those that did not run add none)."""
+    findings: list[Finding] = []
+    for compute in _FINDERS:
+        findings += compute(ctx)
+    return findings
+
+
+# ----------------------------------------------------------------------------------------------
+# similarity
+
+
+def _similarity(ctx: StudyContext) -> list[Finding]:
+    findings = []
+    for words, results in (ctx.results.get("similarity_by_stimuli") or {}).items():
+        cka = results.get("cka")
+        if cka is not None:
+            findings += _most_alike(cka, words)
+        ranking = results.get("ranking")
+        if ranking is not None and len(ranking.frame):
+            best = ranking.frame.sort_values("score", ascending=False).iloc[0]
+            findings.append(Finding(
+                "Reference RDM", f"{best['model']} · {best['layer']} matches the reference RDM best of the "
+                f"{len(ranking.frame)} layers ({ranking.method} {best['score']:.2f}).", "similarity", words,
+                str(best["model"]), float(best["score"])))
+    return findings
+
+
+def best_layer_pairs(cka: Any) -> pd.DataFrame:
+    """For every ordered pair of models of a similarity matrix: their most alike pair of layers.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (model, other): ``model``, ``other``, ``layer`` (of model), ``other_layer``, ``value``
+        (the largest entry of the matrix between the two models' layers), ``measure``.
+    """
+    values, models, layers = np.asarray(cka.values), np.asarray(cka.models), np.asarray(cka.layers)
+    names = list(dict.fromkeys(cka.models))
+    rows = []
+    for model in names:
+        mine = np.flatnonzero(models == model)
+        for other in names:
+            if other == model:
+                continue
+            theirs = np.flatnonzero(models == other)
+            block = values[np.ix_(mine, theirs)]
+            i, j = np.unravel_index(np.argmax(block), block.shape)
+            rows.append({"model": model, "other": other, "layer": layers[mine[i]], "other_layer": layers[theirs[j]],
+                         "value": float(block[i, j]), "measure": cka.measure})
+    return pd.DataFrame(rows, columns=["model", "other", "layer", "other_layer", "value", "measure"])
+
+
+def _most_alike(cka: Any, words: str) -> list[Finding]:
+    """Per model: the other model with the most alike pair of layers (and that pair), and the least alike."""
+    findings = []
+    for model, pairs in best_layer_pairs(cka).groupby("model", sort=False):
+        pairs = pairs.sort_values("value", ascending=False)
+        best = pairs.iloc[0]
+        text = (f"{model} is most like {best['other']}: {model} · {best['layer']} and {best['other']} · "
+                f"{best['other_layer']} ({best['measure']} {best['value']:.2f})")
+        if len(pairs) > 1:
+            least = pairs.iloc[-1]
+            text += f"; least like {least['other']} (its best pair: {least['value']:.2f})"
+        findings.append(Finding("Similarity", text + ".", "similarity", words, str(model), float(best["value"])))
+    return findings
+
+
+# ----------------------------------------------------------------------------------------------
+# transfer
+
+
+def _transfer(ctx: StudyContext) -> list[Finding]:
+    findings = []
+    for words, results in (ctx.results.get("transfer_by_stimuli") or {}).items():
+        layers = results.get("layers")
+        if layers is not None:
+            frame = layers.to_frame()
+            pixels = frame[frame["model"] == PIXELS]
+            baseline = f" (raw pixels: {pixels['accuracy'].iloc[0]:.2f})" if len(pixels) else ""
+            for model, rows in frame[frame["model"] != PIXELS].groupby("model", sort=False):
+                best = rows.sort_values("accuracy", ascending=False).iloc[0]
+                findings.append(Finding(
+                    "Transfer", f"{model}: a linear probe reads the labels best from {best['layer']}, accuracy "
+                    f"{best['accuracy']:.2f}{baseline}.", "transfer", words, str(model), float(best["accuracy"])))
+        efficiency = results.get("label_efficiency")
+        if efficiency is not None:
+            summary = efficiency.summary()
+            for budget in sorted({summary["labels_per_class"].min(), summary["labels_per_class"].max()}):
+                at = summary[summary["labels_per_class"] == budget].sort_values("accuracy_mean", ascending=False)
+                ranked = "; ".join(f"{row.features} {row.accuracy_mean:.2f}" for row in at.itertuples())
+                labels = "1 label" if budget == 1 else f"{budget:g} labels"
+                findings.append(Finding(
+                    "Label efficiency", f"With {labels} per class: {ranked}.", "transfer", words,
+                    str(at.iloc[0]["features"]), float(at.iloc[0]["accuracy_mean"])))
+    return findings
+
+
+# ----------------------------------------------------------------------------------------------
+# units
+
+
+def _units(ctx: StudyContext) -> list[Finding]:
+    rows = []
+    for card, patches in (ctx.results.get("units") or {}).items():
+        selectivity = patches.selectivity
+        if selectivity is None:
+            continue
+        units = patches.unit_names(np.arange(len(selectivity.index)))
+        names = patches.class_names
+        for row, index in enumerate(selectivity.index):
+            preferred = int(selectivity.preferred_class[row])
+            label = names[preferred] if names is not None and preferred < len(names) else str(preferred)
+            rows.append((float(index), card, int(units[row]), label))
+    rows.sort(key=lambda r: -r[0])
+    findings = []
+    for index, card, unit, label in rows[:N_SELECTIVE_UNITS]:
+        model = max((name for name in ctx.models if card.startswith(f"{name} · ")), key=len, default="")
+        findings.append(Finding("Units", f"{card}, unit {unit}, prefers class {label!r} (class selectivity "
+                                         f"{index:.2f}; 1 = responds to one class only).", "units",
+                                ctx.data_of.get(model, ""), model, index))
+    return findings
+
+
+# ----------------------------------------------------------------------------------------------
+# subspaces
+
+
+def _subspaces(ctx: StudyContext) -> list[Finding]:
+    findings = []
+    for comparison in ctx.results.get("subspaces") or []:
+        metrics = comparison.metrics
+        k = max(comparison.ks)
+        at_k = metrics[(metrics["k"] == k) & (metrics["method"] != "pca")]
+        if not len(at_k):
+            continue
+        worst = float(at_k["max_angle_deg"].max())
+        if worst < SPANS_PCA_DEGREES:
+            text = (f"{comparison.source}: the {len(at_k)} linear autoencoders span PCA's {k}-dimensional subspace "
+                    f"(largest principal angle {worst:.2g}°)")
+        else:
+            method = at_k.sort_values("max_angle_deg").iloc[-1]["method"]
+            text = (f"{comparison.source}: {method} does not reach PCA's {k}-dimensional subspace (largest principal "
+                    f"angle {worst:.2g}°; more iterations may close it)")
+        alignment = at_k.set_index("method")["singular_vector_alignment_error"]
+        if "linear-ae-nonuniform" in alignment and "linear-ae" in alignment:
+            ordered, plain = alignment["linear-ae-nonuniform"], alignment["linear-ae"]
+            verb = "recovers" if ordered < RECOVERS_DIRECTIONS else "comes closer to" if ordered < plain else "misses"
+            text += (f"; the non-uniform L2 one {verb} PCA's ordered directions (alignment error {ordered:.2g}; "
+                     f"the plain one {plain:.2g}, which only the subspace constrains)")
+        findings.append(Finding("Subspaces", text + ".", "subspaces", value=worst))
+    return findings
+
+
+# ----------------------------------------------------------------------------------------------
+# mask ratio
+
+
+def _mask_ratio(ctx: StudyContext) -> list[Finding]:
+    sweep = ctx.results.get("mask_ratio")
+    if sweep is None:
+        return []
+    frame = sweep.to_frame()
+    best = frame.sort_values("probe_accuracy", ascending=False).iloc[0]
+    text = (f"Of mask ratios {', '.join(f'{r:g}' for r in frame['mask_ratio'])}, the MAE trained at "
+            f"{best['mask_ratio']:g} probes best (accuracy {best['probe_accuracy']:.2f})")
+    ratio = best.get("run_recon_ratio")
+    if ratio is not None and np.isfinite(ratio) and ratio >= 1:
+        text += (f"; but it reconstructs no better than the mean image (error ratio {ratio:.2f}), so its encoder has "
+                 "barely learned the task and the ranking says little about the ratio")
+    return [Finding("Mask ratio", text + ".", "mask_ratio", value=float(best["probe_accuracy"]))]
+
+
+_FINDERS: tuple[Callable[[StudyContext], list[Finding]], ...] = (
+    _similarity, _transfer, _units, _subspaces, _mask_ratio,
+)
