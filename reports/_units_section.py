@@ -21,10 +21,23 @@ __all__ = ["save_unit_grids", "unit_grid_paths", "units_section"]
 
 # Grids are upscaled (nearest neighbour) until they are about this many pixels wide.
 _TARGET_WIDTH = 360
+# Widest grid drawn in the page (px); wider ones are shrunk to it.
+_MAX_SHOWN_WIDTH = 2 * _TARGET_WIDTH
 
 
 def _scale(grid: np.ndarray) -> int:
     return int(max(1, min(16, _TARGET_WIDTH // max(grid.shape[1], 1))))
+
+
+def _fit(grid: np.ndarray) -> np.ndarray:
+    """A grid wider than the card, shrunk (area-averaged) to its width: large receptive fields of deep
+    layers would otherwise make the page tens of megabytes. The saved PNG files keep full resolution."""
+    width = grid.shape[1]
+    if width <= _MAX_SHOWN_WIDTH:
+        return grid
+    height = max(1, round(grid.shape[0] * _MAX_SHOWN_WIDTH / width))
+    image = Image.fromarray((np.clip(grid, 0, 1) * 255).astype(np.uint8))
+    return np.asarray(image.resize((_MAX_SHOWN_WIDTH, height), Image.Resampling.BOX), dtype=np.float64) / 255
 
 
 def _file_stem(text: str) -> str:
@@ -212,7 +225,7 @@ def units_section(
         tied = bool(bottom.size) and bool(np.all(bottom == bottom[:, :1]))  # e.g. all zero after a ReLU
         for which, patches, label in (("top", result.patches, "largest"), ("bottom", result.bottom_patches, "smallest")):
             if patches.shape[1] and not (which == "bottom" and tied):
-                grid = result.grid(chosen, which, stretch=stretch)
+                grid = _fit(result.grid(chosen, which, stretch=stretch))
                 scale = scale or _scale(grid)  # the bottom grid keeps the top grid's pixel size
                 card[f"{which}_uri"] = image_to_data_uri(grid, scale=scale)
                 card[f"{which}_caption"] = (

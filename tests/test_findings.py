@@ -87,3 +87,28 @@ def test_step_meter_measures_each_steps_own_peak():
     big, small = meter.usage["big"], meter.usage["small"]
     assert big.peak_rss - small.peak_rss > 250 * 2**20 if small.per_step else big.peak_rss >= 300 * 2**20
     assert big.seconds >= 0 and small.peak_gpu is None
+
+
+def test_the_most_selective_units_are_named_per_group_of_stimuli(tmp_path):
+    from types import SimpleNamespace
+
+    from analyses import class_selectivity
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(3), 20)
+    responses = rng.random((60, 6))
+    responses[labels == 2, 4] += 5  # unit 4 answers class 2 only
+
+    def patches(ids):
+        return SimpleNamespace(selectivity=class_selectivity(responses, labels, ("a", "b", "c")),
+                               unit_names=lambda rows: np.asarray(ids)[rows], class_names=("a", "b", "c"))
+
+    ctx = _ctx(tmp_path)
+    ctx.models = {"net": None, "other": None}
+    ctx.data_of = {"net": "digits (test)", "other": "photos (train)"}
+    ctx.results["units"] = {"net · conv": patches([10, 11, 12, 13, 14, 15]), "other · conv": patches(range(6))}
+    found = [f for f in compute_findings(ctx) if f.topic == "Units"]
+    assert [f.stimuli for f in found] == ["digits (test)"] * 3 + ["photos (train)"] * 3
+    best = found[0]
+    index = class_selectivity(responses, labels).index
+    assert best.model == "net" and "unit 14, prefers class 'c'" in best.text and best.value == pytest.approx(index.max())

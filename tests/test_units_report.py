@@ -43,7 +43,11 @@ def test_units_section_renders_without_javascript(results, tmp_path):
     section = units_section({"net · conv": results["1"], "net · fc": results["3"]}, n_units=3, png_dir=tmp_path)
     assert isinstance(section, Section)
     html = Report("t").add(section).render()
-    assert html.count("data:image/png;base64,") == 2 * 2 + 1  # top and bottom per card, one histogram figure
+    # the ReLU layer's smallest responses tie at zero: its bottom grid is left out (and the card says so)
+    relu_bottom = results["1"].topk.bottom_values
+    assert np.all(relu_bottom == 0)
+    assert html.count("data:image/png;base64,") == 2 + 1 + 1  # two top grids, the linear layer's bottom, histograms
+    assert "Least-activating stimuli not shown" in html
     assert "<script" not in html.lower() and "Receptive field 3×3" in html
     assert {p.name for p in tmp_path.glob("*.png")} >= {"net_conv_top.png", "net_fc_bottom.png"}
     with pytest.raises(ValueError, match="at least one"):
@@ -189,3 +193,15 @@ def test_tied_bottom_responses_are_not_drawn_and_the_card_says_why():
     body = str(units_section({"tied": tied, "varied": varied}, n_units=2).body)
     assert body.count("bottom patches of") == 1  # only the card whose bottom responses differ draws them
     assert "Least-activating stimuli not shown" in body
+
+
+def test_grids_wider_than_a_card_are_shrunk_in_the_page_only():
+    from reports._units_section import _MAX_SHOWN_WIDTH, _fit
+
+    grid = np.random.default_rng(0).random((300, 3 * _MAX_SHOWN_WIDTH, 3))
+    shown = _fit(grid)
+    assert shown.shape == (100, _MAX_SHOWN_WIDTH, 3)
+    # area averaging: each shown pixel is the mean of a 3x3 block (up to 8-bit rounding)
+    np.testing.assert_allclose(shown[0, 0], grid[:3, :3].mean(axis=(0, 1)), atol=2 / 255)
+    small = grid[:10, :20]
+    assert _fit(small) is small

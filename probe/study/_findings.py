@@ -19,8 +19,8 @@ from probe.study._transfer_step import PIXELS
 
 __all__ = ["Finding", "best_layer_pairs", "compute_findings", "findings_frame"]
 
-# Units named in the findings: the most class-selective ones over every layer shown.
-N_SELECTIVE_UNITS = 5
+# Units named in the findings: the most class-selective ones over every layer shown, per group of stimuli.
+N_SELECTIVE_UNITS = 3
 # A linear autoencoder whose largest principal angle to PCA's subspace is below this spans it.
 SPANS_PCA_DEGREES = 1.0
 # ... and one whose singular-vector alignment error is below this recovers PCA's ordered directions.
@@ -165,24 +165,26 @@ def _transfer(ctx: StudyContext) -> list[Finding]:
 
 
 def _units(ctx: StudyContext) -> list[Finding]:
-    rows = []
+    """The most class-selective shown units of each group of stimuli (``N_SELECTIVE_UNITS`` per group)."""
+    by_group: dict[str, list[tuple[float, str, str, int, str]]] = {}
     for card, patches in (ctx.results.get("units") or {}).items():
         selectivity = patches.selectivity
         if selectivity is None:
             continue
+        model = max((name for name in ctx.models if card.startswith(f"{name} · ")), key=len, default="")
         units = patches.unit_names(np.arange(len(selectivity.index)))
         names = patches.class_names
         for row, index in enumerate(selectivity.index):
             preferred = int(selectivity.preferred_class[row])
             label = names[preferred] if names is not None and preferred < len(names) else str(preferred)
-            rows.append((float(index), card, int(units[row]), label))
-    rows.sort(key=lambda r: -r[0])
+            by_group.setdefault(ctx.data_of.get(model, ""), []).append((float(index), card, model, int(units[row]), label))
     findings = []
-    for index, card, unit, label in rows[:N_SELECTIVE_UNITS]:
-        model = max((name for name in ctx.models if card.startswith(f"{name} · ")), key=len, default="")
-        findings.append(Finding("Units", f"{card}, unit {unit}, prefers class {label!r} (class selectivity "
-                                         f"{index:.2f}; 1 = responds to one class only).", "units",
-                                ctx.data_of.get(model, ""), model, index))
+    for words, rows in by_group.items():
+        rows.sort(key=lambda r: -r[0])
+        for index, card, model, unit, label in rows[:N_SELECTIVE_UNITS]:
+            findings.append(Finding("Units", f"{card}, unit {unit}, prefers class {label!r} (class selectivity "
+                                             f"{index:.2f}; 1 = responds to one class only).", "units", words, model,
+                                    index))
     return findings
 
 
