@@ -9,6 +9,7 @@ from probe import Recording
 from probe.study._context import StudyContext
 from probe.study._findings import compute_findings, findings_frame
 from probe.study._resources import StepMeter
+from probe.study._similarity_step import best_layer_pairs
 from probe.study._transfer_experiments import MaskRatioSweep
 
 
@@ -22,7 +23,8 @@ def test_the_most_alike_layers_of_two_models_are_found(tmp_path):
     layers = {"a": {"l1": rng.standard_normal((60, 8)), "l2": shared},
               "b": {"m1": shared @ np.linalg.qr(rng.standard_normal((12, 12)))[0], "m2": rng.standard_normal((60, 5))}}
     ctx = _ctx(tmp_path)
-    ctx.results["similarity_by_stimuli"] = {"digits (test)": {"cka": cka_matrix(layers, progress=False)}}
+    cka = cka_matrix(layers, progress=False)
+    ctx.results["similarity_by_stimuli"] = {"digits (test)": {"cka": cka, "best_pairs": best_layer_pairs(cka)}}
     found = {f.model: f for f in compute_findings(ctx) if f.topic == "Similarity"}
     # a rotation leaves linear CKA at 1: a · l2 and b · m1 are the pair, whatever the other layers
     assert "a · l2 and b · m1" in found["a"].text and found["a"].value == pytest.approx(1.0)

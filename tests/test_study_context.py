@@ -47,3 +47,16 @@ def test_models_without_words_form_one_group(tmp_path):
     assert ctx.stimulus_groups() == {"": ["a", "c"], "digits (test)": ["b"]}
     assert _ctx(tmp_path, ["a", "b"], {}).stimulus_groups() == {"": ["a", "b"]}
     assert StudyContext(out=tmp_path).stimulus_groups() == {}
+
+
+def test_stimulus_pixels_flattens_the_first_stimuli():
+    import numpy as np
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from probe.study._context import stimulus_pixels
+
+    images = torch.arange(5 * 2 * 3 * 3, dtype=torch.float32).reshape(5, 2, 3, 3)
+    data = TensorDataset(images, torch.zeros(5))
+    np.testing.assert_array_equal(stimulus_pixels(data), images.reshape(5, -1).double().numpy())
+    assert stimulus_pixels(data, 2).shape == (2, 18) and stimulus_pixels(data, 9).shape == (5, 18)

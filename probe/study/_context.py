@@ -12,7 +12,7 @@ import torch
 
 import zoo
 
-__all__ = ["StudyContext", "dataset_labels"]
+__all__ = ["StudyContext", "dataset_labels", "stimulus_pixels"]
 
 
 def dataset_labels(dataset: Any) -> np.ndarray:
@@ -24,6 +24,12 @@ def dataset_labels(dataset: Any) -> np.ndarray:
     if labels is None:
         labels = [item[1] if isinstance(item, tuple) and len(item) > 1 else -1 for item in dataset]
     return np.asarray(labels, dtype=np.int64)
+
+
+def stimulus_pixels(dataset: Any, n: int | None = None) -> np.ndarray:
+    """The first ``n`` stimuli of a dataset (all when None), each flattened: shape (n, values), float64."""
+    count = len(dataset) if n is None else min(n, len(dataset))
+    return np.stack([np.asarray(dataset[i][0], dtype=np.float64).ravel() for i in range(count)])
 
 
 @dataclass

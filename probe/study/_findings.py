@@ -17,7 +17,7 @@ import pandas as pd
 from probe.study._context import StudyContext
 from probe.study._transfer_step import PIXELS
 
-__all__ = ["Finding", "best_layer_pairs", "compute_findings", "findings_frame"]
+__all__ = ["Finding", "compute_findings", "findings_frame"]
 
 # Units named in the findings: the most class-selective ones over every layer shown, per group of stimuli.
 N_SELECTIVE_UNITS = 3
@@ -77,9 +77,9 @@ def compute_findings(ctx: StudyContext) -> list[Finding]:
 def _similarity(ctx: StudyContext) -> list[Finding]:
     findings = []
     for words, results in (ctx.results.get("similarity_by_stimuli") or {}).items():
-        cka = results.get("cka")
-        if cka is not None:
-            findings += _most_alike(cka, words)
+        pairs = results.get("best_pairs")
+        if pairs is not None:
+            findings += _most_alike(pairs, words)
         ranking = results.get("ranking")
         if ranking is not None and len(ranking.frame):
             best = ranking.frame.sort_values("score", ascending=False).iloc[0]
@@ -90,35 +90,11 @@ def _similarity(ctx: StudyContext) -> list[Finding]:
     return findings
 
 
-def best_layer_pairs(cka: Any) -> pd.DataFrame:
-    """For every ordered pair of models of a similarity matrix: their most alike pair of layers.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per (model, other): ``model``, ``other``, ``layer`` (of model), ``other_layer``, ``value``
-        (the largest entry of the matrix between the two models' layers), ``measure``.
-    """
-    values, models, layers = np.asarray(cka.values), np.asarray(cka.models), np.asarray(cka.layers)
-    names = list(dict.fromkeys(cka.models))
-    rows = []
-    for model in names:
-        mine = np.flatnonzero(models == model)
-        for other in names:
-            if other == model:
-                continue
-            theirs = np.flatnonzero(models == other)
-            block = values[np.ix_(mine, theirs)]
-            i, j = np.unravel_index(np.argmax(block), block.shape)
-            rows.append({"model": model, "other": other, "layer": layers[mine[i]], "other_layer": layers[theirs[j]],
-                         "value": float(block[i, j]), "measure": cka.measure})
-    return pd.DataFrame(rows, columns=["model", "other", "layer", "other_layer", "value", "measure"])
-
-
-def _most_alike(cka: Any, words: str) -> list[Finding]:
-    """Per model: the other model with the most alike pair of layers (and that pair), and the least alike."""
+def _most_alike(best_pairs: pd.DataFrame, words: str) -> list[Finding]:
+    """Per model: the other model with the most alike pair of layers (and that pair), and the least alike,
+    from the similarity analysis's ``best_pairs`` table."""
     findings = []
-    for model, pairs in best_layer_pairs(cka).groupby("model", sort=False):
+    for model, pairs in best_pairs.groupby("model", sort=False):
         pairs = pairs.sort_values("value", ascending=False)
         best = pairs.iloc[0]
         text = (f"{model} is most like {best['other']}: {model} · {best['layer']} and {best['other']} · "

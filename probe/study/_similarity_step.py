@@ -17,10 +17,9 @@ import pandas as pd
 
 from analyses import RDM, cka_matrix, rank_layers, rdm, rdm_mds, rdm_similarity_matrix
 from probe.study._context import StudyContext
-from probe.study._findings import best_layer_pairs
 from reports import Section, similarity_section
 
-__all__ = ["similarity_analysis"]
+__all__ = ["best_layer_pairs", "similarity_analysis"]
 
 
 def _balanced_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -49,7 +48,7 @@ def similarity_analysis(
     ----------
     ctx
         The study. Its results get ``"similarity"`` (the measures of the first group: ``rdms``, ``cka``,
-        ``rdm_similarity``, ``mds``, ``ranking``) and ``"similarity_by_stimuli"`` (stimuli words -> the
+        ``rdm_similarity``, ``mds``, ``ranking``, ``best_pairs``: ``best_layer_pairs`` of the CKA map) and ``"similarity_by_stimuli"`` (stimuli words -> the
         same, for every group); its tables ``similarity-cka``, ``-rdm``, ``-mds``, ``-ranking`` and
         ``-best-pairs`` (each model's most alike layer pair with every other model), with a ``stimuli`` column.
     measures
@@ -81,8 +80,8 @@ def similarity_analysis(
         for key in ("cka", "rdm_similarity", "mds", "ranking"):
             if results.get(key) is not None:
                 frames.setdefault(key, []).append(results[key].to_frame().assign(stimuli=words))
-        if results.get("cka") is not None and len(set(results["cka"].models)) > 1:
-            frames.setdefault("pairs", []).append(best_layer_pairs(results["cka"]).assign(stimuli=words))
+        if results.get("best_pairs") is not None:
+            frames.setdefault("pairs", []).append(results["best_pairs"].assign(stimuli=words))
     ctx.results["similarity"] = next(iter(by_stimuli.values()))
     ctx.results["similarity_by_stimuli"] = by_stimuli
     for key, table in (("cka", "similarity-cka"), ("rdm_similarity", "similarity-rdm"), ("mds", "similarity-mds"),
@@ -123,6 +122,8 @@ def _group_similarity(ctx: StudyContext, words: str, recordings: Mapping[str, An
     results: dict[str, Any] = {"rdms": rdms if "rdm" in measures else {}}
     if "cka" in measures:
         results["cka"] = cka_matrix(kept, progress=False)
+        if len(kept) > 1:
+            results["best_pairs"] = best_layer_pairs(results["cka"])
     if "rdm" in measures:
         results["rdm_similarity"] = rdm_similarity_matrix(rdms, "pearson", progress=False)
         results["mds"] = rdm_mds(results["rdm_similarity"], seed=ctx.seed) if len(rdms) > 2 else None
@@ -148,6 +149,31 @@ def _group_similarity(ctx: StudyContext, words: str, recordings: Mapping[str, An
                                  rdm_similarity=results.get("rdm_similarity"), mds=results.get("mds"),
                                  ranking=results.get("ranking"), intro=intro, title=title, models=list(ctx.recordings))
     return results, section
+
+
+def best_layer_pairs(cka: Any) -> pd.DataFrame:
+    """For every ordered pair of models of a similarity matrix: their most alike pair of layers.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (model, other): ``model``, ``other``, ``layer`` (of model), ``other_layer``, ``value``
+        (the largest entry of the matrix between the two models' layers), ``measure``.
+    """
+    values, models, layers = np.asarray(cka.values), np.asarray(cka.models), np.asarray(cka.layers)
+    names = list(dict.fromkeys(cka.models))
+    rows = []
+    for model in names:
+        mine = np.flatnonzero(models == model)
+        for other in names:
+            if other == model:
+                continue
+            theirs = np.flatnonzero(models == other)
+            block = values[np.ix_(mine, theirs)]
+            i, j = np.unravel_index(np.argmax(block), block.shape)
+            rows.append({"model": model, "other": other, "layer": layers[mine[i]], "other_layer": layers[theirs[j]],
+                         "value": float(block[i, j]), "measure": cka.measure})
+    return pd.DataFrame(rows, columns=["model", "other", "layer", "other_layer", "value", "measure"])
 
 
 def _fits_other_stimuli(reference: str | os.PathLike, n: int) -> bool:

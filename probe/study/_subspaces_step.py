@@ -8,14 +8,10 @@ import numpy as np
 import pandas as pd
 
 from analyses import compare_subspaces
-from probe.study._context import StudyContext
+from probe.study._context import StudyContext, stimulus_pixels
 from reports import Section, subspace_section
 
 __all__ = ["subspaces_analysis"]
-
-
-def _pixels(stimuli: Any, n: int) -> np.ndarray:
-    return np.stack([np.asarray(stimuli[i][0], dtype=np.float64).ravel() for i in range(min(n, len(stimuli)))])
 
 
 # Widest layer the subspace analysis takes: the linear autoencoders fit n_units x k weights per
@@ -44,7 +40,7 @@ def subspaces_analysis(
     if pixels and ctx.stimuli:
         first = next(iter(ctx.stimuli))
         words = ctx.data_of.get(first, "the stimuli")
-        comparisons.append(compare_subspaces(_pixels(ctx.stimuli[first], n_stimuli), source=f"pixels of {words}",
+        comparisons.append(compare_subspaces(stimulus_pixels(ctx.stimuli[first], n_stimuli), source=f"pixels of {words}",
                                              **options))
     for model, name in chosen:
         features = np.asarray(ctx.recordings[model][name], dtype=np.float64)[:n_stimuli]

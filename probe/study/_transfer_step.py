@@ -10,7 +10,7 @@ import pandas as pd
 
 import probe
 from analyses import label_efficiency, probe_layers
-from probe.study._context import StudyContext
+from probe.study._context import StudyContext, stimulus_pixels
 from probe.study._transfer_experiments import mask_ratio_sweep
 from reports import Section, transfer_section
 
@@ -30,10 +30,6 @@ def _stratified_halves(labels: np.ndarray, seed: int, train_fraction: float = 0.
         train_rows.append(rows[: max(1, int(round(train_fraction * len(rows))))])
     train_rows = np.sort(np.concatenate(train_rows))
     return train_rows, np.setdiff1d(np.arange(len(labels)), train_rows)
-
-
-def _pixels(dataset: Any) -> np.ndarray:
-    return np.stack([np.asarray(dataset[i][0], dtype=np.float64).ravel() for i in range(len(dataset))])
 
 
 def _split_recording(recording: Any, rows: np.ndarray) -> probe.Recording:
@@ -135,7 +131,7 @@ def _group_transfer(ctx: StudyContext, words: str, labels: np.ndarray, probed: l
     first_stimuli = getattr(first_stimuli, "base", first_stimuli)  # as loaded, before a model's resizing
     pixels = None
     if first_stimuli is not None and np.asarray(first_stimuli[0][0]).size <= MAX_PIXELS:
-        pixels = _pixels(first_stimuli)
+        pixels = stimulus_pixels(first_stimuli)
     layer_transfer = None
     if probed:
         pairs = {name: (_split_recording(ctx.recordings[name], train_rows),
