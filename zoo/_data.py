@@ -103,6 +103,11 @@ class DatasetInfo(ChannelNormalization):
     def n_channels(self) -> int:
         return self.image_shape[0]
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The shape of one item, (C, H, W) (text datasets' ``TextInfo`` has (sequence_length,))."""
+        return self.image_shape
+
 
 
 class ImageTensorDataset(Dataset):

@@ -17,7 +17,7 @@ from torch import nn
 from zoo._data import iterate_batches
 from zoo._names import unknown_name_error
 
-__all__ = ["evaluate_model", "extract_features", "knn_predict", "PRIMARY_METRIC", "EVAL_MASK_SEED"]
+__all__ = ["evaluate_model", "extract_features", "knn_predict", "primary_metric", "PRIMARY_METRIC", "EVAL_MASK_SEED"]
 
 # The MAE's masks during evaluation are drawn from this seed, so every evaluation sees the same masks.
 EVAL_MASK_SEED = 12345
@@ -29,6 +29,13 @@ PRIMARY_METRIC = {
     "mae": "recon_ratio",
     "contrastive": "knn_accuracy",
 }
+
+
+def primary_metric(model: nn.Module) -> str:
+    """The measure a model is judged by: its family's in ``PRIMARY_METRIC``, or a model class's own
+    ``primary_metric`` attribute (families whose measures live beside their models)."""
+    own = getattr(model, "primary_metric", None)
+    return own if isinstance(own, str) else PRIMARY_METRIC[model.family]
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -190,7 +197,8 @@ def evaluate_model(model: nn.Module, train_set, test_set, k: int = 5) -> dict[st
     Parameters
     ----------
     model
-        A zoo model (its ``family`` picks the measures).
+        A zoo model: its family picks the measures, unless the model has its own
+        ``evaluate(train_set, test_set) -> dict`` (the language and image-text families do).
     train_set, test_set
         The training split (kNN memory, mean image) and the held-out split (scored).
     k
@@ -203,12 +211,13 @@ def evaluate_model(model: nn.Module, train_set, test_set, k: int = 5) -> dict[st
         ``mean_image_mse`` and ``recon_ratio`` (autoencoders, MAE).
     """
     family = getattr(model, "family", None)
-    if family not in _FAMILY_MEASURES:
+    own = getattr(model, "evaluate", None)
+    if own is None and family not in _FAMILY_MEASURES:
         raise unknown_name_error("model family", family, _FAMILY_MEASURES)
     was_training = model.training
     model.eval()
     try:
-        metrics = dict(_FAMILY_MEASURES[family](model, train_set, test_set))
+        metrics = dict(own(train_set, test_set) if own is not None else _FAMILY_MEASURES[family](model, train_set, test_set))
         if train_set.info.n_classes > 0:
             metrics["knn_accuracy"] = _knn_accuracy(model, train_set, test_set, k)
     finally:

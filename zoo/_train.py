@@ -29,11 +29,12 @@ from tqdm.auto import tqdm
 from zoo._checkpoint import RunDir, refuse_file_as_run_folder
 from zoo._data import ImageTensorDataset, iterate_batches, load_dataset
 from zoo._device import resolve_device
-from zoo._evaluate import PRIMARY_METRIC, evaluate_model
+from zoo._evaluate import evaluate_model, primary_metric
 from zoo._files import writer_lock
 from zoo._names import unknown_name_error
 from zoo._registry import ModelEntry, TrainDefaults, check_model_config, create_model, model_entry
 from zoo._settings import MAX_PARAMETERS, check_setting
+from zoo._text import TextInfo, TokenDataset
 
 __all__ = ["TrainResult", "TrainingDivergedError", "train", "default_run_dir", "seed_everything"]
 
@@ -116,17 +117,26 @@ def _model_config(model_name: str, info, settings: dict[str, Any], max_parameter
     if unknown:
         valid = sorted(set(accepted) - {"input_shape", "n_classes"}) + sorted(_TRAINING_KEYS)
         raise unknown_name_error(f"{model_name} setting", unknown[0], valid)
-    config: dict[str, Any] = {"input_shape": list(info.image_shape)}
+    config: dict[str, Any] = {"input_shape": list(info.input_shape)}
+    if isinstance(info, TextInfo):
+        # Language models are built for the corpus's vocabulary (its words and their counts).
+        if "vocabulary" in accepted:
+            config["vocabulary"] = list(info.vocabulary.words)
+        if "word_counts" in accepted:
+            config["word_counts"] = list(info.vocabulary.counts)
+    if "class_names" in accepted and info.class_names is not None:
+        config["class_names"] = list(info.class_names)
     if "n_classes" in accepted:
         if info.n_classes == 0:
             raise ValueError(f"model {model_name!r} is supervised but dataset {info.name!r} is unlabelled; choose a labelled dataset such as 'digits'")
         config["n_classes"] = info.n_classes
     config.update(settings)
     check_model_config(model_name, config, max_parameters=max_parameters)
-    if [int(v) for v in config["input_shape"]] != list(info.image_shape):
+    if [int(v) for v in config["input_shape"]] != list(info.input_shape):
+        what = "sequences have shape" if isinstance(info, TextInfo) else "images have shape"
         raise ValueError(
             f"model {model_name!r} with input_shape={list(config['input_shape'])} does not fit dataset {info.name!r}, "
-            f"whose images have shape {list(info.image_shape)} (channels, height, width); drop input_shape "
+            f"whose {what} {list(info.input_shape)}; drop input_shape "
             "(it follows the dataset) or choose a dataset with such images"
         )
     if "n_classes" in config and config["n_classes"] < info.n_classes:
@@ -142,7 +152,7 @@ _MAX_DEVICE_DATASET_BYTES = 2 * 1024**3
 
 
 def _to_device(dataset, device: torch.device):
-    if isinstance(dataset, ImageTensorDataset) and dataset.nbytes <= _MAX_DEVICE_DATASET_BYTES:
+    if isinstance(dataset, (ImageTensorDataset, TokenDataset)) and dataset.nbytes <= _MAX_DEVICE_DATASET_BYTES:
         return dataset.to(device)
     return dataset
 
@@ -373,7 +383,7 @@ def _train_locked(run: RunDir, model: nn.Module, entry: ModelEntry, hyper: Train
             return TrainResult(model=model, run_dir=run.path, history=pd.DataFrame(history), metrics=run.read_metrics())
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    primary = PRIMARY_METRIC[model.family]
+    primary = primary_metric(model)
 
     bar = tqdm(total=hyper.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
                desc=f"train {model_name}", unit="step", leave=False)
