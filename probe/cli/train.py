@@ -84,10 +84,11 @@ def check_dataset_name(name: str) -> None:
     """Raise LookupError listing the valid dataset names when ``name`` is not one of them."""
     import zoo
 
-    names = [valid for valid in zoo.list_datasets() if valid != "imagefolder:PATH"]
-    if name in names or name.startswith("imagefolder:"):
+    patterns = ("imagefolder:PATH", "text:PATH")
+    names = [valid for valid in zoo.list_datasets() if valid not in patterns]
+    if name in names or name.startswith(tuple(pattern.removesuffix("PATH") for pattern in patterns)):
         return
-    raise zoo.unknown_name_error("dataset", name, [*names, "imagefolder:PATH"])
+    raise zoo.unknown_name_error("dataset", name, [*names, *patterns])
 
 
 def stored_run_settings(out: str) -> dict:

@@ -293,12 +293,13 @@ _TRAIN: dict[str, Option] = {
 # zoo.load_model, used while the zoo is not imported (importing it imports torch, which takes seconds).
 # tests/test_study_spec.py checks that they equal the zoo's.
 _OFFLINE_DATASETS = (
-    "cifar10", "digits", "fashion-mnist", "mnist", "mnist-subset", "natural-patches", "photos", "imagefolder:PATH",
+    "bible-kjv", "cifar10", "digits", "fashion-mnist", "mnist", "mnist-subset", "natural-patches", "photos",
+    "pydoc-topics", "wordnet-glosses", "imagefolder:PATH", "text:PATH",
 )
 _OFFLINE_PRETRAINED = ("alexnet", "efficientnet-lite0", "mobilenet_v3_small", "resnet18", "resnet50", "vgg16")
 _OFFLINE_MODELS = (
-    "ae-contractive", "ae-conv", "ae-denoising", "ae-linear", "ae-mlp", "ae-sparse", "ae-vae", "cnn", "mae", "mlp",
-    "resnet18", "simclr",
+    "ae-contractive", "ae-conv", "ae-denoising", "ae-linear", "ae-mlp", "ae-sparse", "ae-vae", "clip", "cnn", "mae",
+    "mlm", "mlp", "resnet18", "simclr", "word2vec",
 )
 _OFFLINE_SCHEMES = ("zoo", "pretrained", "torchvision", "timm", "hf")
 # As in zoo/_model_spec.py: the weights value that asks torchvision or timm for their own weights, a
@@ -307,6 +308,7 @@ _LIBRARY_WEIGHTS = "pretrained"
 _TORCHVISION_WEIGHTS_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _FACTORY = re.compile(r"(?P<file>.+\.py):(?P<factory>[A-Za-z_]\w*)")
 _IMAGEFOLDER = "imagefolder:"
+_TEXT = "text:"
 
 
 @dataclass(frozen=True)
@@ -823,6 +825,14 @@ def _dataset(check: _Checker, name: str, split: Any, key: str = "data") -> str |
                                     "split = \"train\", or put the images in train/ and test/ sub-folders")
             return None
         return f"{_IMAGEFOLDER}{folder}"
+    if name.startswith(_TEXT):
+        given = name[len(_TEXT):]
+        if not given:
+            check.add(f"{key}.dataset", "text: names no file; write text:PATH, with PATH a UTF-8 text file or a folder "
+                                      "of .txt files (relative to the study file's folder)")
+            return None
+        path = check.path(f"{key}.dataset", given, "file or folder")
+        return None if path is None else f"{_TEXT}{path}"
     if name not in check.zoo.datasets:
         error = check.zoo.unknown_name_error("dataset", name, check.zoo.datasets, listing="zoo.list_datasets()")
         check.add(f"{key}.dataset", str(error))
