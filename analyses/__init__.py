@@ -56,8 +56,35 @@ from analyses._top_patches import (
     unit_selectivity,
 )
 from analyses._transfer import LabelEfficiency, LayerTransfer, label_efficiency, probe_layers, resolve_features
+from analyses._word_vectors import (
+    ANALOGY_METHODS,
+    WORD_CATEGORIES,
+    Analogy,
+    AnalogyAccuracy,
+    Neighbours,
+    WordCategoryGeometry,
+    analogy_accuracy,
+    find_analogy_questions,
+    nearest_neighbours,
+    read_analogy_questions,
+    solve_analogy,
+    word_category_geometry,
+)
 
 __all__ = [
+    # word vectors
+    "nearest_neighbours",
+    "Neighbours",
+    "solve_analogy",
+    "Analogy",
+    "ANALOGY_METHODS",
+    "analogy_accuracy",
+    "AnalogyAccuracy",
+    "read_analogy_questions",
+    "find_analogy_questions",
+    "WORD_CATEGORIES",
+    "word_category_geometry",
+    "WordCategoryGeometry",
     # representational similarity
     "RDM",
     "rdm",

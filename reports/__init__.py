@@ -6,7 +6,9 @@ analysis, and imports no analysis code. Adding a section is one function and one
 ``reports/templates/sections``.
 """
 
+from reports._captions_section import captions_section
 from reports._colors import model_colors
+from reports._language_section import masked_lm_section
 from reports._layers_section import layers_section
 from reports._render import (
     figure_to_data_uri,
@@ -19,6 +21,7 @@ from reports._report import Report, Section
 from reports._similarity_section import similarity_section
 from reports._subspace_section import subspace_section
 from reports._transfer_section import transfer_section
+from reports._words_section import words_section
 from reports._units_section import save_unit_grids, unit_grid_paths, units_section
 from reports._zoo_section import ModelSummary, Reconstructions, zoo_section
 
@@ -41,4 +44,7 @@ __all__ = [
     "unit_grid_paths",
     "subspace_section",
     "transfer_section",
+    "words_section",
+    "masked_lm_section",
+    "captions_section",
 ]

@@ -108,8 +108,9 @@ def test_defaults_are_filled(tmp_path):
     assert (model.source, model.spec, model.weights) == ("pretrained", "pretrained:efficientnet-lite0", None)
     assert (model.layers, model.reduce, model.layout) == ("auto", "auto", None)
     # no [analyses]: every analysis but those that train models, each option at its ANALYSES default
-    assert list(ANALYSES) == ["summary", "layers", "similarity", "units", "subspaces", "transfer", "mask_ratio"]
-    assert list(spec.analyses) == [name for name in ANALYSES if name not in OPT_IN_ANALYSES] == list(ANALYSES)[:-1]
+    assert list(ANALYSES) == ["summary", "layers", "similarity", "units", "subspaces", "transfer", "words", "captions",
+                              "mask_ratio", "mlm_ratio"]
+    assert list(spec.analyses) == [name for name in ANALYSES if name not in OPT_IN_ANALYSES] == list(ANALYSES)[:-2]
     assert spec.analyses == {name: {key: option.default for key, option in options.items()}
                              for name, options in ANALYSES.items() if name not in OPT_IN_ANALYSES}
     spec.analyses["similarity"]["measures"].append("x")  # a study's options are its own copies
@@ -212,7 +213,8 @@ def test_unknown_top_level_key_names_the_nearest_key(tmp_path):
 def test_unknown_analysis_suggests_the_nearest(tmp_path):
     message = problems(tmp_path, MINIMAL + "[analyses]\nsimilarty = {}\n")
     assert "analyses.similarty: unknown analysis 'similarty' in [analyses]; did you mean 'similarity'" in message
-    assert "Valid analyses: 'summary', 'layers', 'similarity', 'units', 'subspaces', 'transfer', 'mask_ratio'." in message
+    assert ("Valid analyses: 'summary', 'layers', 'similarity', 'units', 'subspaces', 'transfer', 'words', 'captions', "
+            "'mask_ratio', 'mlm_ratio'.") in message
 
 
 def test_unknown_option_suggests_the_nearest(tmp_path):
@@ -476,13 +478,23 @@ TWO = MINIMAL + '[[models]]\nname = "cnn/small"\narch = "cnn"\n'
 
 
 def test_mask_ratio_runs_only_when_named(tmp_path):
-    assert OPT_IN_ANALYSES == ("mask_ratio",) and "mask_ratio" not in default_analyses()
+    assert OPT_IN_ANALYSES == ("mask_ratio", "mlm_ratio") and not set(OPT_IN_ANALYSES) & set(default_analyses())
     assert "mask_ratio" not in StudySpec.from_file(write(tmp_path, MINIMAL)).analyses
     spec = StudySpec.from_file(write(tmp_path, MINIMAL + "[analyses]\nmask_ratio = {}\n"))
     assert spec.analyses == {"mask_ratio": {"ratios": [0.25, 0.5, 0.75, 0.9], "epochs": 3, "dataset": "digits"}}
     message = problems(tmp_path, MINIMAL + '[analyses]\nmask_ratio = { ratios = [0.5, 1.0], dataset = "digts" }\n')
     assert "analyses.mask_ratio.ratios[1]: expected a number in (0, 1), got 1.0" in message
     assert "analyses.mask_ratio.dataset: unknown dataset 'digts'; did you mean 'digits'?" in message
+    message = problems(tmp_path, MINIMAL + '[analyses]\nmlm_ratio = { dataset = "bible-kvj" }\n')
+    assert "analyses.mlm_ratio.dataset: unknown dataset 'bible-kvj'; did you mean 'bible-kjv'?" in message
+
+
+def test_words_and_captions_options_name_models_of_the_study(tmp_path):
+    message = problems(tmp_path, MINIMAL + '[analyses]\nwords = { vectors = ["glove-6b-5d"], method = "3cosine" }\n'
+                                           'captions = { models = ["clipp"] }\n')
+    assert "analyses.words.vectors[0]: unknown model 'glove-6b-5d'; did you mean 'glove-6b-50d'?" in message
+    assert "analyses.words.method: unknown value '3cosine'. Valid values: '3cosadd', '3cosmul'." in message
+    assert "analyses.captions.models[0]: unknown model 'clipp'" in message
 
 
 def test_transfer_and_similarity_models_name_models_of_the_study(tmp_path):
@@ -561,7 +573,7 @@ def test_to_toml_round_trips_nested_values():
 
 def test_the_template_parses_to_exactly_the_analyses_defaults(tmp_path):
     path = write_template(tmp_path / "study.toml")
-    assert path.read_text() == STUDY_TEMPLATE and 40 <= len(STUDY_TEMPLATE.splitlines()) <= 80
+    assert path.read_text() == STUDY_TEMPLATE and 40 <= len(STUDY_TEMPLATE.splitlines()) <= 100
     image_folder(tmp_path / "images", splits=("cat",))
     (tmp_path / "resnet18.safetensors").write_bytes(b"")
 

@@ -9,12 +9,12 @@ import torch
 import torchvision
 
 import zoo
+from _zoo_inputs import example_input, is_text_model, model_options
 from zoo import RunDir
 
 
 def _input_for(model: torch.nn.Module, batch: int = 3) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn(batch, *model.config["input_shape"], generator=generator)
+    return example_input(model, batch)
 
 
 def _assert_equal_outputs(a, b) -> None:
@@ -52,7 +52,7 @@ def _save_run(model: torch.nn.Module, path) -> RunDir:
 @pytest.mark.parametrize("name", zoo.list_models())
 def test_every_model_saves_and_loads_with_identical_outputs(name, tmp_path):
     torch.manual_seed(0)
-    model = zoo.create_model(name).eval()
+    model = zoo.create_model(name, **(model_options(name) if is_text_model(name) else {})).eval()  # default shapes
     x = _input_for(model)
     encoded = _seeded(model.encode, x)
     assert encoded.ndim == 2 and encoded.shape[0] == x.shape[0]

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
 import zoo
+from _zoo_inputs import SEQUENCE_LENGTH, WORDS, is_text_model, model_options
 from zoo.models import contractive_penalty, corrupt, gaussian_kl, mae_objective, nt_xent
 
 
@@ -112,7 +113,9 @@ def test_every_objective_decreases_under_a_few_adam_steps(name, small_batch):
     if name == "resnet18":  # 11 M parameters: a smaller batch and fewer steps keep the test quick
         images, labels, n_steps = images[:8], labels[:8], 3
     torch.manual_seed(0)
-    model = zoo.create_model(name, input_shape=(1, 8, 8), **({"n_classes": 10} if zoo.model_entry(name).family == "supervised" else {}))
+    model = zoo.create_model(name, **model_options(name))
+    if is_text_model(name):  # sentences of the test vocabulary
+        images, labels = torch.randint(3, len(WORDS), (32, SEQUENCE_LENGTH), generator=torch.Generator().manual_seed(0)), labels
     objective = zoo.get_objective(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 

@@ -74,6 +74,7 @@ from zoo._train import (
     seed_everything,
     train,
 )
+from zoo._word_vectors import WordVectors, list_word_vectors, load_word_vectors
 from zoo.models import ZooModel  # importing zoo.models registers every architecture
 
 __all__ = [
@@ -104,6 +105,9 @@ __all__ = [
     "load_corpus",
     "corpus_text",
     "corpus_tokens",
+    "WordVectors",
+    "load_word_vectors",
+    "list_word_vectors",
     # models
     "ZooModel",
     "register_model",

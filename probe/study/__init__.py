@@ -4,8 +4,8 @@ This is the orchestration above the four packages of the flow (zoo → probe eng
 reports) and the only code that imports all of them. A study (``Study.from_file("study.toml")``,
 ``probe analyze``) names models, stimuli and analyses; its steps share a ``StudyContext`` and each
 return report sections. ``probe demo`` is one built-in study (``demo_spec``) run by the same code.
-Experiments that train models as part of an analysis (the MAE mask-ratio sweep,
-class-split transfer) and the one-call top patches live here for the same reason.
+Experiments that train models as part of an analysis (the MAE and masked-LM mask-ratio sweeps,
+class-split transfer, CLIP with held-out classes) and the one-call top patches live here for the same reason.
 
 Names are imported on first use (PEP 562), so that checking a study file does not import torch.
 """
@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # what static tools and readers see; at run time each name lo
         encode_features,
         mask_ratio_sweep,
     )
+    from probe.study._language_experiments import MaskedLMRatioSweep, masked_lm_ratio_sweep  # noqa: F401
+    from probe.study._caption_experiments import CaptionExperiment, clip_zero_shot_experiment, measure_captions  # noqa: F401
 
 # public name -> the module that defines it
 _EXPORTS = {
@@ -50,6 +52,11 @@ _EXPORTS = {
     "mask_ratio_sweep": "probe.study._transfer_experiments",
     "ClassSplitTransfer": "probe.study._transfer_experiments",
     "class_split_transfer": "probe.study._transfer_experiments",
+    "MaskedLMRatioSweep": "probe.study._language_experiments",
+    "masked_lm_ratio_sweep": "probe.study._language_experiments",
+    "CaptionExperiment": "probe.study._caption_experiments",
+    "clip_zero_shot_experiment": "probe.study._caption_experiments",
+    "measure_captions": "probe.study._caption_experiments",
 }
 
 __all__ = list(_EXPORTS)

@@ -197,11 +197,37 @@ ANALYSES: dict[str, dict[str, Option]] = {
         "features": Option((list,), "last", "MODEL/LAYER names of the label-efficiency curves; 'last': each "
                            "model's last layer", items=(str,), words=("last",)),
     },
+    "words": {
+        "vectors": Option((list,), "auto", "the word vectors compared: names of the study's language models "
+                          "(word2vec, masked LM) and 'glove-6b-50d'; 'auto': every language model of the study, and "
+                          "GloVe when installed", items=(str,), words=("auto",)),
+        "queries": Option((list,), ["king", "water", "red", "horse", "three"],
+                          "words whose nearest neighbours are shown", items=(str,)),
+        "analogies": Option((str,), "auto", "Google's analogy set (questions-words.txt); 'auto': found offline "
+                            "(gensim's test data); 'none'", words=("auto", "none"), path_suffix=".txt"),
+        "method": Option((str,), "3cosadd", "how an analogy is solved", choices=("3cosadd", "3cosmul")),
+        "restrict_vocab": Option((int,), 300000, "analogies are answered among this many most frequent words "
+                                 "(as gensim's evaluate_word_analogies)", gt=0),
+        "categories": Option((dict,), "builtin", "word categories whose geometry is compared: a table of category "
+                             "-> list of words; 'builtin': countries, capitals, animals, colours, numbers",
+                             items=(list,), words=("builtin",)),
+    },
+    "captions": {
+        "models": Option((list,), "all", "the image-text (CLIP-style) models of the study; 'all'", items=(str,),
+                         words=("all",)),
+        "n_cka": Option((int,), 1000, "test images of the CKA measures", gt=1),
+    },
     "mask_ratio": {
         "ratios": Option((list,), [0.25, 0.5, 0.75, 0.9], "mask ratios; one MAE is trained per ratio",
                          items=(float,), gt=0, lt=1),
         "epochs": Option((int,), 3, "training epochs of each MAE", gt=0),
         "dataset": Option((str,), "digits", "a labelled dataset of zoo.list_datasets() the MAEs train on"),
+    },
+    "mlm_ratio": {
+        "ratios": Option((list,), [0.05, 0.15, 0.3, 0.5], "mask ratios; one masked language model is trained per "
+                         "ratio", items=(float,), gt=0, lt=1),
+        "epochs": Option((int,), 2, "training epochs of each model", gt=0),
+        "dataset": Option((str,), "pydoc-topics", "a text corpus of zoo.list_datasets() the models train on"),
     },
 }
 
@@ -213,12 +239,15 @@ ANALYSIS_HELP = {
     "units": "the image patches that drive single units most (and least)",
     "subspaces": "PCA vs linear autoencoders on one layer per model",
     "transfer": "linear probes on every layer; accuracy vs labels per class",
+    "words": "word vectors: nearest neighbours, analogies, the geometry of word categories",
+    "captions": "image-text models: zero-shot accuracy on seen and held-out classes, image-caption similarity",
     "mask_ratio": "MAEs trained with different mask ratios, their frozen encoders probed (trains models)",
+    "mlm_ratio": "masked language models trained with different mask ratios (trains models)",
 }
 
 
 #: Analyses that train models: they run only when the study names them.
-OPT_IN_ANALYSES = ("mask_ratio",)
+OPT_IN_ANALYSES = ("mask_ratio", "mlm_ratio")
 
 
 def default_analyses() -> dict[str, dict[str, Any]]:
@@ -309,6 +338,8 @@ _TORCHVISION_WEIGHTS_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _FACTORY = re.compile(r"(?P<file>.+\.py):(?P<factory>[A-Za-z_]\w*)")
 _IMAGEFOLDER = "imagefolder:"
 _TEXT = "text:"
+# The pretrained word vectors a words analysis can name beside the study's models (zoo.list_word_vectors()).
+GLOVE = "glove-6b-50d"
 
 
 @dataclass(frozen=True)
@@ -694,6 +725,14 @@ class _Checker:
         if option.items == (object,):  # any TOML values, e.g. the options of zoo.load_dataset
             return _copy(dict(value))
         checked, ok = {}, True
+        if option.items == (list,):  # name -> list of strings, e.g. word categories
+            words = Option((list,), None, "", items=(str,))
+            for name, item in value.items():
+                checked[name] = self.sequence(_join(key, name), item, words) if isinstance(item, list) else _MISSING
+                if not isinstance(item, list):
+                    self.add(_join(key, name), f"expected {words.expected()}, got {_shown(item)}")
+                ok = ok and checked[name] is not _MISSING
+            return checked if ok else _MISSING
         single = Option(option.items or (str,), None, "")
         for name, item in value.items():
             if not isinstance(item, str) or not item.strip():
@@ -1115,10 +1154,15 @@ def _analyses(check: _Checker, value: Any, models: list[ModelEntrySpec],
             chosen[name] = check.options(key, given, ANALYSES[name], f"in [{key}]")
     _subspace_layer(check, chosen.get("subspaces"), models, names)
     _transfer_options(check, chosen.get("transfer"), names)
-    for name in ("similarity", "transfer"):
+    for name in ("similarity", "transfer", "captions"):
         _model_list(check, f"analyses.{name}.models", (chosen.get(name) or {}).get("models"), names)
-    if chosen.get("mask_ratio") and chosen["mask_ratio"]["dataset"] is not _MISSING:
-        _dataset(check, chosen["mask_ratio"]["dataset"], "train", "analyses.mask_ratio")
+    vectors = (chosen.get("words") or {}).get("vectors")
+    if isinstance(vectors, list):
+        _model_list(check, "analyses.words.vectors", vectors, [*names, GLOVE])
+    for name in ("mask_ratio", "mlm_ratio"):
+        if chosen.get(name) and chosen[name]["dataset"] is not _MISSING:
+            resolved = _dataset(check, chosen[name]["dataset"], "train", f"analyses.{name}")
+            chosen[name]["dataset"] = resolved or chosen[name]["dataset"]  # a path made absolute
     return {name: chosen[name] for name in ANALYSES if name in chosen}
 
 

@@ -50,7 +50,8 @@ from zoo._io import atomic_write_text
 if TYPE_CHECKING:
     from reports import Report, Section
 
-__all__ = ["ANALYSIS_STEPS", "Study", "StudyResult", "analysis_step", "data_words", "default_layers"]
+__all__ = ["ANALYSIS_STEPS", "Study", "StudyResult", "analysis_step", "data_words", "default_layers",
+           "is_language_model"]
 
 # Analysis name -> "module:function" of its step (ctx, **options) -> sections. They run in this order,
 # whatever the file's. The steps (and the analyses and reports they import) load only once the models
@@ -62,7 +63,10 @@ ANALYSIS_STEPS: dict[str, str] = {
     "units": "probe.study._units_step:units_analysis",
     "subspaces": "probe.study._subspaces_step:subspaces_analysis",
     "transfer": "probe.study._transfer_step:transfer_analysis",
+    "words": "probe.study._words_step:words_analysis",
+    "captions": "probe.study._captions_step:captions_analysis",
     "mask_ratio": "probe.study._transfer_step:mask_ratio_analysis",
+    "mlm_ratio": "probe.study._words_step:mlm_ratio_analysis",
 }
 
 
@@ -174,6 +178,12 @@ class Study:
         return StudyResult(out=spec.out, report=report, results=ctx.results, tables=ctx.tables,
                            recordings=ctx.recordings, recorded=ctx.recorded, from_cache=ctx.from_cache, failed=failed,
                            timings=timings, usage=dict(meter.usage))
+
+
+def is_language_model(model: nn.Module) -> bool:
+    """Whether a model is a language model (word2vec, a masked LM: it has ``word_vectors()``). A study does
+    not record those on its stimuli; the words analysis reads their embedding tables."""
+    return callable(getattr(model, "word_vectors", None))
 
 
 def _status(ctx: StudyContext, message: str) -> None:
@@ -308,6 +318,12 @@ def _prepare(spec: StudySpec, ctx: StudyContext) -> tuple[dict[str, list[str]], 
             ctx.labels = stimuli.labels
             continue
         model = ctx.models[entry.name]
+        ctx.sources[entry.name] = {"source": entry.source, "spec": entry.spec, "weights": entry.weights,
+                                   "init": entry.init}
+        if entry.source == "run":
+            ctx.run_dirs[entry.name] = Path(entry.spec)
+        if is_language_model(model):
+            continue  # read by the words analysis (its embedding tables), not recorded on the stimuli
         try:
             zoo.check_input_shape(model, stimuli, subject=f"the stimuli {data_words(data)}",
                                   advice=f"model {entry.name!r} needs the dataset it was trained on (its run "
@@ -316,10 +332,6 @@ def _prepare(spec: StudySpec, ctx: StudyContext) -> tuple[dict[str, list[str]], 
             raise StudySpecError(str(err)) from None
         ctx.stimuli[entry.name] = zoo.prepare_for(model, stimuli)
         ctx.data_of[entry.name] = data_words(data)
-        ctx.sources[entry.name] = {"source": entry.source, "spec": entry.spec, "weights": entry.weights,
-                                   "init": entry.init}
-        if entry.source == "run":
-            ctx.run_dirs[entry.name] = Path(entry.spec)
         data_by_model[entry.name] = described
     return layers_by_model, data_by_model
 
@@ -360,6 +372,8 @@ def _record(spec: StudySpec, ctx: StudyContext, layers_by_model: dict[str, list[
     ctx.cache = cache.folder
     by_name = {entry.name: entry for entry in spec.models}
     for name, model in ctx.models.items():
+        if name not in data_by_model:  # a language model
+            continue
         layers = layers_by_model[name]
         _status(ctx, f"recording {len(layers)} layers of {name!r}")
         entry = by_name[name]

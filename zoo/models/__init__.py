@@ -20,6 +20,26 @@ from zoo.models.autoencoders import (
     vae_objective,
 )
 from zoo.models.contrastive import SimCLR, nt_xent, simclr_objective
+from zoo.models.image_text import (
+    CLIP,
+    DEFAULT_TEMPLATES,
+    class_embeddings,
+    clip_loss,
+    clip_objective,
+    minilm_available,
+    zero_shot_classify,
+)
+from zoo.models.language import (
+    MaskedLanguageModel,
+    Word2Vec,
+    bert_masking,
+    masked_lm_objective,
+    noise_distribution,
+    sample_skipgram,
+    sgns_loss,
+    skipgram_pairs,
+    word2vec_objective,
+)
 from zoo.models.mae import MaskedAutoencoder, default_patch_size, mae_objective, patchify, random_masking, unpatchify
 from zoo.models.supervised import MLPClassifier, SmallCNN, SmallImageResNet18, classification_objective
 
@@ -55,4 +75,20 @@ __all__ = [
     "default_patch_size",
     "simclr_objective",
     "nt_xent",
+    "CLIP",
+    "DEFAULT_TEMPLATES",
+    "clip_loss",
+    "clip_objective",
+    "class_embeddings",
+    "zero_shot_classify",
+    "minilm_available",
+    "Word2Vec",
+    "word2vec_objective",
+    "sample_skipgram",
+    "skipgram_pairs",
+    "noise_distribution",
+    "sgns_loss",
+    "MaskedLanguageModel",
+    "masked_lm_objective",
+    "bert_masking",
 ]
