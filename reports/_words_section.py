@@ -106,6 +106,14 @@ def _accuracy_table(accuracies: list[Any]) -> Markup:
 
 
 # ----------------------------------------------------------------------------------------- figures
+def _vocabulary_caps(accuracies: list[Any]) -> str:
+    """The words each table answered among: "300,000", or per table when they differ."""
+    caps = {result.model: f"{result.restrict_vocab:,}" for result in accuracies}
+    if len(set(caps.values())) == 1:
+        return next(iter(caps.values()))
+    return " / ".join(f"{cap} ({model})" for model, cap in caps.items())
+
+
 def _accuracy_bars(accuracies: list[Any], colors: Mapping[str, str]) -> str:
     """Horizontal bars: one group per section (and the totals), one bar per table."""
     frames = []
@@ -308,8 +316,8 @@ def words_section(
             "uri": _accuracy_bars(accuracies, colors),
             "table": _accuracy_table(accuracies),
             "caption": f"Share of the questions of {first.path.rsplit('/', 1)[-1]} answered correctly (the "
-            "answer is the best word other than the three query words); questions with a word outside the first "
-            f"{first.restrict_vocab:,} words are skipped, as gensim's evaluate_word_analogies does. Sections named "
+            "answer is the best word other than the three query words); questions with a word outside a table's first "
+            f"{_vocabulary_caps(accuracies)} words are skipped, as gensim's evaluate_word_analogies does. Sections named "
             "gram… are syntactic, the others semantic.",
             "wide": True,
         })

@@ -44,6 +44,10 @@ def test_captions_reads_the_held_out_classes_from_the_run(study_result):
     assert chance["held-out", "zero-shot", "held-out names"] == pytest.approx(1 / 2)
     assert chance["seen", "zero-shot", "all names"] == pytest.approx(1 / 10)
     assert "Images and captions: clip" in result.report.read_text()
+    findings = result.tables["findings"].query("topic == 'Captions'")
+    scores = table.set_index(["images", "method", "candidates"])["accuracy"]
+    assert list(findings["value"]) == pytest.approx([scores["seen", "zero-shot", "seen names"],
+                                                     scores["held-out", "zero-shot", "held-out names"]])
 
 
 def test_the_image_features_are_recorded_and_probed(study_result):

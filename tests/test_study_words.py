@@ -68,6 +68,13 @@ def test_words_analysis_compares_the_study_language_models(corpus_folder):
     assert geometry.words == [w for words in CATEGORIES.values() for w in words]
     html = result.report.read_text()
     assert "Words" in html and "Nearest words: w2v" in html
+    # the findings read the same numbers
+    findings = result.tables["findings"]
+    words = findings[findings["topic"] == "Words"]
+    all_questions = accuracy.set_index("questions").loc["all"]
+    assert words["value"].iloc[0] == pytest.approx(all_questions["accuracy"])
+    assert f"of the {int(all_questions['total'])} analogy questions" in words["text"].iloc[0]
+    assert words["value"].iloc[1] == pytest.approx(geometry.within["w2v"] / geometry.between["w2v"])
 
 
 def test_a_study_without_language_models_has_no_words_section(corpus_folder):

@@ -15,6 +15,9 @@ FAMILY_DEFAULT_MODEL = {
     "autoencoder": "ae-conv",
     "mae": "mae",
     "contrastive": "simclr",
+    "image-text": "clip",
+    "word-embedding": "word2vec",
+    "masked-lm": "mlm",
 }
 
 

@@ -43,7 +43,8 @@ def _trained_classes(ctx: StudyContext, name: str) -> tuple[str, list[int]]:
     return name_of_dataset, sorted({c if isinstance(c, int) else info.class_names.index(c) for c in classes})
 
 
-def captions_analysis(ctx: StudyContext, *, models: Sequence[str] | str = "all", n_cka: int = 1000) -> list[Section]:
+def captions_analysis(ctx: StudyContext, *, models: Sequence[str] | str = "all", n_cka: int = 1000,
+                      probe_per_class: int | str = "all") -> list[Section]:
     """Zero-shot classification by every image-text model of the study, on the classes it was trained on and
     on those held out of its training, against a linear probe on its image features.
 
@@ -57,7 +58,8 @@ def captions_analysis(ctx: StudyContext, *, models: Sequence[str] | str = "all",
         train_set, test_set = zoo.load_dataset(dataset, split="train"), zoo.load_dataset(dataset, split="test")
         held = [label for label in range(train_set.info.n_classes) if label not in seen]
         result = measure_captions(ctx.models[name], train_set, test_set, seen, held, n_cka=n_cka, seed=ctx.seed,
-                                  device=ctx.device)
+                                  device=ctx.device, run_dir=ctx.run_dirs[name],
+                                  probe_train_per_class=None if probe_per_class == "all" else probe_per_class)
         results[name] = result
         frames.append(result.to_frame().assign(model=name))
         held_words = f"held out of its training: {', '.join(result.held_out_classes)}" if held else "no class held out"

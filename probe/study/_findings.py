@@ -3,7 +3,8 @@
 Every finding is read off a result object of an analysis (never written by hand) and links to the
 section that shows it: which layers of two models are most alike, which layer matches the reference
 RDM best, where a linear read-out works best against raw pixels, which units are most class-selective,
-whether the linear autoencoders find PCA's subspace, and which MAE mask ratio probes best.
+whether the linear autoencoders find PCA's subspace, which MAE mask ratio probes best, how well word
+vectors answer analogies and cluster word categories, and what an image-text model names zero-shot.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Finding:
     ----------
     topic
         What it is about: ``"Similarity"``, ``"Reference RDM"``, ``"Transfer"``, ``"Label efficiency"``,
-        ``"Units"``, ``"Subspaces"``, ``"Mask ratio"``.
+        ``"Units"``, ``"Subspaces"``, ``"Mask ratio"``, ``"Words"``, ``"Captions"``.
     text
         The sentence, with its numbers.
     analysis
@@ -213,6 +214,55 @@ def _mask_ratio(ctx: StudyContext) -> list[Finding]:
     return [Finding("Mask ratio", text + ".", "mask_ratio", value=float(best["probe_accuracy"]))]
 
 
+# ----------------------------------------------------------------------------------------------
+# words and captions
+
+
+def _words(ctx: StudyContext) -> list[Finding]:
+    words = ctx.results.get("words")
+    if not words:
+        return []
+    findings = []
+    for name, accuracy in words["accuracy"].items():
+        totals = accuracy.totals_frame().set_index("questions").loc["all"]
+        if totals["total"]:
+            findings.append(Finding(
+                "Words", f"{name} answers {totals['accuracy']:.1%} of the {int(totals['total']):,} analogy questions "
+                f"whose words it knows ({accuracy.method}; {int(totals['skipped']):,} skipped).", "words", model=name,
+                value=float(totals["accuracy"])))
+    geometry = words["geometry"]
+    if geometry is not None:
+        for name in geometry.models:
+            ratio = geometry.within[name] / geometry.between[name]
+            clustered = "cluster" if geometry.p_values[name] < 0.05 else "do not cluster clearly"
+            findings.append(Finding(
+                "Words", f"In {name}, the word categories {clustered}: words of one category are {ratio:.2f} times as "
+                f"far apart as words of different ones (permutation p = {geometry.p_values[name]:.3g}, "
+                f"{len(geometry.words)} words).", "words", model=name, value=float(ratio)))
+    return findings
+
+
+def _captions(ctx: StudyContext) -> list[Finding]:
+    findings = []
+    for name, result in (ctx.results.get("captions") or {}).items():
+        scores = result.accuracy.set_index(["images", "method", "candidates"])["accuracy"]
+        seen = scores.get(("seen", "zero-shot", "seen names"))
+        probe = scores.get(("seen", "linear probe", "seen names"))
+        if seen is not None and probe is not None:
+            findings.append(Finding(
+                "Captions", f"{name} names the classes it was trained on zero-shot with accuracy {seen:.2f}, against "
+                f"{probe:.2f} for a linear probe trained on its image features.", "captions", stimuli=name, model=name,
+                value=float(seen)))
+        held = scores.get(("held-out", "zero-shot", "held-out names"))
+        if held is not None:
+            chance = 1 / len(result.held_out_classes)
+            findings.append(Finding(
+                "Captions", f"{name} tells apart the classes held out of its training ({', '.join(result.held_out_classes)}) "
+                f"from their names alone with accuracy {held:.2f} (chance {chance:.2f}).", "captions", stimuli=name,
+                model=name, value=float(held)))
+    return findings
+
+
 _FINDERS: tuple[Callable[[StudyContext], list[Finding]], ...] = (
-    _similarity, _transfer, _units, _subspaces, _mask_ratio,
+    _similarity, _transfer, _units, _subspaces, _mask_ratio, _words, _captions,
 )

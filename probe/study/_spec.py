@@ -216,6 +216,8 @@ ANALYSES: dict[str, dict[str, Option]] = {
         "models": Option((list,), "all", "the image-text (CLIP-style) models of the study; 'all'", items=(str,),
                          words=("all",)),
         "n_cka": Option((int,), 1000, "test images of the CKA measures", gt=1),
+        "probe_per_class": Option((int,), "all", "training images per class of the linear probes; 'all'", gt=0,
+                                  words=("all",)),
     },
     "mask_ratio": {
         "ratios": Option((list,), [0.25, 0.5, 0.75, 0.9], "mask ratios; one MAE is trained per ratio",
