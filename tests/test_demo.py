@@ -23,7 +23,8 @@ def test_the_demo_is_a_study_file_that_the_study_reader_accepts(tmp_path):
             assert (demo.NETWORK in names) is with_network and (demo.RANDOM_NETWORK in names) is with_network
             assert all(m.train is not None and m.spec == str(tmp_path / "runs" / m.name) for m in spec.models
                        if m.source == "run")
-            assert ("mask_ratio" in spec.analyses) is (not quick) and spec.seed == 3
+            assert ("mask_ratio" in spec.analyses) is (not quick) and ("mlm_ratio" in spec.analyses) is (not quick)
+            assert spec.seed == 3 and {"words", "captions"} <= set(spec.analyses)
     left_out = StudySpec.from_dict(demo_spec(True, with_network=False), folder=tmp_path).description
     assert "Left out" in left_out and demo.INSTALL in left_out
 
@@ -38,7 +39,7 @@ def test_without_the_optional_packages_the_demo_says_what_it_left_out(tmp_path, 
 def test_the_quick_demo_writes_the_study_outputs(quick_demo):
     html = (quick_demo / "report.html").read_text()
     for title in ("Models", "Zoo", "Layers", "Representational similarity", "Units", "Subspaces", "Transfer",
-                  "Reproducibility"):
+                  "Words", "Images and captions: clip", "Reproducibility"):
         assert f">{title}" in html
     # the copy of the study file reproduces the demo: it reads back to the same models and analyses
     spec = StudySpec.from_file(quick_demo / "study.toml")
@@ -46,7 +47,13 @@ def test_the_quick_demo_writes_the_study_outputs(quick_demo):
     assert [m.name for m in spec.models] == [m.name for m in expected.models]
     assert spec.analyses == expected.analyses
     layers = pd.read_csv(quick_demo / "results" / "layers.csv")
-    assert set(layers["model"]) == {m.name for m in expected.models}
+    language_models = {name for name, _, _ in demo.WORD_MODELS}
+    assert set(layers["model"]) == {m.name for m in expected.models} - language_models  # read, not recorded
+    # the language model of the quick demo is compared by the words analysis, its CLIP measured by captions
+    words = pd.read_csv(quick_demo / "results" / "words-neighbours.csv")
+    assert "word2vec" in set(words["model"])
+    captions = pd.read_csv(quick_demo / "results" / "captions.csv")
+    assert set(captions["images"]) == {"seen", "held-out"} and captions["accuracy"].between(0, 1).all()
 
 
 @needs_network

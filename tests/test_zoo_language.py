@@ -302,3 +302,15 @@ def test_mask_ratio_sweep_scores_every_model_at_its_own_ratio_and_at_15_percent_
     assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("model.safetensors")} == written
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         masked_lm_ratio_sweep((0.0,), **options)
+
+
+def test_a_corpus_numbered_by_another_vocabulary_is_refused():
+    words = ["<pad>", "<unk>", "<mask>", "in", "the", "beginning"]
+    model = zoo.create_model("word2vec", input_shape=[4], vocabulary=words, word_counts=[0, 0, 0, 3, 5, 2], dim=4)
+    same = zoo.TokenDataset.from_tokens("x", ["in", "the", "beginning", "the"] * 3,
+                                        zoo.Vocabulary(tuple(words), (0, 0, 0, 1, 1, 1)), 4)
+    other = zoo.TokenDataset.from_tokens("y", ["the", "in", "the", "end"] * 3,
+                                         zoo.Vocabulary.build(["the", "in", "the", "end"], min_count=1), 4)
+    zoo.check_input_shape(model, same, subject="x", advice="fix")  # same words, same ids: accepted
+    with pytest.raises(ValueError, match=r"y numbers its words by another vocabulary \(6 words\)"):
+        zoo.check_input_shape(model, other, subject="y", advice="fix")

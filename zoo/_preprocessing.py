@@ -233,8 +233,9 @@ def prepare_for(model: nn.Module, dataset: Dataset, *, crop: bool = False) -> Da
 
 
 def check_input_shape(model: nn.Module, dataset: Dataset, *, subject: str, advice: str) -> None:
-    """Refuse a dataset whose images are not the shape a zoo model was built for (its
-    ``config["input_shape"]``); models that do not say, or datasets without ``info``, pass.
+    """Refuse a dataset whose items are not the shape a zoo model was built for (its
+    ``config["input_shape"]``), or a corpus whose vocabulary is not the language model's; models that do
+    not say, or datasets without ``info``, pass.
 
     Parameters
     ----------
@@ -248,12 +249,21 @@ def check_input_shape(model: nn.Module, dataset: Dataset, *, subject: str, advic
     ValueError
         Naming both shapes, then ``advice``.
     """
-    expected = (getattr(model, "config", None) or {}).get("input_shape")
-    info = getattr(dataset, "info", None)
-    if expected is not None and info is not None and tuple(expected) != tuple(info.image_shape):
+    config = getattr(model, "config", None) or {}
+    expected, info = config.get("input_shape"), getattr(dataset, "info", None)
+    if expected is not None and info is not None and tuple(expected) != tuple(info.input_shape):
+        items = "sequences" if hasattr(info, "vocabulary") else "images"
         raise ValueError(
-            f"{subject} has images of shape {tuple(info.image_shape)}, but the model was built for {tuple(expected)}; "
+            f"{subject} has {items} of shape {tuple(info.input_shape)}, but the model was built for {tuple(expected)}; "
             f"{advice}"
+        )
+    vocabulary = getattr(info, "vocabulary", None)
+    if config.get("vocabulary") is not None and vocabulary is not None and \
+            list(config["vocabulary"]) != list(vocabulary.words):
+        # the same ids would name other words: every result would be silently wrong
+        raise ValueError(
+            f"{subject} numbers its words by another vocabulary ({len(vocabulary)} words) than the model's "
+            f"({len(config['vocabulary'])} words); {advice} (the same corpus with the same options)"
         )
 
 
