@@ -849,30 +849,31 @@ def _data(check: _Checker, value: Any, study_seed: int, key: str = "data") -> Da
                     options=values["options"], per_class=values["per_class"])
 
 
+def _prefixed_path(check: _Checker, key: str, name: str, prefix: str, kind: str, described: str) -> Path | None:
+    """The absolute path of ``PREFIX:PATH`` (``imagefolder:``, ``text:``), or None after a problem."""
+    given = name[len(prefix):]
+    if not given:
+        check.add(f"{key}.dataset", f"{prefix} names no {kind}; write {prefix}PATH, with PATH {described} (relative "
+                                    "to the study file's folder)")
+        return None
+    return check.path(f"{key}.dataset", given, kind)
+
+
 def _dataset(check: _Checker, name: str, split: Any, key: str = "data") -> str | None:
-    """The dataset name, checked as ``zoo.load_dataset`` does; an image folder's path made absolute."""
+    """The dataset name, checked as ``zoo.load_dataset`` does; an image folder's or a text's path made absolute."""
     if name.startswith(_IMAGEFOLDER):
-        given = name[len(_IMAGEFOLDER):]
-        if not given:
-            check.add(f"{key}.dataset", "imagefolder: names no folder; write imagefolder:PATH, with PATH a folder of "
-                                      "class sub-folders (relative to the study file's folder)")
-            return None
-        folder = check.path(f"{key}.dataset", given, "folder")
+        folder = _prefixed_path(check, key, name, _IMAGEFOLDER, "folder", "a folder of class sub-folders")
         if folder is None:
             return None
         if split == "test" and not (folder / "test").is_dir():
+            given = name[len(_IMAGEFOLDER):]
             check.add(f"{key}.split", f"the image folder {given!r} has no test/ sub-folder ({folder / 'test'}), so it "
                                     "has no test split: its class sub-folders are the train split; write "
                                     "split = \"train\", or put the images in train/ and test/ sub-folders")
             return None
         return f"{_IMAGEFOLDER}{folder}"
     if name.startswith(_TEXT):
-        given = name[len(_TEXT):]
-        if not given:
-            check.add(f"{key}.dataset", "text: names no file; write text:PATH, with PATH a UTF-8 text file or a folder "
-                                      "of .txt files (relative to the study file's folder)")
-            return None
-        path = check.path(f"{key}.dataset", given, "file or folder")
+        path = _prefixed_path(check, key, name, _TEXT, "file or folder", "a UTF-8 text file or a folder of .txt files")
         return None if path is None else f"{_TEXT}{path}"
     if name not in check.zoo.datasets:
         error = check.zoo.unknown_name_error("dataset", name, check.zoo.datasets, listing="zoo.list_datasets()")
