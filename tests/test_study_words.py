@@ -102,3 +102,5 @@ def test_mlm_ratio_sweep_runs_as_a_study_analysis(corpus_folder):
     # every model is scored on the same 15 % masks, so they share one unigram baseline
     assert frame["unigram_accuracy_at_15"].nunique() == 1
     assert "Masked language models: mask ratio" in result.report.read_text()
+    finding = result.tables["findings"].query("topic == 'Masked LM ratio'")
+    assert finding["value"].iloc[0] == pytest.approx(frame["masked_accuracy_at_15"].max())

@@ -36,7 +36,7 @@ class Finding:
     ----------
     topic
         What it is about: ``"Similarity"``, ``"Reference RDM"``, ``"Transfer"``, ``"Label efficiency"``,
-        ``"Units"``, ``"Subspaces"``, ``"Mask ratio"``, ``"Words"``, ``"Captions"``.
+        ``"Units"``, ``"Subspaces"``, ``"Mask ratio"``, ``"Words"``, ``"Captions"``, ``"Masked LM ratio"``.
     text
         The sentence, with its numbers.
     analysis
@@ -242,6 +242,20 @@ def _words(ctx: StudyContext) -> list[Finding]:
     return findings
 
 
+def _mlm_ratio(ctx: StudyContext) -> list[Finding]:
+    sweep = ctx.results.get("mlm_ratio")
+    if sweep is None:
+        return []
+    frame = sweep.to_frame()
+    best = frame.sort_values("masked_accuracy_at_15", ascending=False).iloc[0]
+    baseline = float(best["unigram_accuracy_at_15"])
+    text = (f"Of mask ratios {', '.join(f'{r:g}' for r in frame['mask_ratio'])}, the masked language model trained at "
+            f"{best['mask_ratio']:g} predicts masked words best on the common 15 % masks (accuracy "
+            f"{best['masked_accuracy_at_15']:.3f}, {best['masked_accuracy_at_15'] / max(baseline, 1e-12):.1f} times "
+            f"the unigram baseline's {baseline:.3f}).")
+    return [Finding("Masked LM ratio", text, "mlm_ratio", value=float(best["masked_accuracy_at_15"]))]
+
+
 def _captions(ctx: StudyContext) -> list[Finding]:
     findings = []
     for name, result in (ctx.results.get("captions") or {}).items():
@@ -264,5 +278,5 @@ def _captions(ctx: StudyContext) -> list[Finding]:
 
 
 _FINDERS: tuple[Callable[[StudyContext], list[Finding]], ...] = (
-    _similarity, _transfer, _units, _subspaces, _mask_ratio, _words, _captions,
+    _similarity, _transfer, _units, _subspaces, _mask_ratio, _words, _captions, _mlm_ratio,
 )
