@@ -38,6 +38,7 @@ from analyses._receptive_field import IrregularFieldError, ReceptiveField, recep
 from analyses._reference_rdm import LayerRanking, load_rdm, rank_layers
 from analyses._rsa_inference import BootstrapResult, PermutationResult, bootstrap_rdm_comparison, permutation_test_rdms
 from analyses._similarity_maps import MDSResult, SimilarityMatrix, cka_matrix, layer_rdms, rdm_mds, rdm_similarity_matrix
+from analyses._stimulus_neighbours import NEIGHBOUR_METRICS, StimulusNeighbours, nearest_stimuli, pick_queries
 from analyses._streaming_cka import StreamingCKA
 from analyses._subspace import (
     SubspaceComparison,
@@ -72,6 +73,11 @@ from analyses._word_vectors import (
 )
 
 __all__ = [
+    # nearest stimuli in a layer's space
+    "nearest_stimuli",
+    "StimulusNeighbours",
+    "pick_queries",
+    "NEIGHBOUR_METRICS",
     # word vectors
     "nearest_neighbours",
     "Neighbours",

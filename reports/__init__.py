@@ -10,6 +10,7 @@ from reports._captions_section import captions_section
 from reports._colors import model_colors
 from reports._language_section import masked_lm_section
 from reports._layers_section import layers_section
+from reports._neighbours_section import neighbours_section
 from reports._render import (
     figure_to_data_uri,
     image_grid,
@@ -47,4 +48,5 @@ __all__ = [
     "words_section",
     "masked_lm_section",
     "captions_section",
+    "neighbours_section",
 ]

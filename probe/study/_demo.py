@@ -175,6 +175,10 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
                     f"{', beside GloVe' if _glove_installed() else ''}. Captions: a CLIP-style model trained on "
                     f"{clip_dataset} without the classes {' and '.join(HELD_OUT[clip_dataset])}, which it "
                     "then names zero-shot.")
+    neighbour_layers = ["cnn/features.relu1", "cnn/features.relu3", "cnn/relu_fc1", "clip/image_encoder.relu1",
+                        "clip/image_encoder.projection"]
+    if with_network:
+        neighbour_layers += [f"{NETWORK}/{layer}" for layer in ("blocks.1", "blocks.3", "blocks.5", "global_pool")]
     analyses: dict[str, Any] = {
         "summary": {},
         "layers": {},
@@ -187,6 +191,8 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
                      "models": [m for m in mode["probed"] if with_network or not m.startswith(NETWORK)],
                      "features": features if not quick else
                      [f for f in features if not f.startswith(("cnn", "mae", "clip"))]},
+        "neighbours": {"models": ["cnn", "clip", *([NETWORK] if with_network else [])],
+                       "n_queries": 3 if quick else 4, "k": 6, "layers": neighbour_layers},
         "words": {},
         "captions": {"n_cka": 300 if quick else 1000, "probe_per_class": 100 if quick else 500},
     }

@@ -197,6 +197,14 @@ ANALYSES: dict[str, dict[str, Option]] = {
         "features": Option((list,), "last", "MODEL/LAYER names of the label-efficiency curves; 'last': each "
                            "model's last layer", items=(str,), words=("last",)),
     },
+    "neighbours": {
+        "models": Option((list,), "all", "the models shown; 'all'", items=(str,), words=("all",)),
+        "layers": Option((list,), "auto", "MODEL/LAYER names; 'auto': up to 5 of each model's recorded layers",
+                         items=(str,), words=("auto",)),
+        "n_queries": Option((int,), 4, "query stimuli (one per class in turn)", gt=0),
+        "k": Option((int,), 6, "nearest stimuli shown per query and layer", gt=0),
+        "metric": Option((str,), "cosine", "similarity of two responses", choices=("cosine", "euclidean")),
+    },
     "words": {
         "vectors": Option((list,), "auto", "the word vectors compared: names of the study's language models "
                           "(word2vec, masked LM) and 'glove-6b-50d'; 'auto': every language model of the study, and "
@@ -241,6 +249,7 @@ ANALYSIS_HELP = {
     "units": "the image patches that drive single units most (and least)",
     "subspaces": "PCA vs linear autoencoders on one layer per model",
     "transfer": "linear probes on every layer; accuracy vs labels per class",
+    "neighbours": "a few query stimuli and their nearest stimuli in the pixels and at each layer",
     "words": "word vectors: nearest neighbours, analogies, the geometry of word categories",
     "captions": "image-text models: zero-shot accuracy on seen and held-out classes, image-caption similarity",
     "mask_ratio": "MAEs trained with different mask ratios, their frozen encoders probed (trains models)",
@@ -1157,7 +1166,7 @@ def _analyses(check: _Checker, value: Any, models: list[ModelEntrySpec],
             chosen[name] = check.options(key, given, ANALYSES[name], f"in [{key}]")
     _subspace_layer(check, chosen.get("subspaces"), models, names)
     _transfer_options(check, chosen.get("transfer"), names)
-    for name in ("similarity", "transfer", "captions"):
+    for name in ("similarity", "transfer", "captions", "neighbours"):
         _model_list(check, f"analyses.{name}.models", (chosen.get(name) or {}).get("models"), names)
     vectors = (chosen.get("words") or {}).get("vectors")
     if isinstance(vectors, list):
