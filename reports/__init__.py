@@ -9,6 +9,7 @@ analysis, and imports no analysis code. Adding a section is one function and one
 from reports._captions_section import captions_section
 from reports._colors import model_colors
 from reports._language_section import masked_lm_section
+from reports._function_section import function_views_section
 from reports._layers_section import layers_section
 from reports._neighbours_section import neighbours_section
 from reports._render import (
@@ -49,4 +50,5 @@ __all__ = [
     "masked_lm_section",
     "captions_section",
     "neighbours_section",
+    "function_views_section",
 ]

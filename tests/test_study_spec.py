@@ -109,8 +109,8 @@ def test_defaults_are_filled(tmp_path):
     assert (model.layers, model.reduce, model.layout) == ("auto", "auto", None)
     # no [analyses]: every analysis but those that train models, each option at its ANALYSES default
     assert list(ANALYSES) == ["summary", "layers", "similarity", "units", "subspaces", "transfer", "neighbours", "words",
-                              "captions", "mask_ratio", "mlm_ratio"]
-    assert list(spec.analyses) == [name for name in ANALYSES if name not in OPT_IN_ANALYSES] == list(ANALYSES)[:-2]
+                              "captions", "mask_ratio", "function_views", "mlm_ratio"]
+    assert list(spec.analyses) == [name for name in ANALYSES if name not in OPT_IN_ANALYSES] == list(ANALYSES)[:-3]
     assert spec.analyses == {name: {key: option.default for key, option in options.items()}
                              for name, options in ANALYSES.items() if name not in OPT_IN_ANALYSES}
     spec.analyses["similarity"]["measures"].append("x")  # a study's options are its own copies
@@ -214,7 +214,7 @@ def test_unknown_analysis_suggests_the_nearest(tmp_path):
     message = problems(tmp_path, MINIMAL + "[analyses]\nsimilarty = {}\n")
     assert "analyses.similarty: unknown analysis 'similarty' in [analyses]; did you mean 'similarity'" in message
     assert ("Valid analyses: 'summary', 'layers', 'similarity', 'units', 'subspaces', 'transfer', 'neighbours', 'words', "
-            "'captions', 'mask_ratio', 'mlm_ratio'.") in message
+            "'captions', 'mask_ratio', 'function_views', 'mlm_ratio'.") in message
 
 
 def test_unknown_option_suggests_the_nearest(tmp_path):
@@ -478,7 +478,7 @@ TWO = MINIMAL + '[[models]]\nname = "cnn/small"\narch = "cnn"\n'
 
 
 def test_mask_ratio_runs_only_when_named(tmp_path):
-    assert OPT_IN_ANALYSES == ("mask_ratio", "mlm_ratio") and not set(OPT_IN_ANALYSES) & set(default_analyses())
+    assert OPT_IN_ANALYSES == ("mask_ratio", "function_views", "mlm_ratio") and not set(OPT_IN_ANALYSES) & set(default_analyses())
     assert "mask_ratio" not in StudySpec.from_file(write(tmp_path, MINIMAL)).analyses
     spec = StudySpec.from_file(write(tmp_path, MINIMAL + "[analyses]\nmask_ratio = {}\n"))
     assert spec.analyses == {"mask_ratio": {"ratios": [0.25, 0.5, 0.75, 0.9], "epochs": 3, "dataset": "digits"}}
@@ -573,7 +573,7 @@ def test_to_toml_round_trips_nested_values():
 
 def test_the_template_parses_to_exactly_the_analyses_defaults(tmp_path):
     path = write_template(tmp_path / "study.toml")
-    assert path.read_text() == STUDY_TEMPLATE and 40 <= len(STUDY_TEMPLATE.splitlines()) <= 100
+    assert path.read_text() == STUDY_TEMPLATE and 40 <= len(STUDY_TEMPLATE.splitlines()) <= 120
     image_folder(tmp_path / "images", splits=("cat",))
     (tmp_path / "resnet18.safetensors").write_bytes(b"")
 

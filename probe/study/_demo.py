@@ -200,6 +200,7 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
         analyses["mask_ratio"] = {"ratios": [0.25, 0.5, 0.75, 0.9], "epochs": 3, "dataset": "digits"}
         # on Python's documentation (65,000 words), so that four models train in about half a minute
         analyses["mlm_ratio"] = {"ratios": [0.05, 0.15, 0.3, 0.5], "epochs": 6, "dataset": "pydoc-topics"}
+        analyses["function_views"] = {"dataset": "spiral", "widths": [8, 8, 2], "epochs": 300}
     return {
         "out": ".",  # the folder of its study.toml: `probe analyze runs/demo/study.toml` runs the demo there again
         "title": "Neuroscience-style analysis of a small model zoo and a pretrained network",

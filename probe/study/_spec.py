@@ -233,6 +233,11 @@ ANALYSES: dict[str, dict[str, Option]] = {
         "epochs": Option((int,), 3, "training epochs of each MAE", gt=0),
         "dataset": Option((str,), "digits", "a labelled dataset of zoo.list_datasets() the MAEs train on"),
     },
+    "function_views": {
+        "dataset": Option((str,), "moons", "the 2-D dataset", choices=("moons", "spiral")),
+        "widths": Option((list,), [8, 8, 2], "hidden widths of the tanh MLP", items=(int,), gt=0),
+        "epochs": Option((int,), 300, "full-batch training steps", gt=0),
+    },
     "mlm_ratio": {
         "ratios": Option((list,), [0.05, 0.15, 0.3, 0.5], "mask ratios; one masked language model is trained per "
                          "ratio", items=(float,), gt=0, lt=1),
@@ -253,12 +258,13 @@ ANALYSIS_HELP = {
     "words": "word vectors: nearest neighbours, analogies, the geometry of word categories",
     "captions": "image-text models: zero-shot accuracy on seen and held-out classes, image-caption similarity",
     "mask_ratio": "MAEs trained with different mask ratios, their frozen encoders probed (trains models)",
+    "function_views": "an MLP on a 2-D dataset: the input plane as each layer maps it (trains a model)",
     "mlm_ratio": "masked language models trained with different mask ratios (trains models)",
 }
 
 
 #: Analyses that train models: they run only when the study names them.
-OPT_IN_ANALYSES = ("mask_ratio", "mlm_ratio")
+OPT_IN_ANALYSES = ("mask_ratio", "function_views", "mlm_ratio")
 
 
 def default_analyses() -> dict[str, dict[str, Any]]:

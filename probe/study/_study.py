@@ -67,6 +67,7 @@ ANALYSIS_STEPS: dict[str, str] = {
     "words": "probe.study._words_step:words_analysis",
     "captions": "probe.study._captions_step:captions_analysis",
     "mask_ratio": "probe.study._transfer_step:mask_ratio_analysis",
+    "function_views": "probe.study._function_experiments:function_views_analysis",
     "mlm_ratio": "probe.study._words_step:mlm_ratio_analysis",
 }
 
