@@ -7,6 +7,7 @@ analysis, and imports no analysis code. Adding a section is one function and one
 """
 
 from reports._captions_section import captions_section
+from reports._code_plane_section import code_plane_section
 from reports._colors import model_colors
 from reports._language_section import masked_lm_section
 from reports._function_section import function_views_section
@@ -51,4 +52,5 @@ __all__ = [
     "captions_section",
     "neighbours_section",
     "function_views_section",
+    "code_plane_section",
 ]

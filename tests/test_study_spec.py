@@ -108,8 +108,8 @@ def test_defaults_are_filled(tmp_path):
     assert (model.source, model.spec, model.weights) == ("pretrained", "pretrained:efficientnet-lite0", None)
     assert (model.layers, model.reduce, model.layout) == ("auto", "auto", None)
     # no [analyses]: every analysis but those that train models, each option at its ANALYSES default
-    assert list(ANALYSES) == ["summary", "layers", "similarity", "units", "subspaces", "transfer", "neighbours", "words",
-                              "captions", "mask_ratio", "function_views", "mlm_ratio"]
+    assert list(ANALYSES) == ["summary", "layers", "similarity", "units", "subspaces", "transfer", "neighbours", "code_plane",
+                              "words", "captions", "mask_ratio", "function_views", "mlm_ratio"]
     assert list(spec.analyses) == [name for name in ANALYSES if name not in OPT_IN_ANALYSES] == list(ANALYSES)[:-3]
     assert spec.analyses == {name: {key: option.default for key, option in options.items()}
                              for name, options in ANALYSES.items() if name not in OPT_IN_ANALYSES}
@@ -213,8 +213,8 @@ def test_unknown_top_level_key_names_the_nearest_key(tmp_path):
 def test_unknown_analysis_suggests_the_nearest(tmp_path):
     message = problems(tmp_path, MINIMAL + "[analyses]\nsimilarty = {}\n")
     assert "analyses.similarty: unknown analysis 'similarty' in [analyses]; did you mean 'similarity'" in message
-    assert ("Valid analyses: 'summary', 'layers', 'similarity', 'units', 'subspaces', 'transfer', 'neighbours', 'words', "
-            "'captions', 'mask_ratio', 'function_views', 'mlm_ratio'.") in message
+    assert ("Valid analyses: 'summary', 'layers', 'similarity', 'units', 'subspaces', 'transfer', 'neighbours', 'code_plane', "
+            "'words', 'captions', 'mask_ratio', 'function_views', 'mlm_ratio'.") in message
 
 
 def test_unknown_option_suggests_the_nearest(tmp_path):

@@ -35,6 +35,7 @@ PATCHES_MODEL = "ae-conv-patches"
 PATCHES_LAYERS = ("encoder.conv1", "encoder.relu1", "encoder.conv2", "encoder.relu2", "encoder.code",
                   "decoder.relu_fc", "decoder.relu1", "decoder.out")
 
+CODE_2D = "ae-vae-2d"
 # Language models, trained on the King James Bible when Debian's bible-kjv is installed, else on Python's own
 # documentation (always present); GloVe joins them when its package is installed. Epochs (full, quick):
 # word2vec finds king - man + woman -> queen on the Bible after 5 epochs (benchmarks/language_bars.py); the
@@ -142,6 +143,10 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
                    "train": {"model": "ae-conv", "dataset": "natural-patches", "epochs": 1 if quick else 8,
                              "dataset_options": patches},
                    "data": {"dataset": "natural-patches", "split": "test", "options": patches}})
+    # a VAE with a 2-D code, whose code plane is the code itself
+    models.append({"name": CODE_2D, "run": f"runs/{CODE_2D}",
+                   "train": {"model": "ae-vae", "dataset": "digits", "epochs": 1 if quick else 8,
+                             "settings": {"code_dim": 2}}})
     compared_models = [run for run, _, _ in DEMO_MODELS]
     unit_layers = ["cnn/features.relu1", "cnn/features.relu3", f"{PATCHES_MODEL}/encoder.conv1",
                    f"{PATCHES_MODEL}/encoder.conv2"]
@@ -193,6 +198,7 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
                      [f for f in features if not f.startswith(("cnn", "mae", "clip"))]},
         "neighbours": {"models": ["cnn", "clip", *([NETWORK] if with_network else [])],
                        "n_queries": 3 if quick else 4, "k": 6, "layers": neighbour_layers},
+        "code_plane": {"models": [CODE_2D, "ae-vae", "ae-mlp"], "n_grid": 10 if quick else 14},
         "words": {},
         "captions": {"n_cka": 300 if quick else 1000, "probe_per_class": 100 if quick else 500},
     }

@@ -86,6 +86,8 @@ class Option:
     path_suffix
         A string that is not one of ``words`` is a path to a file with this suffix, which must exist;
         it is resolved against the study file's folder.
+    repeats
+        A list may hold the same value twice (layer widths); otherwise a repeated value is refused.
     """
 
     types: tuple[type, ...]
@@ -98,6 +100,7 @@ class Option:
     lt: float | None = None
     words: tuple[str, ...] = ()
     path_suffix: str | None = None
+    repeats: bool = False
 
     def expected(self) -> str:
         """The value in words, for messages: ``"an integer > 0"``, ``"'auto' or a list of strings"``."""
@@ -205,6 +208,11 @@ ANALYSES: dict[str, dict[str, Option]] = {
         "k": Option((int,), 6, "nearest stimuli shown per query and layer", gt=0),
         "metric": Option((str,), "cosine", "similarity of two responses", choices=("cosine", "euclidean")),
     },
+    "code_plane": {
+        "models": Option((list,), "auto", "the autoencoders shown; 'auto': every autoencoder of the study",
+                         items=(str,), words=("auto",)),
+        "n_grid": Option((int,), 12, "decoded images per side of the grid", gt=1),
+    },
     "words": {
         "vectors": Option((list,), "auto", "the word vectors compared: names of the study's language models "
                           "(word2vec, masked LM) and 'glove-6b-50d'; 'auto': every language model of the study, and "
@@ -235,7 +243,7 @@ ANALYSES: dict[str, dict[str, Option]] = {
     },
     "function_views": {
         "dataset": Option((str,), "moons", "the 2-D dataset", choices=("moons", "spiral")),
-        "widths": Option((list,), [8, 8, 2], "hidden widths of the tanh MLP", items=(int,), gt=0),
+        "widths": Option((list,), [8, 8, 2], "hidden widths of the tanh MLP", items=(int,), gt=0, repeats=True),
         "epochs": Option((int,), 300, "full-batch training steps", gt=0),
     },
     "mlm_ratio": {
@@ -255,6 +263,7 @@ ANALYSIS_HELP = {
     "subspaces": "PCA vs linear autoencoders on one layer per model",
     "transfer": "linear probes on every layer; accuracy vs labels per class",
     "neighbours": "a few query stimuli and their nearest stimuli in the pixels and at each layer",
+    "code_plane": "autoencoders: the stimuli in the plane of the code, and what is decoded across it",
     "words": "word vectors: nearest neighbours, analogies, the geometry of word categories",
     "captions": "image-text models: zero-shot accuracy on seen and held-out classes, image-caption similarity",
     "mask_ratio": "MAEs trained with different mask ratios, their frozen encoders probed (trains models)",
@@ -731,7 +740,7 @@ class _Checker:
             checked = self.scalar(f"{key}[{index}]", item, kind, single, single.expected())
             ok = ok and checked is not _MISSING
             items.append(checked)
-        if ok:
+        if ok and not option.repeats:
             repeated = sorted({repr(v) for i, v in enumerate(items) if v in items[:i]})
             if repeated:
                 self.add(key, f"repeats {', '.join(repeated)}; give each value once")
@@ -1172,7 +1181,7 @@ def _analyses(check: _Checker, value: Any, models: list[ModelEntrySpec],
             chosen[name] = check.options(key, given, ANALYSES[name], f"in [{key}]")
     _subspace_layer(check, chosen.get("subspaces"), models, names)
     _transfer_options(check, chosen.get("transfer"), names)
-    for name in ("similarity", "transfer", "captions", "neighbours"):
+    for name in ("similarity", "transfer", "captions", "neighbours", "code_plane"):
         _model_list(check, f"analyses.{name}.models", (chosen.get(name) or {}).get("models"), names)
     vectors = (chosen.get("words") or {}).get("vectors")
     if isinstance(vectors, list):

@@ -64,6 +64,7 @@ ANALYSIS_STEPS: dict[str, str] = {
     "subspaces": "probe.study._subspaces_step:subspaces_analysis",
     "transfer": "probe.study._transfer_step:transfer_analysis",
     "neighbours": "probe.study._neighbours_step:neighbours_analysis",
+    "code_plane": "probe.study._code_plane:code_plane_analysis",
     "words": "probe.study._words_step:words_analysis",
     "captions": "probe.study._captions_step:captions_analysis",
     "mask_ratio": "probe.study._transfer_step:mask_ratio_analysis",
