@@ -42,6 +42,7 @@ from zoo.models.language import (
 )
 from zoo.models.mae import MaskedAutoencoder, default_patch_size, mae_objective, patchify, random_masking, unpatchify
 from zoo.models.supervised import MLPClassifier, SmallCNN, SmallImageResNet18, classification_objective
+from zoo.models.vq import VQVAE, VectorQuantizer, code_perplexity, vq_objective
 
 __all__ = [
     "ZooModel",
@@ -91,4 +92,8 @@ __all__ = [
     "MaskedLanguageModel",
     "masked_lm_objective",
     "bert_masking",
+    "VQVAE",
+    "VectorQuantizer",
+    "vq_objective",
+    "code_perplexity",
 ]
