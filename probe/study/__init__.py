@@ -5,7 +5,7 @@ reports) and the only code that imports all of them. A study (``Study.from_file(
 ``probe analyze``) names models, stimuli and analyses; its steps share a ``StudyContext`` and each
 return report sections. ``probe demo`` is one built-in study (``demo_spec``) run by the same code.
 Experiments that train models as part of an analysis (the MAE and masked-LM mask-ratio sweeps,
-class-split transfer, CLIP with held-out classes) and the one-call top patches live here for the same reason.
+class-split transfer, CLIP with held-out classes, greedy layer-wise pretraining, the 2-D function views) and the one-call top patches live here for the same reason.
 
 Names are imported on first use (PEP 562), so that checking a study file does not import torch.
 """
@@ -29,6 +29,14 @@ if TYPE_CHECKING:  # what static tools and readers see; at run time each name lo
         encode_features,
         mask_ratio_sweep,
     )
+    from probe.study._pretraining_experiments import (  # noqa: F401
+        GreedyLayerwiseResult,
+        GreedyStack,
+        greedy_layerwise_experiment,
+        greedy_pretrain,
+    )
+    from probe.study._function_experiments import FunctionExperiment, function_views_experiment  # noqa: F401
+    from probe.study._code_plane import CodePlane, code_plane  # noqa: F401
     from probe.study._language_experiments import MaskedLMRatioSweep, masked_lm_ratio_sweep  # noqa: F401
     from probe.study._caption_experiments import CaptionExperiment, clip_zero_shot_experiment, measure_captions  # noqa: F401
 
@@ -57,6 +65,14 @@ _EXPORTS = {
     "CaptionExperiment": "probe.study._caption_experiments",
     "clip_zero_shot_experiment": "probe.study._caption_experiments",
     "measure_captions": "probe.study._caption_experiments",
+    "GreedyLayerwiseResult": "probe.study._pretraining_experiments",
+    "GreedyStack": "probe.study._pretraining_experiments",
+    "greedy_layerwise_experiment": "probe.study._pretraining_experiments",
+    "greedy_pretrain": "probe.study._pretraining_experiments",
+    "FunctionExperiment": "probe.study._function_experiments",
+    "function_views_experiment": "probe.study._function_experiments",
+    "CodePlane": "probe.study._code_plane",
+    "code_plane": "probe.study._code_plane",
 }
 
 __all__ = list(_EXPORTS)
