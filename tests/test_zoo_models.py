@@ -11,13 +11,13 @@ import zoo
 from _zoo_inputs import example_input, is_text_model, model_options
 from zoo.models import MaskedAutoencoder, default_patch_size, patchify, random_masking, unpatchify
 
-FAMILIES = {"supervised", "autoencoder", "mae", "contrastive", "image-text", "word-embedding", "masked-lm"}
+FAMILIES = {"supervised", "autoencoder", "mae", "contrastive", "image-text", "word-embedding", "masked-lm", "pretext"}
 SHAPES = [(1, 8, 8), (3, 16, 16), (1, 28, 28)]
 
 
 def test_registry_lists_the_contracted_models():
     expected = {"cnn", "mlp", "resnet18", "ae-linear", "ae-mlp", "ae-conv", "ae-denoising", "ae-sparse",
-                "ae-contractive", "ae-vae", "mae", "simclr", "clip", "word2vec", "mlm"}
+                "ae-contractive", "ae-vae", "mae", "simclr", "clip", "word2vec", "mlm", "vq-vae", "colorization"}
     assert expected <= set(zoo.list_models())
     assert zoo.list_models("mae") == ["mae"]
     assert {zoo.model_entry(name).family for name in zoo.list_models()} == FAMILIES

@@ -124,6 +124,9 @@ def _model_config(model_name: str, info, settings: dict[str, Any], max_parameter
             config["vocabulary"] = list(info.vocabulary.words)
         if "word_counts" in accepted:
             config["word_counts"] = list(info.vocabulary.counts)
+    if "mean" in accepted and "std" in accepted and not isinstance(info, TextInfo):
+        # models that undo the dataset's normalisation themselves (colorization converts pixels to Lab)
+        config["mean"], config["std"] = list(info.mean), list(info.std)
     if "class_names" in accepted and info.class_names is not None:
         config["class_names"] = list(info.class_names)
     if "n_classes" in accepted:

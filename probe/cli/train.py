@@ -18,6 +18,7 @@ FAMILY_DEFAULT_MODEL = {
     "image-text": "clip",
     "word-embedding": "word2vec",
     "masked-lm": "mlm",
+    "pretext": "colorization",
 }
 
 

@@ -353,8 +353,8 @@ _OFFLINE_DATASETS = (
 )
 _OFFLINE_PRETRAINED = ("alexnet", "efficientnet-lite0", "mobilenet_v3_small", "resnet18", "resnet50", "vgg16")
 _OFFLINE_MODELS = (
-    "ae-contractive", "ae-conv", "ae-denoising", "ae-linear", "ae-mlp", "ae-sparse", "ae-vae", "clip", "cnn", "mae",
-    "mlm", "mlp", "resnet18", "simclr", "vq-vae", "word2vec",
+    "ae-contractive", "ae-conv", "ae-denoising", "ae-linear", "ae-mlp", "ae-sparse", "ae-vae", "clip", "cnn",
+    "colorization", "mae", "mlm", "mlp", "resnet18", "simclr", "vq-vae", "word2vec",
 )
 _OFFLINE_SCHEMES = ("zoo", "pretrained", "torchvision", "timm", "hf")
 # As in zoo/_model_spec.py: the weights value that asks torchvision or timm for their own weights, a

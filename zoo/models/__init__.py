@@ -19,6 +19,7 @@ from zoo.models.autoencoders import (
     sparse_objective,
     vae_objective,
 )
+from zoo.models.colorization import Colorization, colorization_objective
 from zoo.models.contrastive import SimCLR, nt_xent, simclr_objective
 from zoo.models.image_text import (
     CLIP,
@@ -96,4 +97,6 @@ __all__ = [
     "VectorQuantizer",
     "vq_objective",
     "code_perplexity",
+    "Colorization",
+    "colorization_objective",
 ]
