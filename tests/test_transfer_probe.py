@@ -26,7 +26,7 @@ def test_probe_matches_sklearn_objective_and_accuracy(digits_split, C):
     X_train, y_train, X_test, y_test = digits_split
     scaler = StandardScaler().fit(X_train)
     reference = LogisticRegression(C=C, max_iter=5000, tol=1e-10).fit(scaler.transform(X_train), y_train)
-    result = linear_probe(X_train, y_train, X_test, y_test, C=C, standardize=True, device="cpu")
+    result = linear_probe(X_train, y_train, X_test, y_test, C=C, standardize=True, tol=1e-8, device="cpu")
     assert isinstance(result, ProbeResult)
     assert abs(result.accuracy - reference.score(scaler.transform(X_test), y_test)) <= 0.005
     np.testing.assert_allclose(result.coef, reference.coef_, atol=2e-4 * np.abs(reference.coef_).max())
@@ -42,12 +42,13 @@ def test_probe_binary_and_more_units_than_stimuli(digits_split):
     keep, keep_test = y_train < 2, y_test < 2
     reference = LogisticRegression(C=0.01, max_iter=5000, tol=1e-10).fit(X_train[keep], y_train[keep])
     result = linear_probe(X_train[keep], y_train[keep], X_test[keep_test], y_test[keep_test], C=0.01,
-                          standardize=False, device="cpu")
+                          standardize=False, tol=1e-8, device="cpu")
     np.testing.assert_allclose(result.coef, reference.coef_, atol=1e-4)
     np.testing.assert_allclose(result.intercept, reference.intercept_, atol=1e-3)
     few = slice(0, 40)  # 40 stimuli, 64 units
     reference = LogisticRegression(C=0.1, max_iter=5000, tol=1e-10).fit(X_train[few], y_train[few])
-    result = linear_probe(X_train[few], y_train[few], X_test, y_test, C=0.1, standardize=False, device="cpu")
+    result = linear_probe(X_train[few], y_train[few], X_test, y_test, C=0.1, standardize=False, tol=1e-8,
+                          device="cpu")
     np.testing.assert_allclose(result.coef, reference.coef_, atol=1e-4)
     assert result.accuracy == pytest.approx(reference.score(X_test, y_test), abs=0.005)
 
@@ -117,3 +118,64 @@ def test_probe_on_gpu_matches_cpu(digits_split):
     assert gpu.accuracy == pytest.approx(cpu.accuracy, abs=0.005)
     assert knn_accuracy(X_train, y_train, X_test, y_test, device="cuda") == pytest.approx(
         knn_accuracy(X_train, y_train, X_test, y_test, device="cpu"), abs=0.005)
+
+
+def _reference_cv_correct(X, y, Cs, n_splits):
+    """Held-out correct counts per C from scikit-learn's LogisticRegression on the probe's folds."""
+    from sklearn.model_selection import StratifiedKFold
+
+    X = StandardScaler().fit_transform(X)  # the probe standardises with the whole training split
+    correct = np.zeros(len(Cs))
+    for fit_rows, held_rows in StratifiedKFold(n_splits, shuffle=True, random_state=0).split(X, y):
+        for i, C in enumerate(Cs):
+            model = LogisticRegression(C=C, max_iter=5000, tol=1e-10).fit(X[fit_rows], y[fit_rows])
+            correct[i] += np.sum(model.predict(X[held_rows]) == y[held_rows])
+    return correct / len(y)
+
+
+@pytest.mark.parametrize("n_classes", [2, 10])
+def test_batched_cross_validation_matches_sklearn_per_fold(digits_split, n_classes):
+    X_train, y_train, X_test, y_test = digits_split
+    keep = np.concatenate([np.flatnonzero(y_train == c)[: 60 // n_classes] for c in range(n_classes)])
+    X, y = X_train[keep][:, ::2], y_train[keep]  # 60 x 32: the batched path
+    Cs = (0.01, 0.1, 1.0, 10.0)
+    test = y_test < n_classes
+    result = linear_probe(X, y, X_test[test][:, ::2], y_test[test], Cs=Cs, cv=3, tol=1e-7, device="cpu")
+    expected = _reference_cv_correct(X, y, Cs, n_splits=3)
+    np.testing.assert_allclose([result.cv_scores[C] for C in Cs], expected, atol=1.0 / len(y) + 1e-12)
+
+
+def test_batched_and_per_fold_cross_validation_agree(digits_split, monkeypatch):
+    import analyses._linear_probe as module
+
+    X_train, y_train, X_test, y_test = digits_split
+    X, y = X_train[:120][:, ::2], y_train[:120]
+    Cs = (0.001, 0.1, 10.0)
+    batched = linear_probe(X, y, X_test[:, ::2], y_test, Cs=Cs, cv=3, tol=1e-7, device="cpu")
+    monkeypatch.setattr(module, "_BATCHED_CV_SIZE", 0)
+    per_fold = linear_probe(X, y, X_test[:, ::2], y_test, Cs=Cs, cv=3, tol=1e-7, device="cpu")
+    np.testing.assert_allclose([batched.cv_scores[C] for C in Cs], [per_fold.cv_scores[C] for C in Cs],
+                               atol=1.0 / len(y) + 1e-12)
+    assert batched.C == per_fold.C
+
+
+def test_probe_default_tolerance_in_float32_reaches_sklearns_default_fit(digits_split):
+    X_train, y_train, X_test, y_test = digits_split
+    scaler = StandardScaler().fit(X_train)
+    reference = LogisticRegression(C=1.0).fit(scaler.transform(X_train), y_train)  # tol=1e-4 as ours
+    result = linear_probe(X_train, y_train, X_test, y_test, C=1.0, device="cpu")
+    assert result.accuracy == pytest.approx(reference.score(scaler.transform(X_test), y_test), abs=0.005)
+    predictions_agree = np.mean(reference.predict(scaler.transform(X_test))
+                                == (scaler.transform(X_test) @ result.coef.T + result.intercept).argmax(1))
+    assert predictions_agree >= 0.99
+
+
+def test_probe_on_separable_data_with_weak_penalty_matches_sklearn():
+    # Large C on separable clusters drives probabilities below float32's normal range.
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 20)
+    X = rng.normal(size=(60, 5)) + 12.0 * np.eye(3, 5)[y]
+    reference = LogisticRegression(C=1e3, max_iter=5000, tol=1e-10).fit(X, y)
+    result = linear_probe(X, y, X, y, C=1e3, standardize=False, tol=1e-8, device="cpu")
+    assert result.accuracy == 1.0
+    np.testing.assert_allclose(result.coef, reference.coef_, atol=0.05 * np.abs(reference.coef_).max())

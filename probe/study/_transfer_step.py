@@ -126,7 +126,7 @@ def _group_transfer(ctx: StudyContext, words: str, labels: np.ndarray, probed: l
                     max_iter: int, titled: bool) -> tuple[dict[str, Any], Section]:
     """Layer probes and label-efficiency curves over one group of recordings of the same stimuli."""
     train_rows, test_rows = _stratified_halves(labels, ctx.seed, train_fraction=1.0 - test_fraction)
-    probe_options = dict(C=C, max_iter=max_iter, device=ctx.device, progress=False, tol=1e-5)
+    probe_options = dict(C=C, max_iter=max_iter, device=ctx.device, progress=False)  # scikit-learn's tolerance
     first_stimuli = ctx.stimuli.get(next(iter(feature_layers), probed[0] if probed else ""), None)
     first_stimuli = getattr(first_stimuli, "base", first_stimuli)  # as loaded, before a model's resizing
     pixels = None
