@@ -153,3 +153,10 @@ def test_data_root_and_dataset_list(monkeypatch, tmp_path):
     monkeypatch.setenv("NEUROPROBE_DATA", str(tmp_path))
     assert zoo.default_data_root() == tmp_path
     assert {"digits", "natural-patches", "mnist", "fashion-mnist", "cifar10"} <= set(zoo.list_datasets())
+
+
+def test_class_labels_reads_labels_and_names_once_each():
+    info = zoo.load_dataset("digits", split="test").info
+    assert zoo.class_labels(info, ["3", 1, "3"]) == [1, 3] and zoo.class_labels(info, 7) == [7]
+    with pytest.raises(ValueError, match="has no class 'cat'; valid labels: 0..9"):
+        zoo.class_labels(info, ["cat"])

@@ -16,6 +16,7 @@ from zoo._data import (
     DatasetStatus,
     ImageTensorDataset,
     TransformedDataset,
+    class_labels,
     dataset_status,
     default_data_root,
     iterate_batches,
@@ -74,7 +75,7 @@ from zoo._train import (
     seed_everything,
     train,
 )
-from zoo._word_vectors import WordVectors, list_word_vectors, load_word_vectors
+from zoo._word_vectors import WordVectors, glove_installed, list_word_vectors, load_word_vectors
 from zoo.models import ZooModel  # importing zoo.models registers every architecture
 
 __all__ = [
@@ -83,6 +84,7 @@ __all__ = [
     "ImageTensorDataset",
     "TransformedDataset",
     "load_dataset",
+    "class_labels",
     "list_datasets",
     "dataset_status",
     "DatasetStatus",
@@ -108,6 +110,7 @@ __all__ = [
     "WordVectors",
     "load_word_vectors",
     "list_word_vectors",
+    "glove_installed",
     # models
     "ZooModel",
     "register_model",

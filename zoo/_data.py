@@ -33,6 +33,7 @@ from zoo._names import unknown_name_error
 
 __all__ = [
     "DatasetInfo",
+    "class_labels",
     "ImageTensorDataset",
     "TransformedDataset",
     "load_dataset",
@@ -1099,8 +1100,9 @@ def _dataset_options(name: str) -> list[str]:
     return sorted([*own, "classes"])
 
 
-def _class_labels(info: DatasetInfo, classes) -> list[int]:
-    """The integer labels of ``classes`` (labels or class names), checked against ``info``."""
+def class_labels(info: DatasetInfo, classes) -> list[int]:
+    """The integer labels of ``classes`` (labels or class names, one or several), checked against ``info``;
+    sorted, each once."""
     if info.n_classes == 0:
         raise ValueError(f"dataset {info.name!r} is unlabelled, so it cannot be filtered by classes; drop classes= or pick a labelled dataset")
     if isinstance(classes, (str, int, np.integer)):
@@ -1122,7 +1124,7 @@ def _class_labels(info: DatasetInfo, classes) -> list[int]:
 
 def _keep_classes(dataset: Dataset, classes) -> Dataset:
     """The stimuli of ``dataset`` whose label is in ``classes``, in their original order, same ``info``."""
-    labels = _class_labels(dataset.info, classes)
+    labels = class_labels(dataset.info, classes)
     if isinstance(dataset, ImageTensorDataset):
         keep = torch.isin(dataset.labels, torch.as_tensor(labels, device=dataset.labels.device))
         return ImageTensorDataset(dataset.images[keep], dataset.labels[keep], dataset.info)

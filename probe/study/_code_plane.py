@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probe.study._context import StudyContext, dataset_labels
+from probe.study._context import StudyContext, display_pixels
 from reports import Section, code_plane_section
 from zoo import iterate_batches
 
@@ -105,15 +105,10 @@ def code_plane(model: Any, stimuli: Any, *, n_grid: int = 12, name: str = "", ma
     axes = tuple(np.linspace(*np.percentile(points[:, i], [2, 98]), n_grid) for i in range(2))
     a, b = np.meshgrid(axes[0], axes[1][::-1])  # top row: the largest value of the second axis
     grid_codes = mean + np.stack([a.ravel(), b.ravel()], axis=1) @ basis
-    images = model.decode(torch.as_tensor(grid_codes, dtype=torch.float32, device=device)).float().cpu()
-    info = getattr(stimuli, "info", None)
-    if info is not None and hasattr(info, "denormalize"):
-        images = info.denormalize(images)
-    shown = np.moveaxis(images.clamp(0, 1).numpy(), 1, -1)
-    shown = shown[..., 0] if shown.shape[-1] == 1 else shown
+    shown = display_pixels(stimuli, model.decode(torch.as_tensor(grid_codes, dtype=torch.float32, device=device)))
     return CodePlane(model=name, code_dim=codes_array.shape[1], points=points, labels=label_array, axes=axes,
                      decoded=shown.reshape(n_grid, n_grid, *shown.shape[1:]), explained_variance=explained,
-                     class_names=getattr(info, "class_names", None))
+                     class_names=getattr(getattr(stimuli, "info", None), "class_names", None))
 
 
 def code_plane_analysis(ctx: StudyContext, *, models: Sequence[str] | str = "auto", n_grid: int = 12) -> list[Section]:
@@ -128,9 +123,6 @@ def code_plane_analysis(ctx: StudyContext, *, models: Sequence[str] | str = "aut
         return []
     planes = [code_plane(ctx.models[name], ctx.stimuli[name], n_grid=n_grid, name=name, device=ctx.device)
               for name in names]
-    for plane, name in zip(planes, names):
-        if (plane.labels < 0).all():
-            plane.labels = dataset_labels(ctx.stimuli[name])[: len(plane.labels)]
     ctx.results["code_plane"] = {plane.model: plane for plane in planes}
     ctx.add_table("code-plane", pd.concat([plane.to_frame() for plane in planes]))
     return [code_plane_section(planes)]

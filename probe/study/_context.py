@@ -12,7 +12,7 @@ import torch
 
 import zoo
 
-__all__ = ["StudyContext", "dataset_labels", "stimulus_pixels"]
+__all__ = ["StudyContext", "dataset_labels", "display_pixels", "stimulus_pixels"]
 
 
 def dataset_labels(dataset: Any) -> np.ndarray:
@@ -30,6 +30,16 @@ def stimulus_pixels(dataset: Any, n: int | None = None) -> np.ndarray:
     """The first ``n`` stimuli of a dataset (all when None), each flattened: shape (n, values), float64."""
     count = len(dataset) if n is None else min(n, len(dataset))
     return np.stack([np.asarray(dataset[i][0], dtype=np.float64).ravel() for i in range(count)])
+
+
+def display_pixels(stimuli: Any, images: torch.Tensor) -> np.ndarray:
+    """Normalised images of shape (n, C, H, W) as display arrays (n, H, W[, 3]) in [0, 1], denormalised by the
+    stimuli's ``info`` when it says how."""
+    info = getattr(stimuli, "info", None)
+    images = images.detach().cpu().float()
+    shown = info.denormalize(images) if info is not None and hasattr(info, "denormalize") else images
+    shown = np.moveaxis(shown.clamp(0, 1).numpy(), 1, -1)
+    return shown[..., 0] if shown.shape[-1] == 1 else shown
 
 
 @dataclass

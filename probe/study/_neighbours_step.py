@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from analyses import nearest_stimuli, pick_queries
-from probe.study._context import StudyContext, dataset_labels, stimulus_pixels
+from probe.study._context import StudyContext, dataset_labels, display_pixels, stimulus_pixels
 from reports import Section, neighbours_section
 
 __all__ = ["neighbours_analysis", "display_images", "shown_layers"]
@@ -19,14 +19,8 @@ MAX_AUTO_LAYERS = 5
 
 
 def display_images(stimuli: Any) -> np.ndarray:
-    """Every stimulus as a display image, (n, H, W) or (n, H, W, 3) in [0, 1] (denormalised when the
-    stimuli say how)."""
-    images = torch.stack([torch.as_tensor(stimuli[i][0]).float() for i in range(len(stimuli))])
-    info = getattr(stimuli, "info", None)
-    if info is not None and hasattr(info, "denormalize"):
-        images = info.denormalize(images)
-    shown = np.moveaxis(images.clamp(0, 1).numpy(), 1, -1)
-    return shown[..., 0] if shown.shape[-1] == 1 else shown
+    """Every stimulus as a display image, (n, H, W) or (n, H, W, 3) in [0, 1]."""
+    return display_pixels(stimuli, torch.stack([torch.as_tensor(stimuli[i][0]) for i in range(len(stimuli))]))
 
 
 def shown_layers(ctx: StudyContext, names: Sequence[str], layers: Sequence[str] | str) -> list[tuple[str, str]]:

@@ -754,9 +754,11 @@ class _Checker:
         if option.items == (list,):  # name -> list of strings, e.g. word categories
             words = Option((list,), None, "", items=(str,))
             for name, item in value.items():
-                checked[name] = self.sequence(_join(key, name), item, words) if isinstance(item, list) else _MISSING
-                if not isinstance(item, list):
+                if isinstance(item, list):
+                    checked[name] = self.sequence(_join(key, name), item, words)
+                else:
                     self.add(_join(key, name), f"expected {words.expected()}, got {_shown(item)}")
+                    checked[name] = _MISSING
                 ok = ok and checked[name] is not _MISSING
             return checked if ok else _MISSING
         single = Option(option.items or (str,), None, "")

