@@ -38,3 +38,37 @@ def test_frozen_encoder_only_trains_the_head(digits):
         finetune(model, train, test, epochs=0)
     with pytest.raises(TypeError, match="encode"):
         finetune(torch.nn.Linear(2, 2), train, test)
+
+
+@pytest.mark.parametrize(("name", "options", "expected"), [
+    ("cnn", {"n_classes": 10}, ["fc1"]),                    # recorded at its ReLUs: the last weight layer
+    ("resnet18", {"n_classes": 10}, ["layer4"]),            # the last residual stage
+    ("mae", {}, ["blocks.3", "norm"]),                      # the last transformer block and the final norm
+    ("vq-vae", {}, ["encoder.code"]),                       # not the codebook: straight-through bypasses it
+])
+def test_last_block_is_the_last_trained_block_of_encode(name, options, expected):
+    model = zoo.create_model(name, input_shape=[1, 8, 8], **options)
+    assert zoo.last_block(model) == expected
+    with pytest.raises(TypeError, match="encode"):
+        zoo.last_block(torch.nn.Linear(2, 2))
+
+
+def test_last_block_trains_only_that_block_and_steps_fix_the_number_of_updates(digits):
+    train, test = digits
+    torch.manual_seed(0)
+    model = zoo.create_model("cnn", input_shape=[1, 8, 8], n_classes=10)
+    result = finetune(model, train, test, trainable="last_block", steps=7, batch_size=64, eval_every=100, lr=3e-2, encoder_lr=3e-2,
+                      device="cpu", progress=False)
+    assert result.trained_modules == ["fc1"]
+    before, after = model.state_dict(), result.model.encoder.state_dict()
+    changed = {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])}
+    assert changed == {"fc1.weight", "fc1.bias"}  # batch-norm statistics of the frozen part stay as they were
+    assert result.history["steps"].iloc[-1] == 7 and len(result.history) == 1
+    assert result.accuracy == result.history["test_accuracy"].iloc[-1] > 0.2  # chance is 0.1
+    whole = finetune(model, train, test, trainable="all", steps=3, batch_size=1000, device="cpu", progress=False)
+    assert whole.trained_modules == [""] and list(whole.history["steps"]) == [2, 3]
+    assert whole.history["test_accuracy"].notna().all()
+    with pytest.raises(ValueError, match="trainable must be one of"):
+        finetune(model, train, test, trainable="middle")
+    with pytest.raises(ValueError, match="contradicts"):
+        finetune(model, train, test, freeze_encoder=True, trainable="all")

@@ -1,6 +1,7 @@
 """probe.study: encoder features and the MAE mask-ratio sweep (tiny)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -21,14 +22,30 @@ def test_encode_features_matches_a_forward_pass():
 
 @pytest.mark.slow  # trains a (tiny) MAE for one epoch
 def test_mask_ratio_sweep_trains_once_and_reuses_runs(tmp_path):
-    sweep = mask_ratio_sweep((0.5,), epochs=1, out=tmp_path, C=1.0, device="cpu", progress=False,
+    sweep = mask_ratio_sweep((0.5,), epochs=1, out=tmp_path, C=1.0, device="cpu", progress=False, seeds=(0, 1),
                              embed_dim=16, depth=1, decoder_dim=16, decoder_depth=1)
     assert isinstance(sweep, MaskRatioSweep)
     frame = sweep.to_frame()
-    assert list(frame["mask_ratio"]) == [0.5] and frame["probe_accuracy"].between(0.1, 1).all()
-    assert (tmp_path / "mae-ratio-0.5" / "model.safetensors").exists()
-    again = mask_ratio_sweep((0.5,), epochs=1, out=tmp_path, C=1.0, device="cpu", progress=False,
+    assert list(frame["mask_ratio"]) == [0.5, 0.5] and list(frame["seed"]) == [0, 1]
+    assert frame["probe_accuracy"].between(0.1, 1).all()
+    assert frame["probe_accuracy"].iloc[0] != frame["probe_accuracy"].iloc[1]  # two seeds, two MAEs
+    assert (tmp_path / "mae-ratio-0.5-seed1" / "model.safetensors").exists()
+    again = mask_ratio_sweep((0.5,), epochs=1, out=tmp_path, C=1.0, device="cpu", progress=False, seeds=0,
                              embed_dim=16, depth=1, decoder_dim=16, decoder_depth=1)
     assert again.to_frame()["probe_accuracy"].iloc[0] == pytest.approx(frame["probe_accuracy"].iloc[0])
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         mask_ratio_sweep((0.5, 1.0), out=tmp_path)
+    with pytest.raises(ValueError, match="distinct"):
+        mask_ratio_sweep((0.5,), out=tmp_path, seeds=(1, 1))
+
+
+def test_mask_ratio_summary_gives_mean_and_sd_over_seeds():
+    frame = pd.DataFrame(dict(mask_ratio=[0.5, 0.5, 0.75, 0.75], seed=[0, 1, 0, 1],
+                              probe_accuracy=[0.6, 0.8, 0.7, 0.75], knn_accuracy=[0.5, 0.5, 0.6, 0.6],
+                              run_recon_ratio=[0.4, 0.6, 0.5, 0.5]))
+    sweep = MaskRatioSweep(frame=frame, dataset="digits")
+    summary = sweep.summary().set_index("mask_ratio")
+    assert summary.loc[0.5, "probe_accuracy_mean"] == pytest.approx(0.7)
+    assert summary.loc[0.5, "probe_accuracy_std"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
+    assert summary.loc[0.75, "n_seeds"] == 2 and summary.loc[0.5, "run_recon_ratio_mean"] == pytest.approx(0.5)
+    assert sweep.best_ratio == 0.75

@@ -27,7 +27,7 @@ from zoo._corpora import TEXT_CORPORA, corpus_text, corpus_tokens, load_corpus
 from zoo._device import resolve_device
 from zoo._evaluate import evaluate_model, extract_features, knn_predict
 from zoo._files import CorruptFileError, FolderLockedError
-from zoo._finetune import FinetunedClassifier, FinetuneResult, finetune
+from zoo._finetune import TRAINABLE_PARTS, FinetunedClassifier, FinetuneResult, finetune, last_block
 from zoo._io import (
     atomic_path,
     atomic_write_bytes,
@@ -134,6 +134,8 @@ __all__ = [
     "finetune",
     "FinetuneResult",
     "FinetunedClassifier",
+    "last_block",
+    "TRAINABLE_PARTS",
     # runs, checkpoints and loading
     "RunDir",
     "save_tensor_file",

@@ -5,7 +5,7 @@ reports) and the only code that imports all of them. A study (``Study.from_file(
 ``probe analyze``) names models, stimuli and analyses; its steps share a ``StudyContext`` and each
 return report sections. ``probe demo`` is one built-in study (``demo_spec``) run by the same code.
 Experiments that train models as part of an analysis (the MAE and masked-LM mask-ratio sweeps,
-class-split transfer, CLIP with held-out classes, greedy layer-wise pretraining, the 2-D function views) and the one-call top patches live here for the same reason.
+class-split transfer, fine-tuning against linear read-outs, CLIP with held-out classes, greedy layer-wise pretraining, the 2-D function views) and the one-call top patches live here for the same reason.
 
 Names are imported on first use (PEP 562), so that checking a study file does not import torch.
 """
@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # what static tools and readers see; at run time each name lo
         greedy_layerwise_experiment,
         greedy_pretrain,
     )
+    from probe.study._finetune_experiments import FinetuneComparison, finetune_comparison  # noqa: F401
     from probe.study._function_experiments import FunctionExperiment, function_views_experiment  # noqa: F401
     from probe.study._code_plane import CodePlane, code_plane  # noqa: F401
     from probe.study._language_experiments import MaskedLMRatioSweep, masked_lm_ratio_sweep  # noqa: F401
@@ -58,6 +59,8 @@ _EXPORTS = {
     "encode_features": "probe.study._transfer_experiments",
     "MaskRatioSweep": "probe.study._transfer_experiments",
     "mask_ratio_sweep": "probe.study._transfer_experiments",
+    "FinetuneComparison": "probe.study._finetune_experiments",
+    "finetune_comparison": "probe.study._finetune_experiments",
     "ClassSplitTransfer": "probe.study._transfer_experiments",
     "class_split_transfer": "probe.study._transfer_experiments",
     "MaskedLMRatioSweep": "probe.study._language_experiments",

@@ -6,6 +6,7 @@ These orchestrate ``zoo`` (training) and ``analyses`` (probes); the measures the
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -40,15 +41,15 @@ def encode_features(model: torch.nn.Module, dataset: Any, batch_size: int = 512)
 
 @dataclass
 class MaskRatioSweep:
-    """Frozen-encoder accuracy of MAEs pretrained with different mask ratios.
+    """Frozen-encoder accuracy of MAEs pretrained with different mask ratios, one MAE per ratio and seed.
 
     Attributes
     ----------
     frame
-        One row per mask ratio: mask_ratio, probe_accuracy, knn_accuracy, C, the training run's
-        final evaluation as run_recon_mse, run_mean_image_mse, run_recon_ratio (error on the
-        masked patches at that run's own mask ratio, over the mean image's) and run_knn_accuracy,
-        then run_dir.
+        One row per mask ratio and seed: mask_ratio, seed, probe_accuracy, knn_accuracy, C, the
+        training run's final evaluation as run_recon_mse, run_mean_image_mse, run_recon_ratio
+        (error on the masked patches at that run's own mask ratio, over the mean image's) and
+        run_knn_accuracy, then run_dir.
     dataset
         The dataset pretrained on and probed.
     """
@@ -56,8 +57,25 @@ class MaskRatioSweep:
     dataset: str
 
     def to_frame(self) -> pd.DataFrame:
-        """The per-ratio table (a copy)."""
+        """The per-ratio, per-seed table (a copy)."""
         return self.frame.copy()
+
+    def summary(self) -> pd.DataFrame:
+        """One row per mask ratio: n_seeds, then the mean and the standard deviation over seeds (ddof 1;
+        NaN with one seed) of probe_accuracy, knn_accuracy and, when present, run_recon_ratio."""
+        frame = self.frame if "seed" in self.frame else self.frame.assign(seed=0)
+        measures = [name for name in ("probe_accuracy", "knn_accuracy", "run_recon_ratio") if name in frame]
+        grouped = frame.groupby("mask_ratio", sort=True)
+        summary = grouped[measures].agg(["mean", "std"])
+        summary.columns = [f"{measure}_{statistic}" for measure, statistic in summary.columns]
+        summary.insert(0, "n_seeds", grouped["seed"].nunique())
+        return summary.reset_index()
+
+    @property
+    def best_ratio(self) -> float:
+        """The mask ratio with the highest mean probe accuracy over seeds."""
+        summary = self.summary()
+        return float(summary.loc[summary["probe_accuracy_mean"].idxmax(), "mask_ratio"])
 
 
 def _check_reusable(run_dir: Path, model_name: str, expected: dict[str, Any]) -> None:
@@ -105,14 +123,14 @@ def mask_ratio_sweep(
     dataset: str = "digits",
     epochs: int | None = None,
     out: str | os.PathLike = "runs/mask-ratio",
-    seed: int = 0,
+    seeds: int | Sequence[int] = (0,),
     device: str | torch.device = "auto",
     C: float | None = None,
     knn_k: int = 5,
     progress: bool = True,
     **model_options: Any,
 ) -> MaskRatioSweep:
-    """Pretrain one MAE per mask ratio, then probe its frozen encoder (linear probe and kNN).
+    """Pretrain one MAE per mask ratio and seed, then probe its frozen encoder (linear probe and kNN).
 
     Parameters
     ----------
@@ -123,10 +141,11 @@ def mask_ratio_sweep(
     epochs
         Training epochs per MAE (None: the zoo's default).
     out
-        Folder of the run directories (one per ratio, ``mae-ratio-0.75`` ...); finished runs are
-        loaded, interrupted ones resumed.
-    seed
-        Seed of training and of the probe's folds.
+        Folder of the run directories (one per ratio and seed, ``mae-ratio-0.75-seed0`` ...);
+        finished runs are loaded, interrupted ones resumed.
+    seeds
+        Seeds of training and of the probe's folds: one MAE per ratio and seed, so that the table
+        has error bars (``MaskRatioSweep.summary``).
     device
         Where to train and probe.
     C
@@ -141,20 +160,23 @@ def mask_ratio_sweep(
     ratios = [float(r) for r in ratios]
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
         raise ValueError(f"mask ratios must lie strictly between 0 and 1; got {ratios}")
+    seeds = [int(seeds)] if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be one or more distinct integers; got {seeds}")
     train_set = zoo.load_dataset(dataset, split="train")
     test_set = zoo.load_dataset(dataset, split="test")
     if train_set.info.n_classes in (0, None):
         raise ValueError(f"dataset {dataset!r} is unlabelled; a mask-ratio sweep probes labels, pick a labelled one")
     rows = []
-    for ratio in ratios:
-        run_dir = Path(out) / f"mae-ratio-{ratio:g}"
+    for ratio, seed in itertools.product(ratios, seeds):
+        run_dir = Path(out) / f"mae-ratio-{ratio:g}-seed{seed}"
         model = _trained_model("mae", run_dir, dataset=dataset, epochs=epochs, seed=seed, device=device,
                                progress=progress, mask_ratio=ratio, **model_options)
         X_train, y_train = encode_features(model, train_set)
         X_test, y_test = encode_features(model, test_set)
         probe = linear_probe(X_train, y_train, X_test, y_test, C=C, random_state=seed, device=device,
                              model=f"mae-{ratio:g}")
-        rows.append(dict(mask_ratio=ratio, probe_accuracy=probe.accuracy,
+        rows.append(dict(mask_ratio=ratio, seed=seed, probe_accuracy=probe.accuracy,
                          knn_accuracy=knn_accuracy(X_train, y_train, X_test, y_test, k=knn_k, device=device),
                          C=probe.C, **{f"run_{name}": value for name, value in _run_metrics(run_dir).items()},
                          run_dir=str(run_dir)))
