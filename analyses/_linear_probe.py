@@ -167,8 +167,8 @@ class _Preconditioned:
         if d <= n:
             # Any invertible basis leaves the minimiser unchanged, so a strided subsample of
             # stimuli is enough to estimate the covariance the basis whitens.
-            rows = self.centered[:: max(1, n // max(4 * d, _GRAM_ROWS))]
-            self.covariance = (rows.T @ rows).to(torch.float64) / len(rows)
+            rows = self.centered[:: max(1, n // max(4 * d, _GRAM_ROWS))].to(torch.float64)
+            self.covariance = rows.T @ rows / len(rows)
         else:  # fewer stimuli than units: the optimal W lies in the span of the (n, n) Gram's vectors
             centered64 = features - self.mean
             gram_values, gram_vectors = torch.linalg.eigh(centered64 @ centered64.T / n)
@@ -191,9 +191,15 @@ class _Preconditioned:
     @staticmethod
     def _whitening(matrix: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
         eye = torch.eye(len(matrix), dtype=torch.float64, device=matrix.device)
-        lower = torch.linalg.cholesky(matrix + ridge * eye)
-        # W = q @ L^-1 gives basis.T @ (matrix + ridge) @ basis = identity.
-        return torch.linalg.solve_triangular(lower, eye, upper=False).T, lower
+        lower, info = torch.linalg.cholesky_ex(matrix + ridge * eye)
+        if int(info) == 0:
+            # W = q @ L^-1 gives basis.T @ (matrix + ridge) @ basis = identity.
+            return torch.linalg.solve_triangular(lower, eye, upper=False).T, lower
+        # Rank-deficient features (e.g. after a LayerNorm) with a ridge below rounding: whiten by
+        # eigenvectors, the rounding's negative eigenvalues taken as 0.
+        values, vectors = torch.linalg.eigh(matrix)
+        scales = (values.clamp_min(0.0) + max(ridge, float(values.max()) * 1e-12)).rsqrt()
+        return vectors * scales, vectors / scales
 
     def centered_as(self, dtype: torch.dtype) -> torch.Tensor:
         if self._float64 is None:

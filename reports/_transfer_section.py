@@ -73,13 +73,20 @@ def _models_shown(layer_transfer: Any, label_efficiency: Any) -> list[str]:
 
 
 def _mask_ratio_figure(mask_ratio: Any) -> str:
+    """Mean ± sd over seeds per ratio, each seed's value a faint dot (a sweep of one seed: its values)."""
     frame = mask_ratio.to_frame()
+    frame = frame if "seed" in frame else frame.assign(seed=0)
     fig, ax = plt.subplots(figsize=(4.6, 3.4))
-    ax.plot(frame["mask_ratio"], frame["probe_accuracy"], marker="o", label="linear probe")
-    ax.plot(frame["mask_ratio"], frame["knn_accuracy"], marker="s", label="kNN")
+    for column, marker, label in (("probe_accuracy", "o", "linear probe"), ("knn_accuracy", "s", "kNN")):
+        stats = frame.groupby("mask_ratio")[column].agg(["mean", "std"]).fillna(0.0)
+        line = ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker=marker, capsize=2, label=label)
+        if frame["seed"].nunique() > 1:
+            ax.scatter(frame["mask_ratio"], frame[column], s=8, alpha=0.35, color=line[0].get_color())
     ax.axvline(0.75, color="grey", ls=":", lw=1)
     ax.text(0.75, ax.get_ylim()[0], " MAE paper: 75 %", fontsize=7, color="grey", va="bottom")
-    return line_plot_to_data_uri(fig, ax, "MAE mask ratio", "test accuracy")
+    n_seeds = frame["seed"].nunique()
+    ylabel = f"test accuracy (mean ± sd, {n_seeds} seeds)" if n_seeds > 1 else "test accuracy"
+    return line_plot_to_data_uri(fig, ax, "MAE mask ratio", ylabel)
 
 
 def transfer_section(
@@ -100,8 +107,8 @@ def transfer_section(
     label_efficiency
         ``analyses.LabelEfficiency``: accuracy vs labels per class, mean ± sd over seeds.
     mask_ratio
-        Anything whose ``to_frame()`` has columns mask_ratio, probe_accuracy, knn_accuracy
-        (``probe.MaskRatioSweep``).
+        Anything whose ``to_frame()`` has columns mask_ratio, probe_accuracy, knn_accuracy and
+        optionally seed (``probe.study.MaskRatioSweep``; its ``summary()`` is the table shown).
     title
         Section title.
     notes
@@ -135,8 +142,10 @@ def transfer_section(
                                   "whole test split.",
                           table=table_html(summary, float_format="{:.3g}")))
     if mask_ratio is not None:
+        table = mask_ratio.summary() if hasattr(mask_ratio, "summary") else mask_ratio.to_frame()
         items.append(dict(title="MAE mask ratio", uri=_mask_ratio_figure(mask_ratio),
-                          caption="Encoders pretrained with each mask ratio, then probed on frozen features.",
-                          table=table_html(mask_ratio.to_frame(), float_format="{:.3g}")))
+                          caption="Encoders pretrained with each mask ratio, then probed on frozen features; "
+                                  "bars: standard deviation over seeds, dots: single seeds.",
+                          table=table_html(table, float_format="{:.3g}")))
     body = render_fragment("sections/transfer.html.j2", items=items, notes=notes)
     return Section(title, body, summary="; ".join(summary_parts))

@@ -74,6 +74,20 @@ def test_a_mask_ratio_whose_mae_did_not_learn_carries_a_caveat(tmp_path):
     assert "mean image" not in finding.text
 
 
+def test_a_mask_ratio_peak_within_one_sd_of_the_next_is_called_unresolved(tmp_path):
+    frame = pd.DataFrame({"mask_ratio": [0.5, 0.5, 0.75, 0.75], "seed": [0, 1, 0, 1],
+                          "probe_accuracy": [0.70, 0.74, 0.69, 0.71], "run_recon_ratio": 0.5})
+    ctx = _ctx(tmp_path)
+    ctx.results["mask_ratio"] = MaskRatioSweep(frame=frame, dataset="digits")
+    (finding,) = compute_findings(ctx)
+    sd = np.std([0.70, 0.74], ddof=1)
+    assert f"0.5 probes best (accuracy 0.72 ± {sd:.2f} (sd over 2 seeds)" in finding.text
+    assert "within one sd of the ratio 0.75 (0.70)" in finding.text and finding.value == pytest.approx(0.72)
+    frame.loc[frame["mask_ratio"] == 0.75, "probe_accuracy"] = [0.5, 0.52]
+    (finding,) = compute_findings(ctx)
+    assert "within one sd" not in finding.text
+
+
 def test_no_results_no_findings_and_the_table_has_its_columns(tmp_path):
     assert compute_findings(_ctx(tmp_path)) == []
     assert list(findings_frame([]).columns) == ["topic", "model", "text", "value", "analysis", "stimuli"]

@@ -109,8 +109,9 @@ def test_defaults_are_filled(tmp_path):
     assert (model.layers, model.reduce, model.layout) == ("auto", "auto", None)
     # no [analyses]: every analysis but those that train models, each option at its ANALYSES default
     assert list(ANALYSES) == ["summary", "layers", "similarity", "units", "subspaces", "transfer", "neighbours", "code_plane",
-                              "words", "captions", "mask_ratio", "function_views", "mlm_ratio"]
-    assert list(spec.analyses) == [name for name in ANALYSES if name not in OPT_IN_ANALYSES] == list(ANALYSES)[:-3]
+                              "codes", "colorization", "words", "captions", "mask_ratio", "finetune", "greedy",
+                              "function_views", "mlm_ratio"]
+    assert list(spec.analyses) == [name for name in ANALYSES if name not in OPT_IN_ANALYSES] == list(ANALYSES)[:-5]
     assert spec.analyses == {name: {key: option.default for key, option in options.items()}
                              for name, options in ANALYSES.items() if name not in OPT_IN_ANALYSES}
     spec.analyses["similarity"]["measures"].append("x")  # a study's options are its own copies
@@ -214,7 +215,8 @@ def test_unknown_analysis_suggests_the_nearest(tmp_path):
     message = problems(tmp_path, MINIMAL + "[analyses]\nsimilarty = {}\n")
     assert "analyses.similarty: unknown analysis 'similarty' in [analyses]; did you mean 'similarity'" in message
     assert ("Valid analyses: 'summary', 'layers', 'similarity', 'units', 'subspaces', 'transfer', 'neighbours', 'code_plane', "
-            "'words', 'captions', 'mask_ratio', 'function_views', 'mlm_ratio'.") in message
+            "'codes', 'colorization', 'words', 'captions', 'mask_ratio', 'finetune', 'greedy', 'function_views', "
+            "'mlm_ratio'.") in message
 
 
 def test_unknown_option_suggests_the_nearest(tmp_path):
@@ -478,15 +480,22 @@ TWO = MINIMAL + '[[models]]\nname = "cnn/small"\narch = "cnn"\n'
 
 
 def test_mask_ratio_runs_only_when_named(tmp_path):
-    assert OPT_IN_ANALYSES == ("mask_ratio", "function_views", "mlm_ratio") and not set(OPT_IN_ANALYSES) & set(default_analyses())
+    assert OPT_IN_ANALYSES == ("mask_ratio", "finetune", "greedy", "function_views", "mlm_ratio")
+    assert not set(OPT_IN_ANALYSES) & set(default_analyses())
     assert "mask_ratio" not in StudySpec.from_file(write(tmp_path, MINIMAL)).analyses
     spec = StudySpec.from_file(write(tmp_path, MINIMAL + "[analyses]\nmask_ratio = {}\n"))
-    assert spec.analyses == {"mask_ratio": {"ratios": [0.25, 0.5, 0.75, 0.9], "epochs": 3, "dataset": "digits"}}
+    assert spec.analyses == {"mask_ratio": {"ratios": [0.25, 0.5, 0.75, 0.9], "epochs": 3, "dataset": "digits",
+                                            "seeds": [0]}}
     message = problems(tmp_path, MINIMAL + '[analyses]\nmask_ratio = { ratios = [0.5, 1.0], dataset = "digts" }\n')
     assert "analyses.mask_ratio.ratios[1]: expected a number in (0, 1), got 1.0" in message
     assert "analyses.mask_ratio.dataset: unknown dataset 'digts'; did you mean 'digits'?" in message
     message = problems(tmp_path, MINIMAL + '[analyses]\nmlm_ratio = { dataset = "bible-kvj" }\n')
     assert "analyses.mlm_ratio.dataset: unknown dataset 'bible-kvj'; did you mean 'bible-kjv'?" in message
+    message = problems(tmp_path, MINIMAL + '[analyses]\nfinetune = { models = ["cnn", "simclrr"], dataset = "fashon-mnist" }\n')
+    assert "analyses.finetune.models[1]: unknown zoo model 'simclrr'; did you mean 'simclr'?" in message
+    assert "analyses.finetune.dataset: unknown dataset 'fashon-mnist'; did you mean 'fashion-mnist'?" in message
+    message = problems(tmp_path, MINIMAL + '[analyses]\nfinetune = { pretrain_classes = [0, 1], probe_classes = [1, 2] }\n')
+    assert "analyses.finetune: classes [1] are in both pretrain_classes and probe_classes" in message
 
 
 def test_words_and_captions_options_name_models_of_the_study(tmp_path):
@@ -573,7 +582,7 @@ def test_to_toml_round_trips_nested_values():
 
 def test_the_template_parses_to_exactly_the_analyses_defaults(tmp_path):
     path = write_template(tmp_path / "study.toml")
-    assert path.read_text() == STUDY_TEMPLATE and 40 <= len(STUDY_TEMPLATE.splitlines()) <= 120
+    assert path.read_text() == STUDY_TEMPLATE and 40 <= len(STUDY_TEMPLATE.splitlines()) <= 160
     image_folder(tmp_path / "images", splits=("cat",))
     (tmp_path / "resnet18.safetensors").write_bytes(b"")
 

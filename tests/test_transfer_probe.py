@@ -179,3 +179,32 @@ def test_probe_on_separable_data_with_weak_penalty_matches_sklearn():
     result = linear_probe(X, y, X, y, C=1e3, standardize=False, tol=1e-8, device="cpu")
     assert result.accuracy == 1.0
     np.testing.assert_allclose(result.coef, reference.coef_, atol=0.05 * np.abs(reference.coef_).max())
+
+
+def test_probe_on_features_that_lie_in_a_hyperplane_matches_sklearn():
+    # Mean-pooled LayerNorm outputs sum to a constant: the covariance is singular, and with many
+    # stimuli and a weak penalty the ridge falls below float32 rounding (Cholesky fails there).
+    rng = np.random.default_rng(3)
+    n, d = 6000, 24
+    labels = rng.integers(0, 3, n)
+    X = rng.standard_normal((n, d)) + labels[:, None] * rng.standard_normal(d)
+    X -= X.mean(axis=1, keepdims=True)  # every row sums to 0
+    X_test, y_test = X[:1000], labels[:1000]
+    for C in (1e4, 1e6):
+        result = linear_probe(X[1000:], labels[1000:], X_test, y_test, C=C, device="cpu")
+        reference = LogisticRegression(C=C, max_iter=5000, tol=1e-8).fit(X[1000:], labels[1000:])
+        assert np.isfinite(result.coef).all()
+        assert abs(result.accuracy - reference.score(X_test, y_test)) <= 0.005
+
+
+def test_whitening_a_covariance_that_rounding_made_indefinite_falls_back_to_eigenvectors():
+    from analyses._linear_probe import _Preconditioned
+
+    rng = np.random.default_rng(0)
+    vectors = np.linalg.qr(rng.standard_normal((6, 6)))[0]
+    covariance = torch.tensor(vectors @ np.diag([-1e-9, 0.5, 1, 2, 3, 4]) @ vectors.T)
+    basis, coordinates = _Preconditioned._whitening(covariance, 1e-12)  # Cholesky fails: not positive definite
+    np.testing.assert_allclose((basis.T @ coordinates).numpy(), np.eye(6), atol=1e-9)  # W = q basis.T is invertible
+    seen = torch.tensor(vectors[:, 1:])  # along the data's directions the basis whitens covariance + ridge
+    np.testing.assert_allclose((seen.T @ basis) @ (basis.T @ seen) * torch.tensor([0.5, 1, 2, 3, 4]).double(),
+                               np.eye(5), atol=1e-6)

@@ -9,6 +9,7 @@ vectors answer analogies and cluster word categories, and what an image-text mod
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -66,8 +67,8 @@ def findings_frame(findings: list[Finding]) -> pd.DataFrame:
 def compute_findings(ctx: StudyContext) -> list[Finding]:
     """The findings of every analysis that ran (those that did not run add none)."""
     findings: list[Finding] = []
-    for compute in _FINDERS:
-        findings += compute(ctx)
+    for entry in _FINDERS:
+        findings += _finder(entry, ctx)(ctx)
     return findings
 
 
@@ -203,15 +204,22 @@ def _mask_ratio(ctx: StudyContext) -> list[Finding]:
     sweep = ctx.results.get("mask_ratio")
     if sweep is None:
         return []
-    frame = sweep.to_frame()
-    best = frame.sort_values("probe_accuracy", ascending=False).iloc[0]
-    text = (f"Of mask ratios {', '.join(f'{r:g}' for r in frame['mask_ratio'])}, the MAE trained at "
-            f"{best['mask_ratio']:g} probes best (accuracy {best['probe_accuracy']:.2f})")
-    ratio = best.get("run_recon_ratio")
+    summary = sweep.summary().set_index("mask_ratio")
+    best = summary.loc[sweep.best_ratio]
+    n_seeds = int(best["n_seeds"])
+    spread = f" ± {best['probe_accuracy_std']:.2f} (sd over {n_seeds} seeds)" if n_seeds > 1 else ""
+    text = (f"Of mask ratios {', '.join(f'{r:g}' for r in summary.index)}, the MAE trained at "
+            f"{sweep.best_ratio:g} probes best (accuracy {best['probe_accuracy_mean']:.2f}{spread})")
+    if n_seeds > 1:
+        runner_up = summary.drop(index=sweep.best_ratio)["probe_accuracy_mean"]
+        if len(runner_up) and best["probe_accuracy_mean"] - runner_up.max() < best["probe_accuracy_std"]:
+            text += (f", within one sd of the ratio {runner_up.idxmax():g} ({runner_up.max():.2f}), so the peak is "
+                     "not resolved at these seeds")
+    ratio = best.get("run_recon_ratio_mean")
     if ratio is not None and np.isfinite(ratio) and ratio >= 1:
         text += (f"; but it reconstructs no better than the mean image (error ratio {ratio:.2f}), so its encoder has "
                  "barely learned the task and the ranking says little about the ratio")
-    return [Finding("Mask ratio", text + ".", "mask_ratio", value=float(best["probe_accuracy"]))]
+    return [Finding("Mask ratio", text + ".", "mask_ratio", value=float(best["probe_accuracy_mean"]))]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,6 +285,22 @@ def _captions(ctx: StudyContext) -> list[Finding]:
     return findings
 
 
-_FINDERS: tuple[Callable[[StudyContext], list[Finding]], ...] = (
-    _similarity, _transfer, _units, _subspaces, _mask_ratio, _words, _captions, _mlm_ratio,
+# The finders in the report's order. A (analysis, "module:function") finder lives beside its study step and
+# is imported only when that analysis has a result (its module imports this one).
+_FINDERS: tuple[Callable[[StudyContext], list[Finding]] | tuple[str, str], ...] = (
+    _similarity, _transfer, _units, _subspaces, ("codes", "probe.study._codes_step:codes_findings"),
+    ("colorization", "probe.study._colorization_step:colorization_findings"), _mask_ratio,
+    ("finetune", "probe.study._finetune_step:finetune_findings"), ("greedy", "probe.study._greedy_step:greedy_findings"),
+    _words, _captions, _mlm_ratio,
 )
+
+
+def _finder(entry: Callable[[StudyContext], list[Finding]] | tuple[str, str], ctx: StudyContext
+            ) -> Callable[[StudyContext], list[Finding]]:
+    if callable(entry):
+        return entry
+    analysis, path = entry
+    if analysis not in ctx.results:
+        return lambda ctx: []
+    module, _, function = path.partition(":")
+    return getattr(importlib.import_module(module), function)

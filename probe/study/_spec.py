@@ -213,6 +213,18 @@ ANALYSES: dict[str, dict[str, Option]] = {
                          items=(str,), words=("auto",)),
         "n_grid": Option((int,), 12, "decoded images per side of the grid", gt=1),
     },
+    "codes": {
+        "models": Option((list,), "all", "the models whose layers are clustered; 'all'", items=(str,), words=("all",)),
+        "layers": Option((list,), "auto", "MODEL/LAYER names; 'auto': up to 5 of each model's recorded layers",
+                         items=(str,), words=("auto",)),
+        "k": Option((int,), "classes", "k-means codes per layer; 'classes': the stimuli's number of classes (10 when "
+                    "unlabelled)", gt=1, words=("classes",)),
+        "pixels": Option((bool,), True, "also cluster the pixels, with the centroids shown as images"),
+    },
+    "colorization": {
+        "models": Option((list,), "all", "the colorization models of the study; 'all'", items=(str,), words=("all",)),
+        "n_images": Option((int,), 6, "test images shown as grey input, prediction and truth", gt=0),
+    },
     "words": {
         "vectors": Option((list,), "auto", "the word vectors compared: names of the study's language models "
                           "(word2vec, masked LM) and 'glove-6b-50d'; 'auto': every language model of the study, and "
@@ -240,6 +252,31 @@ ANALYSES: dict[str, dict[str, Option]] = {
                          items=(float,), gt=0, lt=1),
         "epochs": Option((int,), 3, "training epochs of each MAE", gt=0),
         "dataset": Option((str,), "digits", "a labelled dataset of zoo.list_datasets() the MAEs train on"),
+        "seeds": Option((list,), [0], "seeds; one MAE is trained per ratio and seed (error bars with two or more)",
+                        items=(int,), ge=0),
+    },
+    "finetune": {
+        "models": Option((list,), ["cnn", "ae-conv", "mae", "simclr"], "zoo models pretrained on pretrain_classes "
+                         "and adapted to probe_classes", items=(str,)),
+        "dataset": Option((str,), "digits", "a labelled dataset of zoo.list_datasets()"),
+        "pretrain_classes": Option((list,), [0, 1, 2, 3, 4], "labels the encoders are pretrained on", items=(int,), ge=0),
+        "probe_classes": Option((list,), [5, 6, 7, 8, 9], "unseen labels they are adapted to", items=(int,), ge=0),
+        "labels_per_class": Option((list,), [1, 10, 100], "labelled images per probe class", items=(int,), gt=0),
+        "seeds": Option((list,), [0, 1, 2], "seeds of the labelled draws and the new heads", items=(int,), ge=0),
+        "pretrain_epochs": Option((int,), 3, "pretraining epochs of each model", gt=0),
+        "steps": Option((int,), 100, "optimiser steps of each fine-tuning", gt=0),
+    },
+    "greedy": {
+        "dataset": Option((str,), "digits", "a labelled dataset of zoo.list_datasets(); images are flattened"),
+        "widths": Option((list,), [256, 128, 64], "hidden widths of the MLP, bottom first", items=(int,), gt=0,
+                         repeats=True),
+        "labels_per_class": Option((list,), [10, 100], "labelled images per class (every image is added as 'all')",
+                                   items=(int,), gt=0),
+        "seeds": Option((list,), [0, 1, 2], "one pretraining, labelled draw and initialisation per seed",
+                        items=(int,), ge=0),
+        "activation": Option((str,), "relu", "hidden nonlinearity", choices=("relu", "sigmoid", "tanh")),
+        "pretrain_epochs": Option((int,), 10, "epochs of each greedy layer", gt=0),
+        "finetune_epochs": Option((int,), 20, "passes over the labelled images (at least 300 steps)", gt=0),
     },
     "function_views": {
         "dataset": Option((str,), "moons", "the 2-D dataset", choices=("moons", "spiral")),
@@ -264,16 +301,23 @@ ANALYSIS_HELP = {
     "transfer": "linear probes on every layer; accuracy vs labels per class",
     "neighbours": "a few query stimuli and their nearest stimuli in the pixels and at each layer",
     "code_plane": "autoencoders: the stimuli in the plane of the code, and what is decoded across it",
+    "codes": "k-means codes of the pixels and of each layer: centroids, and how the codes match the classes; "
+             "VQ-VAE codebook use",
+    "colorization": "colorization models: grey input, predicted colour and truth, and the colour error",
     "words": "word vectors: nearest neighbours, analogies, the geometry of word categories",
     "captions": "image-text models: zero-shot accuracy on seen and held-out classes, image-caption similarity",
     "mask_ratio": "MAEs trained with different mask ratios, their frozen encoders probed (trains models)",
+    "finetune": "encoders pretrained on some classes, adapted to unseen ones by a linear probe, by fine-tuning "
+                "the last block, or all of it, with few labels (trains models)",
+    "greedy": "greedy layer-wise pretraining against end-to-end training of a deep MLP, by labels per class "
+              "(trains models)",
     "function_views": "an MLP on a 2-D dataset: the input plane as each layer maps it (trains a model)",
     "mlm_ratio": "masked language models trained with different mask ratios (trains models)",
 }
 
 
 #: Analyses that train models: they run only when the study names them.
-OPT_IN_ANALYSES = ("mask_ratio", "function_views", "mlm_ratio")
+OPT_IN_ANALYSES = ("mask_ratio", "finetune", "greedy", "function_views", "mlm_ratio")
 
 
 def default_analyses() -> dict[str, dict[str, Any]]:
@@ -1183,16 +1227,38 @@ def _analyses(check: _Checker, value: Any, models: list[ModelEntrySpec],
             chosen[name] = check.options(key, given, ANALYSES[name], f"in [{key}]")
     _subspace_layer(check, chosen.get("subspaces"), models, names)
     _transfer_options(check, chosen.get("transfer"), names)
-    for name in ("similarity", "transfer", "captions", "neighbours", "code_plane"):
+    for name in ("similarity", "transfer", "captions", "neighbours", "code_plane", "codes", "colorization"):
         _model_list(check, f"analyses.{name}.models", (chosen.get(name) or {}).get("models"), names)
     vectors = (chosen.get("words") or {}).get("vectors")
     if isinstance(vectors, list):
         _model_list(check, "analyses.words.vectors", vectors, [*names, GLOVE])
-    for name in ("mask_ratio", "mlm_ratio"):
+    _finetune_options(check, chosen.get("finetune"))
+    for name in ("mask_ratio", "finetune", "greedy", "mlm_ratio"):
         if chosen.get(name) and chosen[name]["dataset"] is not _MISSING:
             resolved = _dataset(check, chosen[name]["dataset"], "train", f"analyses.{name}")
             chosen[name]["dataset"] = resolved or chosen[name]["dataset"]  # a path made absolute
     return {name: chosen[name] for name in ANALYSES if name in chosen}
+
+
+def _finetune_options(check: _Checker, options: dict[str, Any] | None) -> None:
+    """The fine-tuning comparison names zoo models (not the study's) and two disjoint sets of classes."""
+    if not options:
+        return
+    models = options.get("models")
+    for i, model in enumerate(models if isinstance(models, list) else []):
+        if isinstance(model, str) and model not in _OFFLINE_MODELS:
+            closest = check.closest(model, _OFFLINE_MODELS)
+            check.add(f"analyses.finetune.models[{i}]", f"unknown zoo model {model!r}"
+                      + (f"; did you mean {', '.join(map(repr, closest))}?" if closest else "")
+                      + " (probe models lists them)")
+    pretrain, probe = options.get("pretrain_classes"), options.get("probe_classes")
+    if isinstance(pretrain, list) and isinstance(probe, list):
+        shared = sorted(set(pretrain) & set(probe))
+        if shared:
+            check.add("analyses.finetune", f"classes {shared} are in both pretrain_classes and probe_classes; they must be "
+                      "disjoint, so that the adaptation is to classes the encoders never saw")
+        elif len(set(probe)) < 2:
+            check.add("analyses.finetune.probe_classes", "needs at least two classes")
 
 
 def _model_list(check: _Checker, key: str, value: Any, names: list[str]) -> None:

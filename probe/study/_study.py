@@ -65,9 +65,13 @@ ANALYSIS_STEPS: dict[str, str] = {
     "transfer": "probe.study._transfer_step:transfer_analysis",
     "neighbours": "probe.study._neighbours_step:neighbours_analysis",
     "code_plane": "probe.study._code_plane:code_plane_analysis",
+    "codes": "probe.study._codes_step:codes_analysis",
+    "colorization": "probe.study._colorization_step:colorization_analysis",
     "words": "probe.study._words_step:words_analysis",
     "captions": "probe.study._captions_step:captions_analysis",
     "mask_ratio": "probe.study._transfer_step:mask_ratio_analysis",
+    "finetune": "probe.study._finetune_step:finetune_analysis",
+    "greedy": "probe.study._greedy_step:greedy_analysis",
     "function_views": "probe.study._function_experiments:function_views_analysis",
     "mlm_ratio": "probe.study._words_step:mlm_ratio_analysis",
 }

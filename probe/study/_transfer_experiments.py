@@ -99,7 +99,8 @@ def _check_reusable(run_dir: Path, model_name: str, expected: dict[str, Any]) ->
 
 
 def _trained_model(model_name: str, run_dir: Path, **train_options: Any) -> torch.nn.Module:
-    """Load a finished run (checked against ``train_options``), resume an interrupted one, or train a new one."""
+    """Load a finished run (checked against ``train_options``), resume an interrupted one (or restart one killed
+    before its first checkpoint), or train a new one."""
 
     if (run_dir / "model.safetensors").exists():
         epochs = train_options["epochs"] if train_options["epochs"] is not None else zoo.train_defaults(model_name).epochs
@@ -107,7 +108,11 @@ def _trained_model(model_name: str, run_dir: Path, **train_options: Any) -> torc
         _check_reusable(run_dir, model_name, {"dataset": train_options["dataset"], "dataset options": options,
                                               "epochs": int(epochs), "seed": train_options["seed"]})
         return zoo.load(run_dir, device=zoo.resolve_device(train_options["device"]))
-    return zoo.train(model_name, out=run_dir, resume=run_dir.exists(), **train_options).model
+    # A run killed before its first checkpoint left only its config and manifest: start it again
+    # (force deletes exactly the files that manifest lists).
+    resume = zoo.RunDir(run_dir).has_checkpoint()
+    restart = not resume and (run_dir / "manifest.json").exists()
+    return zoo.train(model_name, out=run_dir, resume=resume, force=restart, **train_options).model
 
 
 def _run_metrics(run_dir: Path) -> dict[str, float]:

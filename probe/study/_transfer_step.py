@@ -170,18 +170,21 @@ def _group_transfer(ctx: StudyContext, words: str, labels: np.ndarray, probed: l
 
 def mask_ratio_analysis(
     ctx: StudyContext, *, ratios: Sequence[float] = (0.25, 0.5, 0.75, 0.9), epochs: int = 3, dataset: str = "digits",
+    seeds: Sequence[int] = (0,),
 ) -> list[Section]:
-    """Train one MAE per mask ratio on ``dataset`` (runs in ``ctx.out / "mask-ratio"``; finished ones are
-    reused) and probe each frozen encoder on its test split (``probe.study.mask_ratio_sweep``).
+    """Train one MAE per mask ratio and seed on ``dataset`` (runs in ``ctx.out / "mask-ratio"``; finished ones
+    are reused) and probe each frozen encoder on its test split (``probe.study.mask_ratio_sweep``).
 
-    The table ``mask-ratio`` holds one row per ratio.
+    The table ``mask-ratio`` holds one row per ratio and seed.
     """
-    sweep = mask_ratio_sweep(tuple(ratios), dataset=dataset, epochs=epochs, out=ctx.out / "mask-ratio", seed=ctx.seed,
+    sweep = mask_ratio_sweep(tuple(ratios), dataset=dataset, epochs=epochs, out=ctx.out / "mask-ratio", seeds=seeds,
                              device=ctx.device, progress=ctx.progress)
     ctx.results["mask_ratio"] = sweep
     ctx.add_table("mask-ratio", sweep.to_frame())
-    notes = (f"One MAE per mask ratio, {epochs} epochs each on {dataset}; each frozen encoder is probed with a "
-             "linear probe (C chosen by cross-validation, shown per ratio) and a cosine kNN.")
+    n_seeds = len(set(seeds))
+    notes = (f"One MAE per mask ratio{' and seed' if n_seeds > 1 else ''}, {epochs} epochs each on {dataset}"
+             f"{f' ({n_seeds} seeds)' if n_seeds > 1 else ''}; each frozen encoder is probed with a linear probe "
+             "(C chosen by cross-validation) and a cosine kNN.")
     return [transfer_section(None, None, sweep, notes=notes + _untrained_caveat(sweep, epochs),
                              title="Transfer: MAE mask ratio")]
 
@@ -189,12 +192,12 @@ def mask_ratio_analysis(
 def _untrained_caveat(sweep: Any, epochs: int) -> str:
     """A caveat when some MAEs reconstruct no better than the mean image: their probe scores then say
     little about the mask ratio."""
-    frame = sweep.to_frame()
-    if "run_recon_ratio" not in frame:
+    frame = sweep.summary()
+    if "run_recon_ratio_mean" not in frame:
         return ""
-    poor = frame[frame["run_recon_ratio"] >= 1]
+    poor = frame[frame["run_recon_ratio_mean"] >= 1]
     if not len(poor):
         return ""
     return (f" Caveat: the MAEs at ratios {', '.join(f'{r:g}' for r in poor['mask_ratio'])} reconstruct no better than "
-            f"the mean image (error ratio ≥ 1 after {epochs} epochs): their encoders have barely learned the task, so "
+            f"the mean image (mean error ratio ≥ 1 after {epochs} epochs): their encoders have barely learned the task, so "
             "their probe accuracies do not rank the ratios; benchmarks/transfer_bars.py trains the sweep for longer.")
