@@ -32,6 +32,7 @@ from analyses._cka import cka
 from analyses._compare import compare_rdms
 from analyses._function_views import FunctionViews, function_views
 from analyses._kmeans import KMeansCoder
+from analyses._code_agreement import CodebookUsage, LayerCodes, codebook_usage, kmeans_codes
 from analyses._linear_autoencoder import LinearAutoencoder
 from analyses._linear_probe import DEFAULT_CS, ProbeResult, knn_accuracy, linear_probe
 from analyses._memory import DEFAULT_MEMORY_LIMIT, MemoryLimitError, get_memory_limit, set_memory_limit
@@ -77,6 +78,10 @@ from analyses._word_vectors import (
 __all__ = [
     # k-means as a representation learner
     "KMeansCoder",
+    "kmeans_codes",
+    "LayerCodes",
+    "codebook_usage",
+    "CodebookUsage",
     # the input plane as each layer maps it
     "function_views",
     "FunctionViews",

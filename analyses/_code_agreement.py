@@ -20,7 +20,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from analyses._kmeans import KMeansCoder, _as_data_matrix
 
-__all__ = ["LayerCodes", "CodebookUsage", "kmeans_codes", "codebook_usage", "code_purity", "majority_classes"]
+__all__ = ["CodebookUsage", "LayerCodes", "code_purity", "codebook_usage", "kmeans_codes", "majority_classes"]
 
 
 @dataclass

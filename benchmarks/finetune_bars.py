@@ -10,7 +10,7 @@ reused. Wall time and load average are printed.
 Usage::
 
     python benchmarks/finetune_bars.py [--models cnn ae-conv vq-vae mae simclr clip] [--seeds 0 1 2]
-        [--pretrain-epochs 3] [--steps 100] [--threads 1]
+        [--pretrain-epochs 3] [--steps 200] [--threads 1]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--labels", type=int, nargs="+", default=[1, 10, 100], help="labels per class")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pretrain-epochs", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=100, help="optimiser steps of each fine-tuning")
+    parser.add_argument("--steps", type=int, default=200, help="optimiser steps of each fine-tuning")
     parser.add_argument("--out", type=Path, default=Path("runs/finetune-bars"), help="pretraining runs (reused)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")

@@ -8,6 +8,10 @@ analysis, and imports no analysis code. Adding a section is one function and one
 
 from reports._captions_section import captions_section
 from reports._code_plane_section import code_plane_section
+from reports._codes_section import codes_section
+from reports._colorization_section import colorization_section
+from reports._finetune_section import finetune_section
+from reports._greedy_section import greedy_section
 from reports._colors import model_colors
 from reports._language_section import masked_lm_section
 from reports._function_section import function_views_section
@@ -53,4 +57,8 @@ __all__ = [
     "neighbours_section",
     "function_views_section",
     "code_plane_section",
+    "codes_section",
+    "colorization_section",
+    "finetune_section",
+    "greedy_section",
 ]

@@ -3,7 +3,8 @@ and how each VQ-VAE uses its codebook."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from reports._render import figure_to_data_uri, render_fragment, table_html
 from reports._report import Section

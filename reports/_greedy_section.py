@@ -19,12 +19,14 @@ def _accuracy_figure(result: Any) -> str:
 
     fig, ax = plt.subplots(figsize=(6.0, 3.2))
     summary = result.summary()
-    for colour, (method, rows) in zip(("C0", "C1"), summary.groupby("method", sort=False)):
+    methods = list(summary.groupby("method", sort=False))
+    for i, (colour, (method, rows)) in enumerate(zip(("C0", "C1"), methods)):
+        dodge = 1.04 ** (i - (len(methods) - 1) / 2)  # the methods side by side at each budget (log x)
         rows = rows.sort_values("labels_per_class")
-        ax.errorbar(rows["labels_per_class"], rows["accuracy_mean"], yerr=rows["accuracy_sd"], color=colour,
+        ax.errorbar(rows["labels_per_class"] * dodge, rows["accuracy_mean"], yerr=rows["accuracy_sd"], color=colour,
                     marker="o", markersize=4, capsize=3, label=method)
         runs = result.frame[result.frame["method"] == method]
-        ax.scatter(runs["labels_per_class"], runs["accuracy"], color=colour, alpha=0.3, s=12, linewidths=0)
+        ax.scatter(runs["labels_per_class"] * dodge, runs["accuracy"], color=colour, alpha=0.4, s=12, linewidths=0)
     ax.set_xscale("log")
     ax.set_xlabel("labels per class")
     ax.set_ylabel("test accuracy")

@@ -34,7 +34,7 @@ def _nmi(a, b):
     pa, pb = joint.sum(1), joint.sum(0)
     nonzero = joint > 0
     mi = (joint[nonzero] * np.log(joint[nonzero] / np.outer(pa, pb)[nonzero])).sum()
-    entropy = lambda p: -(p * np.log(p)).sum()  # noqa: E731
+    entropy = lambda p: -(p * np.log(p)).sum()
     return mi / ((entropy(pa) + entropy(pb)) / 2)
 
 
@@ -136,7 +136,8 @@ def test_the_section_shows_centroids_agreement_and_codebooks():
 
 SPEC = {"title": "codes", "data": {"dataset": "digits", "split": "test", "limit": 60},
         "models": [{"name": "cnn", "arch": "zoo:cnn", "layers": ["features.relu1", "relu_fc1"]},
-                   {"name": "vq", "run": "runs/vq", "train": {"model": "vq-vae", "dataset": "digits", "epochs": 1}}],
+                   {"name": "vq", "run": "runs/vq", "train": {"model": "vq-vae", "dataset": "digits", "epochs": 1,
+                                                           "settings": {"width": 8, "n_codes": 16}}}],
         "analyses": {"codes": {}}}
 
 
@@ -159,7 +160,7 @@ def test_the_study_clusters_the_pixels_and_every_layer_and_counts_the_codebook(s
     row = codes[codes["layer"] == "relu_fc1"].iloc[0]
     assert row["adjusted_rand"] == pytest.approx(again.adjusted_rand) and row["purity"] == pytest.approx(again.purity)
     book = result.tables["codebook"]
-    assert list(book["model"]) == ["vq"] and book.loc[0, "n_codes"] == 64
+    assert list(book["model"]) == ["vq"] and book.loc[0, "n_codes"] == 16
     assert book.loc[0, "n_positions"] == 60 * 2 * 2  # one code per position of the 2x2 grid of an 8x8 digit
     counts = result.results["codes"]["codebooks"]["vq"].counts
     assert book.loc[0, "used_codes"] == (counts > 0).sum() and 1 <= book.loc[0, "perplexity"] <= (counts > 0).sum()
@@ -177,7 +178,7 @@ def test_the_findings_name_the_best_layer_and_the_codebook(study, tmp_path):
     assert findings[0].model == best["model"] and findings[0].value == pytest.approx(best["adjusted_rand"])
     assert f"{best['model']} · {best['layer']}" in findings[0].text
     assert f"pixels' codes: {codes.iloc[0]['adjusted_rand']:.2f}" in findings[0].text
-    assert findings[1].model == "vq" and f"of its 64 codes" in findings[1].text
+    assert findings[1].model == "vq" and "of its 16 codes" in findings[1].text
     assert codes_findings(StudyContext(out=tmp_path)) == []
 
 

@@ -72,3 +72,21 @@ def test_last_block_trains_only_that_block_and_steps_fix_the_number_of_updates(d
         finetune(model, train, test, trainable="middle")
     with pytest.raises(ValueError, match="contradicts"):
         finetune(model, train, test, freeze_encoder=True, trainable="all")
+
+
+def test_normalized_features_enter_the_head_standardised_and_the_head_starts_at_zero(digits):
+    train, test = digits
+    torch.manual_seed(0)
+    model = zoo.create_model("mlp", input_shape=[1, 8, 8], n_classes=10)
+    classifier = FinetunedClassifier(model, 128, 10, normalize_features=True)
+    norm, linear = classifier.head
+    assert not norm.affine and torch.count_nonzero(linear.weight) == 0 and torch.count_nonzero(linear.bias) == 0
+    images = torch.stack([train[i][0] for i in range(200)])
+    features = classifier.encode(images)
+    standardised = norm(features)  # train mode: the batch's statistics
+    live = features.std(0) > 1e-6
+    torch.testing.assert_close(standardised[:, live], (features[:, live] - features[:, live].mean(0))
+                               / torch.sqrt(features[:, live].var(0, unbiased=False) + norm.eps))
+    result = finetune(model, train, test, trainable="head", normalize_features=True, steps=40, lr=1e-2,
+                      device="cpu", progress=False)
+    assert result.accuracy > 0.5  # chance is 0.1

@@ -49,3 +49,16 @@ def test_mask_ratio_summary_gives_mean_and_sd_over_seeds():
     assert summary.loc[0.5, "probe_accuracy_std"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
     assert summary.loc[0.75, "n_seeds"] == 2 and summary.loc[0.5, "run_recon_ratio_mean"] == pytest.approx(0.5)
     assert sweep.best_ratio == 0.75
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_started_again(tmp_path):
+    from probe.study._transfer_experiments import _trained_model
+
+    killed = zoo.RunDir.create(tmp_path / "run")
+    killed.write_config({"model": {"name": "mlp"}, "note": "killed before the first epoch ended"})
+    (tmp_path / "run" / "notes.txt").write_text("the user's own file")
+    assert not killed.has_checkpoint()
+    model = _trained_model("mlp", tmp_path / "run", dataset="digits", epochs=1, seed=0, device="cpu", progress=False)
+    assert zoo.RunDir.open(tmp_path / "run").read_config()["model"]["name"] == "mlp"
+    assert (tmp_path / "run" / "model.safetensors").exists() and model.config["hidden"]
+    assert (tmp_path / "run" / "notes.txt").read_text() == "the user's own file"  # not the toolkit's: kept

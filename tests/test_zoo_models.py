@@ -46,6 +46,14 @@ def test_model_honours_the_contract(name):
     assert features.dim() == 2 and features.shape[0] == 3
     modules = dict(model.named_modules())
     assert model.recordable_layers() and all(layer in modules for layer in model.recordable_layers())
+    called = set()  # what probe.record hooks: each recordable layer must run in forward
+    hooks = [modules[layer].register_forward_hook(lambda *_, layer=layer: called.add(layer))
+             for layer in model.recordable_layers()]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    assert called == set(model.recordable_layers())
     if model.family == "autoencoder":
         assert model.reconstruct(x).shape == x.shape
     if model.family == "mae":

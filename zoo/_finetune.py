@@ -32,12 +32,23 @@ class FinetunedClassifier(nn.Module):
         d, the width of ``encode``'s output.
     n_classes
         Number of output classes.
+    normalize_features
+        Put a batch norm without learned scale or shift before the linear layer (as MAE's linear
+        probing does), so that every feature enters standardised: encoders whose features differ in
+        scale by orders of magnitude (a mean of LayerNorm outputs, an L2-normalised embedding) then
+        learn at the same rates. Its running statistics become part of the model.
     """
 
-    def __init__(self, encoder: nn.Module, n_features: int, n_classes: int):
+    def __init__(self, encoder: nn.Module, n_features: int, n_classes: int, normalize_features: bool = False):
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(n_features, n_classes)
+        linear = nn.Linear(n_features, n_classes)
+        if normalize_features:
+            nn.init.zeros_(linear.weight)  # no random direction for the few first steps to undo
+            nn.init.zeros_(linear.bias)
+            self.head = nn.Sequential(nn.BatchNorm1d(n_features, affine=False), linear)
+        else:
+            self.head = linear
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's representation, shape (batch, d)."""
@@ -154,6 +165,7 @@ def finetune(
     encoder_lr: float | None = None,
     freeze_encoder: bool = False,
     trainable: str | None = None,
+    normalize_features: bool = False,
     steps: int | None = None,
     eval_every: int = 1,
     batch_size: int = 128,
@@ -183,6 +195,10 @@ def finetune(
     trainable
         What is trained besides the head: ``"all"`` (the default), ``"last_block"`` (the encoder's
         last block, see ``last_block``; the rest stays frozen, in eval mode) or ``"head"``.
+    normalize_features
+        Standardise the features before the head with a batch norm without affine parameters, the
+        head's weights starting at zero (see ``FinetunedClassifier``); ``finetune_comparison`` uses
+        it so that no encoder is slowed by the scale of its features.
     steps
         Train for this many optimiser steps instead of ``epochs`` (the last epoch is cut short), so
         that budgets of 5 and of 5,000 labelled images get the same number of updates.
@@ -227,7 +243,7 @@ def finetune(
     with torch.no_grad():
         encoder.eval()
         n_features = encoder.encode(train[0][0][None].to(device)).shape[1]
-    classifier = FinetunedClassifier(encoder, n_features, n_classes).to(device)
+    classifier = FinetunedClassifier(encoder, n_features, n_classes, normalize_features).to(device)
     trained_modules = {"all": [""], "head": [], "last_block": last_block(model) if trainable == "last_block" else []}[trainable]
     encoder.requires_grad_(False)
     named = dict(encoder.named_modules())

@@ -3,7 +3,8 @@ codebook use of every VQ-VAE."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from reports import Section
 from reports._codes_section import codes_section
 from zoo import iterate_batches
 
-__all__ = ["codes_analysis", "codes_findings", "is_vq_model", "model_codebook_usage", "PIXELS_LAYER"]
+__all__ = ["PIXELS_LAYER", "codes_analysis", "codes_findings", "is_vq_model", "model_codebook_usage"]
 
 # The layer name of the pixels' codes (their model is "").
 PIXELS_LAYER = "pixels"

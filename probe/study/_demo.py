@@ -36,6 +36,9 @@ PATCHES_LAYERS = ("encoder.conv1", "encoder.relu1", "encoder.conv2", "encoder.re
                   "decoder.relu_fc", "decoder.relu1", "decoder.out")
 
 CODE_2D = "ae-vae-2d"
+# One model of each image family for the fine-tuning comparison: supervised, autoencoder, vector-quantised,
+# masked, contrastive, image-text.
+FINETUNE_MODELS = ("cnn", "ae-conv", "vq-vae", "mae", "simclr", "clip")
 # Language models, trained on the King James Bible when Debian's bible-kjv is installed, else on Python's own
 # documentation (always present); GloVe joins them when its package is installed. Epochs (full, quick):
 # word2vec finds king - man + woman -> queen on the Bible after 5 epochs (benchmarks/language_bars.py); the
@@ -201,7 +204,10 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
         "captions": {"n_cka": 300 if quick else 1000, "probe_per_class": 100 if quick else 500},
     }
     if not quick:
-        analyses["mask_ratio"] = {"ratios": [0.25, 0.5, 0.75, 0.9], "epochs": 3, "dataset": "digits"}
+        analyses["mask_ratio"] = {"ratios": [0.25, 0.5, 0.75, 0.9], "epochs": 3, "dataset": "digits", "seeds": [0, 1]}
+        # every image family of the zoo, pretrained on digits 0-4 and adapted to 5-9
+        analyses["finetune"] = {"models": list(FINETUNE_MODELS), "dataset": "digits", "labels_per_class": [1, 10, 100],
+                                "seeds": [0, 1, 2], "pretrain_epochs": 5, "steps": 200}
         # on Python's documentation (65,000 words), so that four models train in about half a minute
         analyses["mlm_ratio"] = {"ratios": [0.05, 0.15, 0.3, 0.5], "epochs": 6, "dataset": "pydoc-topics"}
         analyses["function_views"] = {"dataset": "spiral", "widths": [8, 8, 2], "epochs": 300}

@@ -37,7 +37,8 @@ class Finding:
     ----------
     topic
         What it is about: ``"Similarity"``, ``"Reference RDM"``, ``"Transfer"``, ``"Label efficiency"``,
-        ``"Units"``, ``"Subspaces"``, ``"Mask ratio"``, ``"Words"``, ``"Captions"``, ``"Masked LM ratio"``.
+        ``"Units"``, ``"Subspaces"``, ``"Codes"``, ``"Colorization"``, ``"Mask ratio"``, ``"Fine-tuning"``,
+        ``"Greedy pretraining"``, ``"Words"``, ``"Captions"``, ``"Masked LM ratio"``.
     text
         The sentence, with its numbers.
     analysis

@@ -7,8 +7,7 @@ from typing import Sequence
 from probe.study._context import StudyContext
 from probe.study._findings import Finding
 from probe.study._finetune_experiments import finetune_comparison
-from reports import Section
-from reports._finetune_section import finetune_section
+from reports import Section, finetune_section
 
 __all__ = ["finetune_analysis", "finetune_findings"]
 
@@ -17,7 +16,7 @@ def finetune_analysis(
     ctx: StudyContext, *, models: Sequence[str] = ("cnn", "ae-conv", "mae", "simclr"), dataset: str = "digits",
     pretrain_classes: Sequence[int] = (0, 1, 2, 3, 4), probe_classes: Sequence[int] = (5, 6, 7, 8, 9),
     labels_per_class: Sequence[int] = (1, 10, 100), seeds: Sequence[int] = (0, 1, 2), pretrain_epochs: int = 3,
-    steps: int = 100,
+    steps: int = 200,
 ) -> list[Section]:
     """Pretrain each zoo model on ``pretrain_classes`` (runs in ``ctx.out / "class-split"``, reused when
     finished) and compare a linear probe, last-block and full fine-tuning on ``probe_classes``

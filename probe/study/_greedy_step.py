@@ -7,7 +7,8 @@ weights on the same labels) and shows test accuracy by budget and each greedy la
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 

@@ -264,7 +264,7 @@ ANALYSES: dict[str, dict[str, Option]] = {
         "labels_per_class": Option((list,), [1, 10, 100], "labelled images per probe class", items=(int,), gt=0),
         "seeds": Option((list,), [0, 1, 2], "seeds of the labelled draws and the new heads", items=(int,), ge=0),
         "pretrain_epochs": Option((int,), 3, "pretraining epochs of each model", gt=0),
-        "steps": Option((int,), 100, "optimiser steps of each fine-tuning", gt=0),
+        "steps": Option((int,), 200, "optimiser steps of each fine-tuning", gt=0),
     },
     "greedy": {
         "dataset": Option((str,), "digits", "a labelled dataset of zoo.list_datasets(); images are flattened"),

@@ -371,7 +371,7 @@ class Colorization(ZooModel):
         return (rgb - self.pixel_mean) / self.pixel_std
 
     def recordable_layers(self) -> list[str]:
-        return ["features.relu1", "features.relu2", "features.relu3", "features.pool3", "decoder.2", "decoder.5", "head"]
+        return ["features.relu1", "features.relu2", "features.relu3", "decoder.2", "decoder.5", "head"]
 
     @torch.no_grad()
     def evaluate(self, train_set, test_set) -> dict[str, float]:
