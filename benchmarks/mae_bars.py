@@ -8,7 +8,7 @@ the load average are printed, since the machine may be shared.
 
 Usage::
 
-    python benchmarks/mae_bars.py [--ratios 0.25 0.5 0.75 0.9] [--seeds 0 1 2] [--epochs 3] [--threads 1]
+    python benchmarks/mae_bars.py [--ratios 0.25 0.5 0.75 0.9] [--seeds 0 1 2] [--epochs 3] [--probe-per-class 1000] [--threads 1]
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75, 0.9])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of each MAE")
+    parser.add_argument("--probe-per-class", type=int, default=1000,
+                        help="training images per class the probe is fit on (0: all 6,000)")
     parser.add_argument("--out", type=Path, default=Path("runs/mae-bars"), help="run folder (reused)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
@@ -40,9 +42,11 @@ def main() -> None:
     pd.set_option("display.width", 200, "display.max_columns", 30, "display.precision", 3)
     started = time.perf_counter()
     sweep = mask_ratio_sweep(args.ratios, dataset="fashion-mnist", epochs=args.epochs, out=args.out, seeds=args.seeds,
-                             device=args.device, progress=False)
+                             device=args.device, probe_per_class=args.probe_per_class or None, progress=False)
     seconds = time.perf_counter() - started
-    print(f"== MAE mask-ratio sweep on Fashion-MNIST, {args.epochs} epochs per run ==")
+    n_probe = sweep.to_frame()["n_probe_train"].iloc[0]
+    print(f"== MAE mask-ratio sweep on Fashion-MNIST, {args.epochs} epochs per run; probes fit on {n_probe} "
+          "training images, scored on the 10,000 test images ==")
     print(sweep.to_frame().drop(columns="run_dir").to_string(index=False))
     print("\nmean and standard deviation over seeds:")
     summary = sweep.summary()

@@ -32,7 +32,7 @@ def _centroid_figure(codes: Any, images: np.ndarray, class_names: Sequence[str] 
     order = np.argsort(-codes.code_sizes, kind="stable")
     columns = min(len(order), _CENTROIDS_PER_ROW)
     rows = -(-len(order) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(0.8 * columns + 0.4, 1.0 * rows + 0.2), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(0.9 * columns + 0.4, 1.15 * rows + 0.2), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     grey = images.ndim == 3
@@ -40,9 +40,9 @@ def _centroid_figure(codes: Any, images: np.ndarray, class_names: Sequence[str] 
         ax = axes.ravel()[position]
         ax.imshow(images[code], cmap="gray" if grey else None, vmin=0, vmax=1)
         labelled = codes.majority[code] >= 0
-        ax.set_title((f"{_class_name(int(codes.majority[code]), class_names)} · " if labelled else "")
-                     + f"n={int(codes.code_sizes[code])}", fontsize=7, pad=2)
-    fig.subplots_adjust(wspace=0.1, hspace=0.35)
+        ax.set_title((f"{_class_name(int(codes.majority[code]), class_names)}\n" if labelled else "")
+                     + f"n={int(codes.code_sizes[code])}", fontsize=6.5, pad=2)
+    fig.subplots_adjust(wspace=0.15, hspace=0.5)
     return figure_to_data_uri(fig)
 
 

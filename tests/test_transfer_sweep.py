@@ -23,6 +23,7 @@ def test_encode_features_matches_a_forward_pass():
 @pytest.mark.slow  # trains a (tiny) MAE for one epoch
 def test_mask_ratio_sweep_trains_once_and_reuses_runs(tmp_path):
     sweep = mask_ratio_sweep((0.5,), epochs=1, out=tmp_path, C=1.0, device="cpu", progress=False, seeds=(0, 1),
+                             probe_per_class=20,
                              embed_dim=16, depth=1, decoder_dim=16, decoder_depth=1)
     assert isinstance(sweep, MaskRatioSweep)
     frame = sweep.to_frame()
@@ -30,8 +31,9 @@ def test_mask_ratio_sweep_trains_once_and_reuses_runs(tmp_path):
     assert frame["probe_accuracy"].between(0.1, 1).all()
     assert frame["probe_accuracy"].iloc[0] != frame["probe_accuracy"].iloc[1]  # two seeds, two MAEs
     assert (tmp_path / "mae-ratio-0.5-seed1" / "model.safetensors").exists()
+    assert list(frame["n_probe_train"]) == [200, 200]  # 20 per class of the ten digits
     again = mask_ratio_sweep((0.5,), epochs=1, out=tmp_path, C=1.0, device="cpu", progress=False, seeds=0,
-                             embed_dim=16, depth=1, decoder_dim=16, decoder_depth=1)
+                             probe_per_class=20, embed_dim=16, depth=1, decoder_dim=16, decoder_depth=1)
     assert again.to_frame()["probe_accuracy"].iloc[0] == pytest.approx(frame["probe_accuracy"].iloc[0])
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         mask_ratio_sweep((0.5, 1.0), out=tmp_path)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 import zoo
 from analyses import knn_accuracy, linear_probe
+from probe.study._pretraining_experiments import labelled_subset
 
 __all__ = ["encode_features", "MaskRatioSweep", "mask_ratio_sweep", "ClassSplitTransfer", "class_split_transfer"]
 
@@ -49,7 +50,7 @@ class MaskRatioSweep:
         One row per mask ratio and seed: mask_ratio, seed, probe_accuracy, knn_accuracy, C, the
         training run's final evaluation as run_recon_mse, run_mean_image_mse, run_recon_ratio
         (error on the masked patches at that run's own mask ratio, over the mean image's) and
-        run_knn_accuracy, then run_dir.
+        run_knn_accuracy, then n_probe_train (images the probe was fit on) and run_dir.
     dataset
         The dataset pretrained on and probed.
     """
@@ -132,6 +133,7 @@ def mask_ratio_sweep(
     device: str | torch.device = "auto",
     C: float | None = None,
     knn_k: int = 5,
+    probe_per_class: int | None = None,
     progress: bool = True,
     **model_options: Any,
 ) -> MaskRatioSweep:
@@ -157,6 +159,10 @@ def mask_ratio_sweep(
         Probe inverse penalty; None: cross-validated.
     knn_k
         Neighbours of the cosine kNN read-out.
+    probe_per_class
+        Fit the probe and the kNN on this many training images per class (drawn with each seed by
+        ``labelled_subset``; None: all), to save time on large datasets. Always scored on the whole
+        test split.
     progress
         Progress bars.
     **model_options
@@ -173,19 +179,23 @@ def mask_ratio_sweep(
     if train_set.info.n_classes in (0, None):
         raise ValueError(f"dataset {dataset!r} is unlabelled; a mask-ratio sweep probes labels, pick a labelled one")
     rows = []
-    for ratio, seed in itertools.product(ratios, seeds):
+    # seed-major: an interrupted sweep has whole sweeps of the first seeds to show
+    for seed, ratio in itertools.product(seeds, ratios):
         run_dir = Path(out) / f"mae-ratio-{ratio:g}-seed{seed}"
         model = _trained_model("mae", run_dir, dataset=dataset, epochs=epochs, seed=seed, device=device,
                                progress=progress, mask_ratio=ratio, **model_options)
         X_train, y_train = encode_features(model, train_set)
         X_test, y_test = encode_features(model, test_set)
+        fit_rows = labelled_subset(y_train, probe_per_class, seed)
+        X_train, y_train = X_train[fit_rows], y_train[fit_rows]
         probe = linear_probe(X_train, y_train, X_test, y_test, C=C, random_state=seed, device=device,
                              model=f"mae-{ratio:g}")
         rows.append(dict(mask_ratio=ratio, seed=seed, probe_accuracy=probe.accuracy,
                          knn_accuracy=knn_accuracy(X_train, y_train, X_test, y_test, k=knn_k, device=device),
                          C=probe.C, **{f"run_{name}": value for name, value in _run_metrics(run_dir).items()},
-                         run_dir=str(run_dir)))
-    return MaskRatioSweep(frame=pd.DataFrame(rows), dataset=dataset)
+                         n_probe_train=len(fit_rows), run_dir=str(run_dir)))
+    frame = pd.DataFrame(rows).sort_values(["mask_ratio", "seed"], kind="stable").reset_index(drop=True)
+    return MaskRatioSweep(frame=frame, dataset=dataset)
 
 
 _DEFAULT_CLASS_SPLIT_OUT = "runs/class-split"
