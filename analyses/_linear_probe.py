@@ -9,14 +9,18 @@ minimises exactly scikit-learn's objective (``LogisticRegression(C=C)``, lbfgs, 
 with one weight vector for two classes (as scikit-learn does) and one per class otherwise.
 Speed comes from solving it in better coordinates, which leaves the minimiser unchanged: the
 weights are written ``W = q @ basis.T`` with a basis that whitens an estimate of the Hessian,
-``covariance + 4 / (C n)`` (the covariance of a strided subsample of the centred training
-features; a Cholesky factor, so any estimate gives an exact reparametrisation). With fewer
+``covariance + 4 / (C n)`` (the float64 covariance of a strided subsample of the centred
+training features; a Cholesky factor, or, when rounding leaves a singular covariance indefinite,
+its eigenvectors scaled: any estimate gives an exact reparametrisation). With fewer
 stimuli than units the basis spans the stimuli instead (the optimal W lies in their span, so
 directions with zero variance are dropped exactly). The first iterate is one Newton-like step
 from ``W = 0`` with the intercept at the class log-priors. L-BFGS runs in float32 (half the
 memory traffic of float64, which sets the CPU's speed) and, only where that stops short of
-``tol``, finishes in float64. ``tol`` defaults to scikit-learn's. Cross-validation of C on small
-problems fits every (fold, C) pair in one batched L-BFGS run, free of per-fit Python overhead.
+``tol``, finishes in float64. ``tol`` defaults to scikit-learn's. On the CPU, small problems
+(``_SCIPY_SIZE``) are solved in float64 by SciPy's L-BFGS-B, the solver scikit-learn calls, in the
+same coordinates; on an accelerator, cross-validation of C on small problems fits every (fold, C)
+pair in one batched L-BFGS run, free of per-fit Python overhead. Along a path of C the solution
+(weights and intercept) of one C starts the next.
 """
 
 from __future__ import annotations
@@ -46,8 +50,12 @@ _FALLBACK_C = 1.0
 # Stimuli (at most, beyond 4 per unit) whose covariance sets the preconditioner.
 _GRAM_ROWS = 2048
 
-# Cross-validation solves every fold and C at once (one batched L-BFGS, free of per-fit Python
-# overhead) when n_train * n_units and n_units are at most these.
+# On the CPU, problems of at most this many feature entries (stimuli x units) are solved by SciPy's
+# L-BFGS-B in float64 (see _lbfgs_scipy); larger ones by torch in float32.
+_SCIPY_SIZE = 200_000
+
+# On an accelerator, cross-validation solves every fold and C at once (one batched L-BFGS, free of
+# per-fit Python overhead) when n_train * n_units and n_units are at most these.
 _BATCHED_CV_SIZE = 20_000
 _BATCHED_CV_UNITS = 256
 
@@ -253,9 +261,52 @@ def _lbfgs(inputs: torch.Tensor, basis: torch.Tensor, C: float, one_hot: torch.T
     return q, b, int(optimizer.state[q].get("n_iter", 0)), last["grad"]
 
 
+def _lbfgs_scipy(inputs: torch.Tensor, basis: torch.Tensor, C: float, one_hot: torch.Tensor, q: torch.Tensor,
+                 b: torch.Tensor, max_iter: int, tol: float) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """``_lbfgs``'s problem, solved by SciPy's L-BFGS-B in float64 NumPy (the solver scikit-learn calls).
+
+    On small CPU problems torch's Python-level L-BFGS spends more time on its own bookkeeping than on
+    the arithmetic; SciPy's Fortran loop does not. Same objective, coordinates and stopping rule
+    (largest gradient entry at most ``tol``).
+    """
+    from scipy.optimize import minimize
+
+    X = inputs.detach().cpu().numpy().astype(np.float64, copy=False)
+    B = basis.detach().cpu().numpy().astype(np.float64, copy=False)
+    Y = one_hot.detach().cpu().numpy().astype(np.float64)
+    n, (n_outputs, rank) = X.shape[0], q.shape
+    penalty = 1.0 / (C * n)
+    binary = n_outputs == 1
+    floor = math.log(np.finfo(np.float64).tiny) + 2.0
+
+    def loss_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        q_, b_ = theta[: n_outputs * rank].reshape(n_outputs, rank), theta[n_outputs * rank:]
+        weights = q_ @ B.T
+        logits = X @ weights.T + b_
+        if binary:
+            loss = (np.logaddexp(0.0, logits) - Y * logits).sum() / n
+            residual = (1.0 / (1.0 + np.exp(-np.maximum(logits, floor))) - Y) / n
+        else:
+            top = logits.max(axis=1, keepdims=True)
+            log_norm = top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+            loss = ((log_norm - logits) * Y).sum() / n
+            residual = (np.exp(np.maximum(logits - log_norm, floor)) - Y) / n
+        loss += 0.5 * penalty * float((weights**2).sum())
+        gradient_q = (residual.T @ X + penalty * weights) @ B
+        return loss, np.concatenate([gradient_q.ravel(), residual.sum(axis=0)])
+
+    start = np.concatenate([q.detach().cpu().numpy().astype(np.float64).ravel(),
+                            b.detach().cpu().numpy().astype(np.float64)])
+    result = minimize(loss_and_gradient, start, jac=True, method="L-BFGS-B",
+                      options={"maxiter": max_iter, "gtol": tol, "ftol": 64 * np.finfo(float).eps, "maxls": 50})
+    theta = torch.as_tensor(result.x, device=q.device)
+    grad = float(np.abs(result.jac).max()) if result.jac is not None else float("inf")
+    return theta[: n_outputs * rank].reshape(n_outputs, rank), theta[n_outputs * rank:], int(result.nit), grad
+
+
 def _fit_logistic(
-    data: _Preconditioned, targets: torch.Tensor, n_outputs: int, C: float, warm: torch.Tensor | None,
-    max_iter: int, tol: float,
+    data: _Preconditioned, targets: torch.Tensor, n_outputs: int, C: float,
+    warm: tuple[torch.Tensor, torch.Tensor] | None, max_iter: int, tol: float,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Minimise C * sum CE + 0.5 ||W||^2 in the preconditioned coordinates.
 
@@ -266,15 +317,18 @@ def _fit_logistic(
     basis, coordinates = data.basis(C)
     device = data.centered.device
     one_hot = F.one_hot(targets, n_outputs) if n_outputs > 1 else targets[:, None]
-    if warm is not None:
-        q = warm @ coordinates
-        b = torch.zeros(n_outputs, dtype=torch.float64, device=device)
+    if warm is not None:  # the previous C's solution: weights on the centred features and intercept
+        q = warm[0] @ coordinates
+        b = warm[1].clone()
     else:  # one Newton-like step from W = 0 with the intercept at the class log-priors
         priors = one_hot.to(torch.float64).mean(dim=0).clamp(1e-12, 1 - 1e-12)
         b = torch.log(priors) if n_outputs > 1 else torch.log(priors / (1 - priors))
         gradient = -(one_hot.to(data.dtype).T @ data.centered).to(torch.float64) / data.n  # centred: sum_n x_n = 0
         curvature = priors * (1 - priors)
         q = -(gradient @ basis) / curvature[:, None]
+    if device.type == "cpu" and data.centered.numel() <= _SCIPY_SIZE:
+        q, b, n_iter, _ = _lbfgs_scipy(data.centered_as(torch.float64), basis, C, one_hot, q, b, max_iter, tol)
+        return q.to(torch.float64) @ basis.T, b.to(torch.float64), n_iter
     q, b, n_iter, grad = _lbfgs(data.centered, basis, C, one_hot, q, b, max_iter, tol)
     if grad > tol and n_iter < max_iter and data.dtype != torch.float64:
         q, b, more, _ = _lbfgs(data.centered_as(torch.float64), basis, C, one_hot, q, b, max_iter - n_iter, tol)
@@ -300,7 +354,7 @@ def _fit_predict(train: torch.Tensor, targets: torch.Tensor, n_classes: int, Cs:
     warm, results = None, []
     for C in Cs:
         full_weights, intercept, n_iter = _fit_logistic(data, targets, n_outputs, float(C), warm, max_iter, tol)
-        warm = full_weights
+        warm = full_weights, intercept
         full_intercept = intercept - full_weights @ data.mean
         predictions = [_predict(full_weights, full_intercept, test) for test in tests]
         results.append((full_weights, full_intercept, n_iter, predictions))
@@ -459,7 +513,8 @@ def linear_probe(
             Cs = sorted(float(c) for c in Cs)
             folds = StratifiedKFold(n_splits=min(cv, min_count), shuffle=True, random_state=random_state)
             splits = list(folds.split(np.zeros(len(train_index)), train_index))
-            if len(train_index) * train.shape[1] <= _BATCHED_CV_SIZE and train.shape[1] <= _BATCHED_CV_UNITS:
+            small = len(train_index) * train.shape[1] <= _BATCHED_CV_SIZE and train.shape[1] <= _BATCHED_CV_UNITS
+            if small and device.type != "cpu":  # on the CPU, SciPy's solver is faster still (_lbfgs_scipy)
                 correct = _cross_validate_batched(train, targets, len(classes), Cs, splits, max_iter, tol)
             else:
                 correct = np.zeros(len(Cs))

@@ -208,3 +208,14 @@ def test_whitening_a_covariance_that_rounding_made_indefinite_falls_back_to_eige
     seen = torch.tensor(vectors[:, 1:])  # along the data's directions the basis whitens covariance + ridge
     np.testing.assert_allclose((seen.T @ basis) @ (basis.T @ seen) * torch.tensor([0.5, 1, 2, 3, 4]).double(),
                                np.eye(5), atol=1e-6)
+
+
+def test_scipy_and_torch_solvers_reach_the_same_minimiser(digits_split, monkeypatch):
+    import analyses._linear_probe as probe_module
+
+    X_train, y_train, X_test, y_test = digits_split
+    scipy_fit = linear_probe(X_train, y_train, X_test, y_test, C=0.3, tol=1e-8, device="cpu")
+    monkeypatch.setattr(probe_module, "_SCIPY_SIZE", 0)  # every problem to torch's L-BFGS
+    torch_fit = linear_probe(X_train, y_train, X_test, y_test, C=0.3, tol=1e-8, device="cpu")
+    np.testing.assert_allclose(scipy_fit.coef, torch_fit.coef, atol=1e-4 * np.abs(torch_fit.coef).max())
+    assert scipy_fit.accuracy == torch_fit.accuracy

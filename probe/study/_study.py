@@ -464,7 +464,9 @@ def _findings_section(findings: list[Finding], sections: dict[str, list["Section
     intro = ("What the analyses found, computed from their results (also in results/findings.csv); each line links "
              "to the section that shows it.")
     body = render_fragment("sections/findings.html.j2", intro=intro, topics=list(topics.items()))
-    return Section("Findings", body, summary=f"{len(findings)} findings from {len(topics)} kinds of analysis")
+    plural = lambda n, word, words: f"{n} {word if n == 1 else words}"
+    summary = f"{plural(len(findings), 'finding', 'findings')} from {plural(len(topics), 'kind', 'kinds')} of analysis"
+    return Section("Findings", body, summary=summary)
 
 
 def _put_first(report: "Report", section: "Section", after: int = 0) -> None:
