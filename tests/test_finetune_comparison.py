@@ -1,5 +1,7 @@
 """probe.study.finetune_comparison: linear probe, last block and full fine-tuning on unseen classes (tiny)."""
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,21 +61,24 @@ def test_refuses_overlapping_classes_and_bad_budgets(tmp_path):
         finetune_comparison(["cnn"], model_settings={"mae": {}}, out=tmp_path)
 
 
-def test_the_study_runs_the_comparison_and_reports_it(tmp_path):
+def test_the_study_runs_the_comparison_reusing_finished_runs_and_reports_it(comparison, tmp_path):
     from probe.study import Study
 
+    _, pretrained = comparison
+    shutil.copytree(pretrained, tmp_path / "out" / "class-split")  # the same settings: loaded, not trained again
+    (weights,) = (tmp_path / "out" / "class-split").glob("cnn-*/model.safetensors")
+    written = weights.stat().st_mtime_ns
     spec = {"title": "finetune", "data": {"dataset": "digits", "split": "test", "limit": 40},
             "models": [{"name": "mlp", "arch": "zoo:mlp", "layers": ["body.relu1"]}],
-            "analyses": {"finetune": {"models": ["mlp"], "labels_per_class": [1, 3], "seeds": [0, 1],
+            "analyses": {"finetune": {"models": ["cnn"], "labels_per_class": [1, 3], "seeds": [0, 1],
                                       "pretrain_epochs": 1, "steps": 3}}}
     result = Study.from_dict(spec, folder=tmp_path, out=tmp_path / "out").run(progress=False)
     assert result.failed == {}
     table = result.tables["finetune"]
-    assert len(table) == 2 * 2 * 3 and set(table["model"]) == {"mlp"}
-    assert (tmp_path / "out" / "class-split" / "mlp-digits-seed0-classes-0-1-2-3-4" / "model.safetensors").exists()
+    assert len(table) == 2 * 2 * 3 and set(table["model"]) == {"cnn"}
+    assert weights.stat().st_mtime_ns == written
     html = result.report.read_text()
     assert "Fine-tuning against linear read-outs" in html and "Gain over the linear probe" in html
-    comparison = result.results["finetune"]
-    gains = comparison.gains().set_index("labels_per_class")["full"]
+    gains = result.results["finetune"].gains().set_index("labels_per_class")["full"]
     findings = result.tables["findings"].query("topic == 'Fine-tuning'")["text"].tolist()
-    assert len(findings) == 2 and f"largest gain is mlp's, {gains.loc[1]:+.3f}" in findings[0]
+    assert len(findings) == 2 and f"largest gain is cnn's, {gains.loc[1]:+.3f}" in findings[0]
