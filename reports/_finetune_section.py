@@ -75,6 +75,11 @@ def finetune_section(comparison: Any, *, title: str = "Fine-tuning against linea
              f"{probe}, which it never saw, with a few labelled images per class: a linear probe on its frozen "
              "features, its last block fine-tuned with a new linear head, or all of it fine-tuned. Scores are on "
              f"the unseen classes' whole test split (chance {comparison.chance:.2f}).")
+    n_classes = len(comparison.probe_classes)
+    short = frame[frame["n_train"] < frame["labels_per_class"] * n_classes].drop_duplicates("labels_per_class")
+    for budget, n_train in zip(short["labels_per_class"], short["n_train"]):
+        intro += (f" The training split has fewer than {budget} images of some probe classes: that budget uses "
+                  f"{n_train} images in all ({n_train / n_classes:.0f} per class on average).")
     trained = frame.drop_duplicates(["model", "adaptation"])[["model", "adaptation", "trained"]]
     gains = comparison.gains()
     items = [

@@ -82,3 +82,15 @@ def test_the_study_runs_the_comparison_reusing_finished_runs_and_reports_it(comp
     gains = result.results["finetune"].gains().set_index("labels_per_class")["full"]
     findings = result.tables["findings"].query("topic == 'Fine-tuning'")["text"].tolist()
     assert len(findings) == 2 and f"largest gain is cnn's, {gains.loc[1]:+.3f}" in findings[0]
+
+
+def test_the_section_says_when_a_budget_is_more_than_the_split_holds():
+    from reports import finetune_section
+
+    frame = pd.DataFrame(dict(model="m", family="f", adaptation=["linear probe", "full"] * 2, labels_per_class=[1, 1, 100, 100],
+                              seed=0, n_train=[2, 2, 150, 150], accuracy=[0.5, 0.6, 0.8, 0.9], trained=["none", "all"] * 2))
+    result = FinetuneComparison(frame=frame, dataset="digits", pretrain_classes=(0,), probe_classes=(1, 2),
+                                pretrain_metrics={})
+    body = finetune_section(result).body
+    assert "fewer than 100 images of some probe classes: that budget uses 150 images in all (75 per class" in body
+    assert "fewer than 1 images" not in body and "Gain over the linear probe" in body

@@ -36,9 +36,10 @@ PATCHES_LAYERS = ("encoder.conv1", "encoder.relu1", "encoder.conv2", "encoder.re
                   "decoder.relu_fc", "decoder.relu1", "decoder.out")
 
 CODE_2D = "ae-vae-2d"
-# Models of the fine-tuning comparison (benchmarks/finetune_bars.py runs every image family on Fashion-MNIST):
-# supervised, autoencoder, masked and contrastive, sized so that it takes about a minute on 2 cores.
-FINETUNE_MODELS = ("cnn", "ae-conv", "mae", "simclr")
+# Models of the fine-tuning comparison: supervised, autoencoder and contrastive, so that it takes about a minute
+# on 2 cores (benchmarks/finetune_bars.py runs every image family; the MAE, which does not learn on 8x8 digits,
+# is left out here).
+FINETUNE_MODELS = ("cnn", "ae-conv", "simclr")
 # Language models, trained on the King James Bible when Debian's bible-kjv is installed, else on Python's own
 # documentation (always present); GloVe joins them when its package is installed. Epochs (full, quick):
 # word2vec finds king - man + woman -> queen on the Bible after 5 epochs (benchmarks/language_bars.py); the
@@ -205,7 +206,7 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
         "captions": {"n_cka": 300 if quick else 1000, "probe_per_class": 100 if quick else 500},
     }
     if not quick:
-        analyses["mask_ratio"] = {"ratios": [0.25, 0.5, 0.75, 0.9], "epochs": 3, "dataset": "digits", "seeds": [0, 1]}
+        analyses["mask_ratio"] = {"ratios": [0.25, 0.5, 0.75, 0.9], "epochs": 3, "dataset": "digits"}
         # every image family of the zoo, pretrained on digits 0-4 and adapted to 5-9
         analyses["finetune"] = {"models": list(FINETUNE_MODELS), "dataset": "digits", "labels_per_class": [1, 10, 100],
                                 "seeds": [0, 1], "pretrain_epochs": 5, "steps": 200}
