@@ -15,7 +15,7 @@ from torch import nn
 from zoo._data import iterate_batches
 from zoo._device import resolve_device
 
-__all__ = ["FinetunedClassifier", "FinetuneResult", "finetune", "last_block", "TRAINABLE_PARTS"]
+__all__ = ["TRAINABLE_PARTS", "FinetuneResult", "FinetunedClassifier", "finetune", "last_block"]
 
 # What ``finetune`` may train: everything, the encoder's last block with the head, or the head alone.
 TRAINABLE_PARTS = ("all", "last_block", "head")
@@ -132,7 +132,7 @@ def last_block(model: nn.Module) -> list[str]:
         for handle in handles:
             handle.remove()
     learning = {id(p) for p in traced.parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)}
-    recordable = [name for name in getattr(traced, "recordable_layers", lambda: [])() if name in finished]
+    recordable = [name for name in getattr(traced, "recordable_layers", list)() if name in finished]
     candidates = [name for name in recordable if _has_matrix(modules[name], learning, recurse=True)]
     if not candidates:
         candidates = [name for name in finished if _has_matrix(modules[name], learning, recurse=False)]

@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analyses._code_agreement import CodebookUsage, LayerCodes, codebook_usage, kmeans_codes
+from analyses import CodebookUsage, LayerCodes, codebook_usage, kmeans_codes
 from probe.study._context import StudyContext, dataset_labels, display_pixels, stimulus_pixels
 from probe.study._neighbours_step import shown_layers
 from probe.study._transfer_step import MAX_PIXELS
-from reports import Section
-from reports._codes_section import codes_section
+from reports import Section, codes_section
 from zoo import iterate_batches
 
 __all__ = ["PIXELS_LAYER", "codes_analysis", "codes_findings", "is_vq_model", "model_codebook_usage"]

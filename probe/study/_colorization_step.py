@@ -18,8 +18,7 @@ import pandas as pd
 import torch
 
 from probe.study._context import StudyContext, display_pixels
-from reports import Section
-from reports._colorization_section import colorization_section
+from reports import Section, colorization_section
 from zoo.models.colorization import lab_to_rgb
 
 if TYPE_CHECKING:  # imported where used: _findings imports the finders of the steps

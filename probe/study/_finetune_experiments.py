@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from probe.study._transfer_experiments import (
     encode_features,
 )
 
-__all__ = ["FinetuneComparison", "finetune_comparison", "ADAPTATIONS"]
+__all__ = ["ADAPTATIONS", "FinetuneComparison", "finetune_comparison"]
 
 # How the pretrained encoder is adapted to the new classes, from the least to the most trained.
 ADAPTATIONS = ("linear probe", "last block", "full")

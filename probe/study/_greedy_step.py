@@ -14,8 +14,7 @@ import numpy as np
 
 from probe.study._context import StudyContext
 from probe.study._pretraining_experiments import greedy_layerwise_experiment
-from reports import Section
-from reports._greedy_section import greedy_section
+from reports import Section, greedy_section
 
 if TYPE_CHECKING:  # imported where used: _findings imports the finders of the steps
     from probe.study._findings import Finding
