@@ -25,10 +25,12 @@ pair in one batched L-BFGS run, free of per-fit Python overhead. Along a path of
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -435,6 +437,24 @@ def _cross_validate_batched(train: torch.Tensor, targets: torch.Tensor, n_classe
     return correct
 
 
+@contextlib.contextmanager
+def _single_threaded(active: bool) -> Iterator[None]:
+    """Run small CPU problems on one thread (torch's and the BLAS pools). Thread pools cost more than they
+    give there, and torch's and NumPy's pools spinning side by side slowed SciPy's solver 4x on 2 cores."""
+    if not active:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def linear_probe(
     X_train: Any,
     y_train: Any,
@@ -504,35 +524,37 @@ def linear_probe(
     train_index = np.searchsorted(classes, y_train)
     targets = torch.as_tensor(train_index, device=device)
 
-    cv_scores: dict[float, float] = {}
-    if C is not None:
-        if not np.isfinite(C) or C <= 0:
-            raise ValueError(f"C must be a positive finite number; got {C}")
-        chosen, selection = float(C), "fixed"
-    else:
-        min_count = int(np.bincount(train_index).min())
-        if min_count < 2:
-            chosen, selection = _FALLBACK_C, "fallback"
+    small_cpu = device.type == "cpu" and train.numel() <= _SCIPY_SIZE
+    with _single_threaded(small_cpu):
+        cv_scores: dict[float, float] = {}
+        if C is not None:
+            if not np.isfinite(C) or C <= 0:
+                raise ValueError(f"C must be a positive finite number; got {C}")
+            chosen, selection = float(C), "fixed"
         else:
-            Cs = sorted(float(c) for c in Cs)
-            folds = StratifiedKFold(n_splits=min(cv, min_count), shuffle=True, random_state=random_state)
-            splits = list(folds.split(np.zeros(len(train_index)), train_index))
-            small = len(train_index) * train.shape[1] <= _BATCHED_CV_SIZE and train.shape[1] <= _BATCHED_CV_UNITS
-            if small and device.type != "cpu":  # on the CPU, SciPy's solver is faster still (_lbfgs_scipy)
-                correct = _cross_validate_batched(train, targets, len(classes), Cs, splits, max_iter, tol)
+            min_count = int(np.bincount(train_index).min())
+            if min_count < 2:
+                chosen, selection = _FALLBACK_C, "fallback"
             else:
-                correct = np.zeros(len(Cs))
-                for fit_rows, held_rows in splits:
-                    fits = _fit_predict(train[fit_rows], targets[fit_rows], len(classes), Cs, [train[held_rows]],
-                                        dtype, max_iter, tol)
-                    for i, (*_, predictions) in enumerate(fits):
-                        correct[i] += float((predictions[0] == targets[held_rows]).sum())
-            accuracy_by_C = correct / len(train_index)
-            cv_scores = dict(zip(Cs, accuracy_by_C.tolist()))
-            chosen, selection = Cs[int(np.argmax(accuracy_by_C))], "cv"
+                Cs = sorted(float(c) for c in Cs)
+                folds = StratifiedKFold(n_splits=min(cv, min_count), shuffle=True, random_state=random_state)
+                splits = list(folds.split(np.zeros(len(train_index)), train_index))
+                small = len(train_index) * train.shape[1] <= _BATCHED_CV_SIZE and train.shape[1] <= _BATCHED_CV_UNITS
+                if small and device.type != "cpu":  # on the CPU, SciPy's solver is faster still (_lbfgs_scipy)
+                    correct = _cross_validate_batched(train, targets, len(classes), Cs, splits, max_iter, tol)
+                else:
+                    correct = np.zeros(len(Cs))
+                    for fit_rows, held_rows in splits:
+                        fits = _fit_predict(train[fit_rows], targets[fit_rows], len(classes), Cs, [train[held_rows]],
+                                            dtype, max_iter, tol)
+                        for i, (*_, predictions) in enumerate(fits):
+                            correct[i] += float((predictions[0] == targets[held_rows]).sum())
+                accuracy_by_C = correct / len(train_index)
+                cv_scores = dict(zip(Cs, accuracy_by_C.tolist()))
+                chosen, selection = Cs[int(np.argmax(accuracy_by_C))], "cv"
 
-    weights, intercept, n_iter, (predictions,) = _fit_predict(train, targets, len(classes), [chosen], [test], dtype,
-                                                             max_iter, tol)[0]
+        weights, intercept, n_iter, (predictions,) = _fit_predict(train, targets, len(classes), [chosen], [test], dtype,
+                                                                 max_iter, tol)[0]
     predicted = classes[predictions.cpu().numpy()]
     precision, recall, f1, support = precision_recall_fscore_support(y_test, predicted, labels=classes,
                                                                      zero_division=0)

@@ -219,3 +219,19 @@ def test_scipy_and_torch_solvers_reach_the_same_minimiser(digits_split, monkeypa
     torch_fit = linear_probe(X_train, y_train, X_test, y_test, C=0.3, tol=1e-8, device="cpu")
     np.testing.assert_allclose(scipy_fit.coef, torch_fit.coef, atol=1e-4 * np.abs(torch_fit.coef).max())
     assert scipy_fit.accuracy == torch_fit.accuracy
+
+
+def test_small_cpu_problems_run_on_one_thread_and_the_thread_count_comes_back(digits_split, monkeypatch):
+    import analyses._linear_probe as probe_module
+
+    seen = []
+    solve = probe_module._lbfgs_scipy
+    monkeypatch.setattr(probe_module, "_lbfgs_scipy", lambda *a, **k: (seen.append(torch.get_num_threads()), solve(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        X_train, y_train, X_test, y_test = digits_split
+        linear_probe(X_train, y_train, X_test, y_test, C=None, device="cpu")
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
