@@ -32,6 +32,7 @@ from analyses._cka import cka
 from analyses._compare import compare_rdms
 from analyses._function_views import FunctionViews, function_views
 from analyses._kmeans import KMeansCoder
+from analyses._cca import canonical_correlations, cca_similarity, pwcca, svcca
 from analyses._code_agreement import CodebookUsage, LayerCodes, codebook_usage, kmeans_codes
 from analyses._linear_autoencoder import LinearAutoencoder
 from analyses._linear_probe import DEFAULT_CS, ProbeResult, knn_accuracy, linear_probe
@@ -78,6 +79,10 @@ from analyses._word_vectors import (
 __all__ = [
     # k-means as a representation learner
     "KMeansCoder",
+    "canonical_correlations",
+    "cca_similarity",
+    "svcca",
+    "pwcca",
     "kmeans_codes",
     "LayerCodes",
     "codebook_usage",
