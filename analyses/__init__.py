@@ -60,7 +60,14 @@ from analyses._top_patches import (
     top_patches,
     unit_selectivity,
 )
-from analyses._transfer import LabelEfficiency, LayerTransfer, label_efficiency, probe_layers, resolve_features
+from analyses._transfer import (
+    LabelEfficiency,
+    LayerTransfer,
+    label_efficiency,
+    probe_layers,
+    resolve_features,
+    sample_per_class,
+)
 from analyses._word_vectors import (
     ANALOGY_METHODS,
     WORD_CATEGORIES,
@@ -154,6 +161,7 @@ __all__ = [
     "probe_layers",
     "LayerTransfer",
     "label_efficiency",
+    "sample_per_class",
     "LabelEfficiency",
     "resolve_features",
     # memory guard

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from analyses._linear_probe import ProbeResult, knn_accuracy, linear_probe
 from zoo._names import unknown_name_error
 
-__all__ = ["probe_layers", "LayerTransfer", "label_efficiency", "LabelEfficiency", "resolve_features"]
+__all__ = ["probe_layers", "LayerTransfer", "label_efficiency", "LabelEfficiency", "resolve_features", "sample_per_class"]
 
 
 def _is_recording(source: Any) -> bool:
@@ -199,7 +199,12 @@ class LabelEfficiency:
         return summary.reset_index().fillna({"accuracy_sd": 0.0, "knn_accuracy_sd": 0.0})
 
 
-def _sample_per_class(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+def sample_per_class(labels: Any, per_class: int, seed: int) -> np.ndarray:
+    """Sorted row indices of ``per_class`` stimuli of every class, drawn without replacement:
+    ``np.random.default_rng(seed)``, then each class in increasing label order; a class with fewer
+    stimuli gives all of them. The draw of ``label_efficiency`` (and of the study's experiments)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
     chosen = []
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
@@ -268,7 +273,7 @@ def label_efficiency(
         if budget is None:
             rows_used = np.arange(len(labels_train))
         else:
-            rows_used = _sample_per_class(labels_train, int(budget), np.random.default_rng(seed))
+            rows_used = sample_per_class(labels_train, int(budget), seed)
         result = linear_probe(X_train[rows_used], labels_train[rows_used], X_test, labels_test, C=C,
                               random_state=seed, model=name, **probe_options)
         n_classes = len(np.unique(labels_train[rows_used]))

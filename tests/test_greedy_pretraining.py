@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import zoo
-from analyses._transfer import _sample_per_class
+from analyses import sample_per_class
 from probe.study._pretraining_experiments import (
     METHODS,
     GreedyStack,
@@ -106,7 +106,10 @@ def test_labelled_subset_draws_exactly_k_per_class_as_the_toolkit_does(digits):
     rows = labelled_subset(labels, 7, seed=5)
     assert np.array_equal(np.bincount(labels[rows]), np.full(10, 7))
     assert len(np.unique(rows)) == len(rows)
-    assert np.array_equal(rows, _sample_per_class(labels, 7, np.random.default_rng(5)))
+    assert np.array_equal(rows, sample_per_class(labels, 7, 5))
+    rng = np.random.default_rng(5)  # the draw written out: each class in increasing label order
+    written_out = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), 7, replace=False) for c in range(10)]))
+    assert np.array_equal(rows, written_out)
     assert not np.array_equal(rows, labelled_subset(labels, 7, seed=6))
     assert np.array_equal(labelled_subset(labels, "all", seed=0), np.arange(len(labels)))
     assert np.array_equal(labelled_subset(labels, None, seed=0), np.arange(len(labels)))

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import zoo
+from analyses import sample_per_class
 
 __all__ = [
     "GreedyLayerwiseResult",
@@ -264,8 +265,9 @@ def pretrained_mlp(stack: GreedyStack | nn.Sequential, n_classes: int, seed: int
 def labelled_subset(labels: np.ndarray | torch.Tensor, per_class: int | str | None, seed: int) -> np.ndarray:
     """Sorted row indices of ``per_class`` stimuli of every class, drawn without replacement.
 
-    The draw is the toolkit's (``analyses.label_efficiency``): ``np.random.default_rng(seed)``,
-    then each class in increasing label order; a class with fewer stimuli gives all of them.
+    The draw is the toolkit's (``analyses.sample_per_class``, as ``analyses.label_efficiency`` draws):
+    ``np.random.default_rng(seed)``, then each class in increasing label order; a class with fewer
+    stimuli gives all of them.
 
     Parameters
     ----------
@@ -281,12 +283,7 @@ def labelled_subset(labels: np.ndarray | torch.Tensor, per_class: int | str | No
         return np.arange(len(labels))
     if isinstance(per_class, str) or int(per_class) != per_class or per_class < 1:
         raise ValueError(f"labels per class must be a positive integer or 'all'; got {per_class!r}")
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
-        chosen.append(rng.choice(rows, size=min(int(per_class), len(rows)), replace=False))
-    return np.sort(np.concatenate(chosen))
+    return sample_per_class(labels, int(per_class), seed)
 
 
 def fine_tune(
