@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,14 @@ import torch
 
 import zoo
 
-__all__ = ["StudyContext", "dataset_labels", "display_pixels", "stimulus_pixels"]
+__all__ = ["StudyContext", "dataset_labels", "display_pixels", "import_function", "stimulus_pixels"]
+
+
+def import_function(path: str) -> Any:
+    """The function a ``"module:function"`` path names, its module imported on first use (how the study's
+    steps and the findings beside them are listed without importing them up front)."""
+    module, _, function = path.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def dataset_labels(dataset: Any) -> np.ndarray:

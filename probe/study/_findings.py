@@ -9,14 +9,13 @@ vectors answer analogies and cluster word categories, and what an image-text mod
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from probe.study._context import StudyContext
+from probe.study._context import StudyContext, import_function
 from probe.study._transfer_step import PIXELS
 
 __all__ = ["Finding", "compute_findings", "findings_frame"]
@@ -303,5 +302,4 @@ def _finder(entry: Callable[[StudyContext], list[Finding]] | tuple[str, str], ct
     analysis, path = entry
     if analysis not in ctx.results:
         return lambda ctx: []
-    module, _, function = path.partition(":")
-    return getattr(importlib.import_module(module), function)
+    return import_function(path)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import os
 import platform
@@ -40,7 +39,7 @@ from torch.utils.data import Subset
 import zoo
 from probe import resolve_layers
 from probe.study._cache import RecordingCache
-from probe.study._context import StudyContext, dataset_labels
+from probe.study._context import StudyContext, dataset_labels, import_function
 from probe.study._findings import Finding, compute_findings, findings_frame
 from probe.study._layer_listing import precheck_layers, remember_layers
 from probe.study._resources import StepMeter, StepUsage
@@ -79,8 +78,7 @@ ANALYSIS_STEPS: dict[str, str] = {
 
 def analysis_step(name: str) -> Callable[..., list["Section"]]:
     """The step function of the analysis ``name`` (a key of ``ANALYSIS_STEPS``)."""
-    module, _, function = ANALYSIS_STEPS[name].partition(":")
-    return getattr(importlib.import_module(module), function)
+    return import_function(ANALYSIS_STEPS[name])
 
 # Modules whose output is their input (or noise on it) tell nothing a neighbour does not.
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
