@@ -64,3 +64,14 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_again(tmp_path):
     assert zoo.RunDir.open(tmp_path / "run").read_config()["model"]["name"] == "mlp"
     assert (tmp_path / "run" / "model.safetensors").exists() and model.config["hidden"]
     assert (tmp_path / "run" / "notes.txt").read_text() == "the user's own file"  # not the toolkit's: kept
+
+
+def test_subset_dataset_holds_exactly_the_rows_asked_for():
+    from probe.study._transfer_experiments import subset_dataset
+
+    dataset = zoo.load_dataset("digits", split="test")
+    rows = np.array([5, 0, 17])
+    subset = subset_dataset(dataset, rows)
+    assert len(subset) == 3
+    for i, row in enumerate(rows):
+        assert torch.equal(subset[i][0], dataset[int(row)][0]) and int(subset[i][1]) == int(dataset[int(row)][1])

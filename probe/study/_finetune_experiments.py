@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 import zoo
@@ -25,6 +23,7 @@ from probe.study._transfer_experiments import (
     _class_split_run_dir,
     _trained_model,
     encode_features,
+    subset_dataset,
 )
 
 __all__ = ["ADAPTATIONS", "FinetuneComparison", "finetune_comparison"]
@@ -86,11 +85,6 @@ class FinetuneComparison:
             if adaptation in means and "linear probe" in means:
                 gains[adaptation] = means[adaptation] - means["linear probe"]
         return gains.reset_index()
-
-
-def _subset(dataset: Any, rows: np.ndarray) -> TensorDataset:
-    images, labels = zip(*(dataset[int(i)] for i in rows))
-    return TensorDataset(torch.stack(images), torch.as_tensor(labels, dtype=torch.long))
 
 
 def _trained_names(modules: list[str]) -> str:
@@ -187,7 +181,7 @@ def finetune_comparison(
         jobs = list(itertools.product(budgets, seeds))
         for budget, seed in tqdm(jobs, desc=f"adapting {model_name}", disable=not progress, leave=False):
             chosen = labelled_subset(y_pool, budget, seed)
-            labelled = _subset(probe_train, chosen)
+            labelled = subset_dataset(probe_train, chosen)
             common = dict(model=model_name, family=encoder.family, labels_per_class=budget, seed=seed,
                           n_train=len(chosen))
             probe_result = linear_probe(X_pool[chosen], y_pool[chosen], X_test, y_test, C=None, random_state=seed, device=device)

@@ -16,16 +16,24 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 import zoo
 from analyses import knn_accuracy, linear_probe
+from probe.study._context import dataset_labels
 from probe.study._pretraining_experiments import labelled_subset
 
-__all__ = ["encode_features", "MaskRatioSweep", "mask_ratio_sweep", "ClassSplitTransfer", "class_split_transfer"]
+__all__ = ["encode_features", "subset_dataset", "MaskRatioSweep", "mask_ratio_sweep", "ClassSplitTransfer", "class_split_transfer"]
 
 # Metrics of a finished run copied into the sweep's table (those the zoo reports for the model).
 _RUN_METRICS = ("recon_mse", "mean_image_mse", "recon_ratio", "knn_accuracy", "test_accuracy")
+
+
+def subset_dataset(dataset: Any, rows: np.ndarray) -> TensorDataset:
+    """The items ``rows`` of ``dataset`` as an in-memory dataset of (image, label) pairs."""
+    images, labels = zip(*(dataset[int(i)] for i in rows))
+    return TensorDataset(torch.stack(images), torch.as_tensor(labels, dtype=torch.long))
 
 
 def encode_features(model: torch.nn.Module, dataset: Any, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
@@ -178,16 +186,18 @@ def mask_ratio_sweep(
     test_set = zoo.load_dataset(dataset, split="test")
     if train_set.info.n_classes in (0, None):
         raise ValueError(f"dataset {dataset!r} is unlabelled; a mask-ratio sweep probes labels, pick a labelled one")
+    train_labels = dataset_labels(train_set)
     rows = []
     # seed-major: an interrupted sweep has whole sweeps of the first seeds to show
     for seed, ratio in itertools.product(seeds, ratios):
         run_dir = Path(out) / f"mae-ratio-{ratio:g}-seed{seed}"
         model = _trained_model("mae", run_dir, dataset=dataset, epochs=epochs, seed=seed, device=device,
                                progress=progress, mask_ratio=ratio, **model_options)
-        X_train, y_train = encode_features(model, train_set)
+        fit_rows = labelled_subset(train_labels, probe_per_class, seed)
+        # only the images the probe is fit on are encoded
+        fitted = train_set if probe_per_class is None else subset_dataset(train_set, fit_rows)
+        X_train, y_train = encode_features(model, fitted)
         X_test, y_test = encode_features(model, test_set)
-        fit_rows = labelled_subset(y_train, probe_per_class, seed)
-        X_train, y_train = X_train[fit_rows], y_train[fit_rows]
         probe = linear_probe(X_train, y_train, X_test, y_test, C=C, random_state=seed, device=device,
                              model=f"mae-{ratio:g}")
         rows.append(dict(mask_ratio=ratio, seed=seed, probe_accuracy=probe.accuracy,
