@@ -20,7 +20,7 @@ from probe.study._pretraining_experiments import labelled_subset
 from probe.study._transfer_experiments import (
     _DEFAULT_CLASS_SPLIT_OUT,
     _checked_class_split,
-    _class_split_run_dir,
+    _class_split_run_name,
     _trained_model,
     encode_features,
     subset_dataset,
@@ -170,7 +170,7 @@ def finetune_comparison(
     base = Path(out) if out is not None else Path(_DEFAULT_CLASS_SPLIT_OUT)
     rows, metrics = [], {}
     for model_name in models:
-        run_dir = base / _class_split_run_dir(None, model_name, dataset, pretrain, pretrain_seed).name
+        run_dir = base / _class_split_run_name(model_name, dataset, pretrain, pretrain_seed)
         encoder = _trained_model(model_name, run_dir, dataset=dataset, epochs=pretrain_epochs, seed=pretrain_seed,
                                  device=device, progress=progress, dataset_options={"classes": list(pretrain)},
                                  **dict((model_settings or {}).get(model_name, {})))

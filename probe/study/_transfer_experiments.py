@@ -263,12 +263,15 @@ def _checked_class_split(pretrain_classes: Sequence[int], probe_classes: Sequenc
     return pretrain, probe
 
 
+def _class_split_run_name(model_name: str, dataset: str, pretrain: tuple[int, ...], seed: int) -> str:
+    """The folder name of a class-split pretraining run: ``<model>-<dataset>-seed<seed>-classes-0-1-2-3-4``."""
+    return f"{zoo.default_run_dir(model_name, dataset, seed).name}-classes-{'-'.join(map(str, pretrain))}"
+
+
 def _class_split_run_dir(out: str | os.PathLike | None, model_name: str, dataset: str, pretrain: tuple[int, ...], seed: int) -> Path:
     if out is not None:
         return Path(out)
-
-    base = zoo.default_run_dir(model_name, dataset, seed).name
-    return Path(_DEFAULT_CLASS_SPLIT_OUT) / f"{base}-classes-{'-'.join(map(str, pretrain))}"
+    return Path(_DEFAULT_CLASS_SPLIT_OUT) / _class_split_run_name(model_name, dataset, pretrain, seed)
 
 
 def class_split_transfer(
