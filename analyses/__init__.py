@@ -33,6 +33,18 @@ from analyses._compare import compare_rdms
 from analyses._function_views import FunctionViews, function_views
 from analyses._kmeans import KMeansCoder
 from analyses._cca import canonical_correlations, cca_similarity, pwcca, svcca
+from analyses._layer_identification import LayerIdentification, SeedCeiling, layer_identification, seed_ceiling
+from analyses._measure_inference import (
+    MeasureBootstrap,
+    MeasurePermutation,
+    bootstrap_measure,
+    permutation_test_measure,
+)
+from analyses._measure_maps import MeasureDisagreement, MeasureMaps, measure_disagreement, measure_matrices
+from analyses._measures import MEASURES, Measure, compare_representations, get_measure, list_measures
+from analyses._neighbour_alignment import cknna, mutual_knn
+from analyses._noise_ceiling import NoiseCeiling, noise_ceiling
+from analyses._shape_metrics import procrustes_distance, regression_r2, shape_distance
 from analyses._code_agreement import CodebookUsage, LayerCodes, codebook_usage, kmeans_codes
 from analyses._linear_autoencoder import LinearAutoencoder
 from analyses._linear_probe import DEFAULT_CS, ProbeResult, knn_accuracy, linear_probe
@@ -86,10 +98,6 @@ from analyses._word_vectors import (
 __all__ = [
     # k-means as a representation learner
     "KMeansCoder",
-    "canonical_correlations",
-    "cca_similarity",
-    "svcca",
-    "pwcca",
     "kmeans_codes",
     "LayerCodes",
     "codebook_usage",
@@ -122,6 +130,36 @@ __all__ = [
     "compare_rdms",
     "cka",
     "StreamingCKA",
+    # every similarity measure, one convention each
+    "MEASURES",
+    "Measure",
+    "list_measures",
+    "get_measure",
+    "compare_representations",
+    "canonical_correlations",
+    "cca_similarity",
+    "svcca",
+    "pwcca",
+    "procrustes_distance",
+    "shape_distance",
+    "regression_r2",
+    "mutual_knn",
+    "cknna",
+    "measure_matrices",
+    "MeasureMaps",
+    "measure_disagreement",
+    "MeasureDisagreement",
+    # inference for any measure, seeds and ceilings
+    "bootstrap_measure",
+    "MeasureBootstrap",
+    "permutation_test_measure",
+    "MeasurePermutation",
+    "layer_identification",
+    "LayerIdentification",
+    "seed_ceiling",
+    "SeedCeiling",
+    "noise_ceiling",
+    "NoiseCeiling",
     "SimilarityMatrix",
     "cka_matrix",
     "layer_rdms",

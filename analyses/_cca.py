@@ -28,6 +28,7 @@ that case and say what to do.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,14 +36,17 @@ import torch
 
 from analyses._cka import flatten_units
 
-__all__ = ["canonical_correlations", "cca_similarity", "svcca", "pwcca"]
-
-
-def _centred(X: Any, name: str) -> torch.Tensor:
-    tensor = flatten_units(X, name)
-    if tensor.shape[0] < 3:
-        raise ValueError(f"{name} has {tensor.shape[0]} stimuli; canonical correlations need at least 3")
-    return tensor - tensor.mean(dim=0)
+__all__ = [
+    "canonical_correlations",
+    "cca_similarity",
+    "svcca",
+    "pwcca",
+    "CCASummary",
+    "prepare_cca",
+    "compare_cca",
+    "compare_svcca",
+    "compare_pwcca",
+]
 
 
 def _basis(centred: torch.Tensor, name: str, variance: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,13 +81,70 @@ def _correlations(Qx: torch.Tensor, Qy: torch.Tensor) -> tuple[torch.Tensor, tor
     return rho.clamp(0.0, 1.0), u
 
 
-def _pair(X: Any, Y: Any, variance: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    Xc, Yc = _centred(X, "X"), _centred(Y, "Y")
-    if Xc.shape[0] != Yc.shape[0]:
-        raise ValueError(f"X has {Xc.shape[0]} stimuli and Y {Yc.shape[0]}; pass the same stimuli in the same order")
-    (Qx, _), (Qy, _) = _basis(Xc, "X", variance), _basis(Yc, "Y", variance)
-    _check_pair(Qx, Qy, Xc.shape[0])
-    return Xc, Qx, Qy
+@dataclass
+class CCASummary:
+    """One representation prepared for CCA: its centred units, an orthonormal basis of their span, and
+    the singular values of that basis's directions."""
+
+    centred: torch.Tensor
+    basis: torch.Tensor
+    singular_values: torch.Tensor
+
+
+def prepare_cca(X: torch.Tensor, variance: float | None = None, name: str = "X") -> CCASummary:
+    """The per-layer part of every CCA measure, computed once per layer in all-pairs maps.
+
+    Parameters
+    ----------
+    X
+        A validated float64 tensor of shape (n_stimuli, n_units) (``flatten_units``).
+    variance
+        Keep only the top principal directions explaining this share of the variance (SVCCA's step).
+    """
+    if X.shape[0] < 3:
+        raise ValueError(f"{name} has {X.shape[0]} stimuli; canonical correlations need at least 3")
+    centred = X - X.mean(dim=0)
+    basis, singular_values = _basis(centred, name, variance)
+    return CCASummary(centred, basis, singular_values)
+
+
+def _checked(a: CCASummary, b: CCASummary) -> None:
+    if a.centred.shape[0] != b.centred.shape[0]:
+        raise ValueError(
+            f"X has {a.centred.shape[0]} stimuli and Y {b.centred.shape[0]}; pass the same stimuli in the same order"
+        )
+    _check_pair(a.basis, b.basis.to(a.basis.device), a.centred.shape[0])
+
+
+def compare_cca(a: CCASummary, b: CCASummary) -> float:
+    """Mean squared canonical correlation of two prepared representations."""
+    _checked(a, b)
+    return float((_correlations(a.basis, b.basis.to(a.basis.device))[0] ** 2).mean())
+
+
+def compare_svcca(a: CCASummary, b: CCASummary) -> float:
+    """Mean canonical correlation of two representations prepared with ``prepare_cca(X, variance)``."""
+    _checked(a, b)
+    return float(_correlations(a.basis, b.basis.to(a.basis.device))[0].mean())
+
+
+def compare_pwcca(a: CCASummary, b: CCASummary) -> float:
+    """PWCCA of two prepared representations; ``a`` sets the weights."""
+    _checked(a, b)
+    rho, rotation = _correlations(a.basis, b.basis.to(a.basis.device))
+    variates = a.basis @ rotation  # (n, k): unit-norm canonical variates of X
+    weights = (variates.T @ a.centred).abs().sum(dim=1)
+    return float((weights * rho).sum() / weights.sum())
+
+
+def _pair(X: Any, Y: Any, variance: float | None = None) -> tuple[CCASummary, CCASummary]:
+    X = flatten_units(X, "X")
+    Y = flatten_units(Y, "Y").to(X.device)
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} stimuli and Y {Y.shape[0]}; pass the same stimuli in the same order")
+    a, b = prepare_cca(X, variance, "X"), prepare_cca(Y, variance, "Y")
+    _checked(a, b)
+    return a, b
 
 
 def canonical_correlations(X: Any, Y: Any) -> np.ndarray:
@@ -106,15 +167,15 @@ def canonical_correlations(X: Any, Y: Any) -> np.ndarray:
         Different stimulus counts, fewer than 3 stimuli, NaN or inf, a constant representation, or
         ranks that together exceed ``n_stimuli - 1`` (see the module docstring).
     """
-    _, Qx, Qy = _pair(X, Y)
-    return _correlations(Qx, Qy)[0].numpy()
+    a, b = _pair(X, Y)
+    return _correlations(a.basis, b.basis)[0].cpu().numpy()
 
 
 def cca_similarity(X: Any, Y: Any) -> float:
     """Mean squared canonical correlation (R^2_CCA, Kornblith et al. 2019): a similarity in [0, 1],
     symmetric, invariant to invertible linear maps of either representation. Raises as
     ``canonical_correlations``."""
-    return float((torch.as_tensor(canonical_correlations(X, Y)) ** 2).mean())
+    return compare_cca(*_pair(X, Y))
 
 
 def svcca(X: Any, Y: Any, variance: float = 0.99) -> float:
@@ -130,16 +191,11 @@ def svcca(X: Any, Y: Any, variance: float = 0.99) -> float:
     """
     if not 0.0 < variance <= 1.0:
         raise ValueError(f"variance must lie in (0, 1]; got {variance}")
-    _, Qx, Qy = _pair(X, Y, variance)
-    return float(_correlations(Qx, Qy)[0].mean())
+    return compare_svcca(*_pair(X, Y, variance))
 
 
 def pwcca(X: Any, Y: Any) -> float:
     """PWCCA (Morcos et al. 2018): canonical correlations weighted by how much of X each canonical variate
     accounts for, ``w_i ∝ sum_j |<h_i, x_j>|``; a similarity in [0, 1]. Not symmetric (X sets the weights).
     Raises as ``canonical_correlations``."""
-    Xc, Qx, Qy = _pair(X, Y)
-    rho, rotation = _correlations(Qx, Qy)
-    variates = Qx @ rotation  # (n, k): unit-norm canonical variates of X
-    weights = (variates.T @ Xc).abs().sum(dim=1)
-    return float((weights * rho).sum() / weights.sum())
+    return compare_pwcca(*_pair(X, Y))

@@ -1,20 +1,37 @@
 """Comparing RDMs on their upper triangles, with rsatoolbox's definitions.
 
-==========  ==========================================================================
-method      definition on the condensed vectors a, b (p = number of stimulus pairs)
-==========  ==========================================================================
-"pearson"   Pearson r (rsatoolbox "corr")
-"spearman"  Pearson r of the ranks, ties given their average rank (rsatoolbox "spearman")
-"rho-a"     12 * sum(ra_c * rb_c) / (p^3 - p), ra_c the mean-centred ranks: Spearman's
-            rho without tie correction (Nili et al. 2014; rsatoolbox "rho-a")
-"tau-a"     (concordant - discordant) / (p (p - 1) / 2) (rsatoolbox "tau-a")
-"tau-b"     scipy.stats.kendalltau, tie-corrected (rsatoolbox "tau-b" / "kendall")
-"cosine"    a.b / (|a| |b|) without centring (rsatoolbox "cosine")
-==========  ==========================================================================
+============  ========================================================================
+method        definition on the condensed vectors a, b (p = number of stimulus pairs)
+============  ========================================================================
+"pearson"     Pearson r (rsatoolbox "corr")
+"spearman"    Pearson r of the ranks, ties given their average rank (rsatoolbox "spearman")
+"rho-a"       12 * sum(ra_c * rb_c) / (p^3 - p), ra_c the mean-centred ranks: Spearman's
+              rho without tie correction (Nili et al. 2014; rsatoolbox "rho-a")
+"tau-a"       (concordant - discordant) / (p (p - 1) / 2) (rsatoolbox "tau-a")
+"tau-b"       scipy.stats.kendalltau, tie-corrected (rsatoolbox "tau-b" / "kendall")
+"cosine"      a.b / (|a| |b|) without centring (rsatoolbox "cosine")
+"cosine_cov"  whitened cosine a'V^-1 b / sqrt(a'V^-1 a b'V^-1 b), V below (rsatoolbox
+              "cosine_cov"; Diedrichsen et al. 2020)
+"corr_cov"    whitened Pearson: "cosine_cov" of a - mean(a) and b - mean(b), the plain
+              mean, as rsatoolbox "corr_cov" centres
+============  ========================================================================
 
-A constant RDM has no Pearson, Spearman or tau-b correlation with anything: that raises
+A constant RDM has no Pearson, Spearman, tau-b or corr_cov correlation with anything: that raises
 ``ValueError``. tau-a and rho-a are defined (0) for a constant RDM, which is why they are the
-recommended choices for models that predict tied dissimilarities.
+recommended choices for models that predict tied dissimilarities. Cosine and cosine_cov are defined
+for every RDM but the all-zero one, which raises.
+
+The whitened methods weight the pairs by V^-1, V = 2 I + B B^T the covariance (up to scale) of
+distance estimates from patterns with independent noise of equal variance: rsatoolbox's default
+``sigma_k = I``, for which its ``_get_v`` builds V = Xi * Xi (elementwise), Xi = C C^T, C the
+pair-contrast matrix. B is the (n_pairs, n_stimuli) incidence matrix, a one at both stimuli of each
+pair. By Woodbury, with B^T B = (n - 2) I + J, ``a'V^-1 b = (a.b - r_a.r_b / n + 2 s_a s_b / n^2) / 2``,
+r the row sums of the square RDM and s the sum of the condensed vector: O(n^2) time and memory, so
+5,000 stimuli (12.5 M pairs) are compared in about a second. rsatoolbox does not solve with V for
+``sigma_k=None``; it takes the Frobenius inner product of the double-centred matrices -H A H / 2 (the
+linear CKA of the implied kernels), which is the same number: -H A H / 2 restricted to the pairs is
+-V^-1 a. Other ``sigma_k`` are not supported. The whitened methods need whole condensed RDMs (length
+n(n-1)/2, the upper triangle in row-major order), not an arbitrary subset of pairs.
 """
 
 from __future__ import annotations
@@ -160,6 +177,69 @@ def _cosine(a, b):
     return _cosine_matrix(a, b, "cosine")
 
 
+def _row_sums(vectors: np.ndarray) -> np.ndarray:
+    """Row sums of the square RDMs, array of shape (k, n), from condensed vectors of shape (k, n_pairs).
+
+    Walks the upper triangle row by row (views only), so nothing of the size of the RDMs is allocated.
+    """
+    n = n_stimuli_from_pairs(vectors.shape[1])
+    sums = np.zeros((vectors.shape[0], n))
+    start = 0
+    for i in range(n - 1):
+        row = vectors[:, start : start + n - 1 - i]  # pairs (i, i+1), ..., (i, n-1)
+        sums[:, i] += row.sum(axis=1)
+        sums[:, i + 1 :] += row
+        start += n - 1 - i
+    return sums
+
+
+def _whitened_cosine(a: np.ndarray, b: np.ndarray, method: str) -> np.ndarray:
+    """a'V^-1 b / sqrt(a'V^-1 a b'V^-1 b) for all rows, V = 2 I + B B^T (module docstring)."""
+    try:
+        n = n_stimuli_from_pairs(a.shape[1])
+    except ValueError:
+        raise ValueError(
+            f"{method} whitens over every pair of n stimuli, so it needs whole condensed RDMs, but got "
+            f"{a.shape[1]} pairs, which is not an upper triangle (n(n-1)/2: 3, 6, 10, ...); a subset of pairs, "
+            "such as the stimulus bootstrap's (which drops duplicated stimuli), needs an unwhitened method"
+        ) from None
+    summaries = []
+    for vectors, which in ((a, "first"), (b, "second")):
+        row_sums, totals = _row_sums(vectors), vectors.sum(axis=1)
+        squared = _whitened_inner(vectors, vectors, row_sums, row_sums, totals, totals, n, diagonal=True)
+        norms = np.sqrt(np.maximum(squared, 0))
+        if (norms == 0).any():  # V is positive definite: a'V^-1 a is 0 only for a = 0
+            raise ValueError(
+                f"an RDM in the {which} argument is all zeros, so its {method} similarity is undefined; "
+                "use method='tau-a' or 'rho-a', which are defined for tied dissimilarities"
+            )
+        summaries.append((vectors, row_sums, totals, norms))
+    (a, r_a, s_a, norm_a), (b, r_b, s_b, norm_b) = summaries
+    inner = _whitened_inner(a, b, r_a, r_b, s_a, s_b, n)
+    return np.clip(inner / np.outer(norm_a, norm_b), -1.0, 1.0)
+
+
+def _whitened_inner(a, b, r_a, r_b, s_a, s_b, n: int, diagonal: bool = False) -> np.ndarray:
+    """a'V^-1 b = (a.b - r_a.r_b / n + 2 s_a s_b / n^2) / 2 (Woodbury); only a_i'V^-1 a_i when diagonal."""
+    if diagonal:
+        return 0.5 * (np.einsum("ij,ij->i", a, a) - np.einsum("ij,ij->i", r_a, r_a) / n + 2.0 * s_a**2 / n**2)
+    return 0.5 * (a @ b.T - r_a @ r_b.T / n + 2.0 * np.outer(s_a, s_b) / n**2)
+
+
+def _cosine_cov(a, b):
+    return _whitened_cosine(a, b, "cosine_cov")
+
+
+def _corr_cov(a, b):
+    for vectors, which in ((a, "first"), (b, "second")):
+        if (np.ptp(vectors, axis=1) == 0).any():
+            raise ValueError(
+                f"an RDM in the {which} argument is constant, so its corr_cov correlation is undefined; "
+                "use method='tau-a' or 'rho-a', which are defined for tied dissimilarities"
+            )
+    return _whitened_cosine(_centre(a), _centre(b), "corr_cov")
+
+
 def _rho_a(a, b):
     n_pairs = a.shape[1]
     return _centre(_ranks(a)) @ _centre(_ranks(b)).T * 12.0 / (n_pairs**3 - n_pairs)
@@ -201,13 +281,18 @@ _METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "tau-a": _pairwise(_tau_a_single),
     "tau-b": _pairwise(_tau_b_single),
     "cosine": _cosine,
+    "corr_cov": _corr_cov,
+    "cosine_cov": _cosine_cov,
 }
 _ALIASES = {"corr": "pearson", "correlation": "pearson", "kendall": "tau-b"}
+# Methods defined on whole RDMs only (their whitening reads every pair of every stimulus).
+WHOLE_RDM_METHODS = ("corr_cov", "cosine_cov")
 COMPARISON_METHODS: tuple[str, ...] = tuple(_METHODS)
 # Peak working bytes per element of the compared vectors (measured with tracemalloc, rounded up):
 # centred copies for pearson, norms' temporaries for cosine, the sort and rank arrays of the rank
-# methods, and scipy's kendalltau on one pair at a time.
-_BYTES_PER_ELEMENT = {"pearson": 16, "cosine": 8, "spearman": 40, "rho-a": 40}
+# methods, scipy's kendalltau on one pair at a time, and the centred copies of corr_cov (cosine_cov
+# allocates only its row sums, (k, n)).
+_BYTES_PER_ELEMENT = {"pearson": 16, "cosine": 8, "spearman": 40, "rho-a": 40, "corr_cov": 16, "cosine_cov": 1}
 _BYTES_PER_PAIR_ELEMENT = {"tau-a": 48, "tau-b": 48}
 
 
@@ -253,8 +338,8 @@ def compare_rdms(A: Any, B: Any, method: str = "spearman") -> float | np.ndarray
         One RDM each (``RDM``, square matrix or condensed vector) or several (a list, or an
         array of shape (k, n, n) or (k, n_pairs)), over the same stimuli in the same order.
     method
-        "pearson", "spearman", "rho-a", "tau-a", "tau-b" or "cosine" (aliases: "corr",
-        "kendall"); definitions in this module's docstring.
+        "pearson", "spearman", "rho-a", "tau-a", "tau-b", "cosine", "corr_cov" or "cosine_cov"
+        (aliases: "corr", "kendall"); definitions in this module's docstring.
 
     Returns
     -------
@@ -264,8 +349,8 @@ def compare_rdms(A: Any, B: Any, method: str = "spearman") -> float | np.ndarray
     Raises
     ------
     ValueError
-        Unknown method, different stimulus counts, NaN, or a constant RDM for a method that is
-        undefined on it.
+        Unknown method, different stimulus counts, NaN, a constant RDM for a method that is
+        undefined on it, or (corr_cov, cosine_cov) vectors that are not whole condensed RDMs.
     MemoryLimitError
         The comparison's working memory (it grows with the number of stimulus pairs) would exceed
         the memory limit (``analyses.set_memory_limit``); raised before it is allocated.

@@ -3,7 +3,7 @@
 - Bootstrap (confidence intervals): resample stimuli with replacement; a pair made of two copies
   of the same stimulus is a duplicated-diagonal entry (its dissimilarity is 0 by construction)
   and is dropped; the other pairs are compared; the interval is the percentile interval of the
-  bootstrap distribution.
+  bootstrap distribution. The whitened methods (corr_cov, cosine_cov) need whole RDMs and are refused.
 - Permutation test (is the relation above chance?): permute the stimulus labels of B (rows and
   columns together); p = (1 + #{null >= observed}) / (1 + n_permutations), so p is never 0.
 """
@@ -18,7 +18,7 @@ import pandas as pd
 from scipy.spatial.distance import squareform
 from tqdm.auto import tqdm
 
-from analyses._compare import compare_bytes, compare_vectors, rdm_vectors, resolve_method
+from analyses._compare import WHOLE_RDM_METHODS, compare_bytes, compare_vectors, rdm_vectors, resolve_method
 from analyses._memory import check_memory, square_bytes, stimuli
 from analyses._rdm import RDM, n_stimuli_from_pairs
 
@@ -173,6 +173,12 @@ def bootstrap_rdm_comparison(
     BootstrapResult
     """
     method = resolve_method(method)
+    if method in WHOLE_RDM_METHODS:
+        raise ValueError(
+            f"the bootstrap cannot use {method!r}: a resample drops the pairs of repeated stimuli, and the whitening "
+            "of corr_cov and cosine_cov is defined on whole RDMs only; use 'pearson' or 'cosine' for bootstrap "
+            "intervals, or permutation_test_rdms, which keeps whole RDMs"
+        )
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     if n_bootstrap < 2:

@@ -25,6 +25,7 @@ from reports._render import (
     table_html,
 )
 from reports._report import Report, Section
+from reports._measures_section import measures_section
 from reports._similarity_section import similarity_section
 from reports._subspace_section import subspace_section
 from reports._transfer_section import transfer_section
@@ -46,6 +47,7 @@ __all__ = [
     "Reconstructions",
     "layers_section",
     "similarity_section",
+    "measures_section",
     "units_section",
     "save_unit_grids",
     "unit_grid_paths",

@@ -108,7 +108,7 @@ def test_defaults_are_filled(tmp_path):
     assert (model.source, model.spec, model.weights) == ("pretrained", "pretrained:efficientnet-lite0", None)
     assert (model.layers, model.reduce, model.layout) == ("auto", "auto", None)
     # no [analyses]: every analysis but those that train models, each option at its ANALYSES default
-    assert list(ANALYSES) == ["summary", "layers", "similarity", "units", "subspaces", "transfer", "neighbours", "code_plane",
+    assert list(ANALYSES) == ["summary", "layers", "similarity", "measures", "units", "subspaces", "transfer", "neighbours", "code_plane",
                               "codes", "colorization", "words", "captions", "mask_ratio", "finetune", "greedy",
                               "function_views", "mlm_ratio"]
     assert list(spec.analyses) == [name for name in ANALYSES if name not in OPT_IN_ANALYSES] == list(ANALYSES)[:-5]
@@ -214,7 +214,7 @@ def test_unknown_top_level_key_names_the_nearest_key(tmp_path):
 def test_unknown_analysis_suggests_the_nearest(tmp_path):
     message = problems(tmp_path, MINIMAL + "[analyses]\nsimilarty = {}\n")
     assert "analyses.similarty: unknown analysis 'similarty' in [analyses]; did you mean 'similarity'" in message
-    assert ("Valid analyses: 'summary', 'layers', 'similarity', 'units', 'subspaces', 'transfer', 'neighbours', 'code_plane', "
+    assert ("Valid analyses: 'summary', 'layers', 'similarity', 'measures', 'units', 'subspaces', 'transfer', 'neighbours', 'code_plane', "
             "'codes', 'colorization', 'words', 'captions', 'mask_ratio', 'finetune', 'greedy', 'function_views', "
             "'mlm_ratio'.") in message
 
@@ -318,7 +318,7 @@ def test_unknown_pretrained_dataset_and_model_names_suggest_the_nearest(tmp_path
     assert "data.dataset: unknown dataset 'digts'; did you mean 'digits'?" in message
     assert "'imagefolder:PATH'" in message and "zoo.list_datasets()" in message
     message = problems(tmp_path, MINIMAL.replace('pretrained = "efficientnet-lite0"', 'arch = "cnnn"'))
-    assert "models[0].arch: unknown model 'cnnn'; did you mean 'cnn'?" in message
+    assert "models[0].arch: unknown model 'cnnn'; did you mean 'cnn'" in message
     message = problems(tmp_path, MINIMAL.replace('pretrained = "efficientnet-lite0"', 'arch = "torchvison:x"'))
     assert "models[0].arch: unknown model spelling 'torchvison:'; did you mean 'torchvision:'?" in message
     message = problems(tmp_path, MINIMAL.replace('pretrained = "efficientnet-lite0"', 'arch = "resnet18"'))
@@ -401,7 +401,7 @@ def test_a_run_with_train_is_checked_without_its_folder(tmp_path):
     (model,) = spec.models
     assert (model.source, model.spec) == ("run", str(tmp_path / "runs" / "cnn"))  # the study trains into it
     assert not (tmp_path / "runs").exists()  # checking makes nothing
-    assert model.train == {"model": "cnn", "dataset": "digits", "epochs": 2, "dataset_options": {},
+    assert model.train == {"model": "cnn", "dataset": "digits", "epochs": 2, "seed": None, "dataset_options": {},
                            "settings": {"lr": 0.01}}
     assert "models[0].run: folder not found: 'runs/cnn'" in problems(tmp_path, RUN)  # without train, it must exist
     image_folder(tmp_path / "shapes", splits=("train",))
@@ -655,6 +655,10 @@ def test_the_names_kept_for_checking_without_torch_are_the_zoos(tmp_path):
     assert list(_OFFLINE_PRETRAINED) == zoo.list_pretrained()
     assert list(_OFFLINE_MODELS) == zoo.list_models()
     assert list(_OFFLINE_SCHEMES) == list(_SCHEMES)
+    from analyses import list_measures
+    from probe.study._spec import MEASURE_NAMES
+
+    assert list(MEASURE_NAMES) == list_measures()
     # once the zoo is imported, its own names and error are used
     live = _zoo()
     assert live.pretrained == tuple(zoo.list_pretrained()) and live.unknown_name_error is zoo.unknown_name_error

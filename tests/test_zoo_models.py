@@ -16,7 +16,7 @@ SHAPES = [(1, 8, 8), (3, 16, 16), (1, 28, 28)]
 
 
 def test_registry_lists_the_contracted_models():
-    expected = {"cnn", "mlp", "resnet18", "ae-linear", "ae-mlp", "ae-conv", "ae-denoising", "ae-sparse",
+    expected = {"cnn", "cnn10", "mlp", "resnet18", "ae-linear", "ae-mlp", "ae-conv", "ae-denoising", "ae-sparse",
                 "ae-contractive", "ae-vae", "mae", "simclr", "clip", "word2vec", "mlm", "vq-vae", "colorization"}
     assert expected <= set(zoo.list_models())
     assert zoo.list_models("mae") == ["mae"]

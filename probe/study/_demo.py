@@ -29,6 +29,13 @@ DEMO_MODELS: tuple[tuple[str, str, int], ...] = (
     ("ae-sparse", "ae-sparse", 8), ("ae-contractive", "ae-contractive", 8), ("ae-vae", "ae-vae", 8),
     ("mae", "mae", 30), ("vq-vae", "vq-vae", 8),
 )
+# More seeds of the CNN (the study's seed + 1, + 2; quick: + 1): with the first, they set how alike the same layer
+# is across seeds, the ceiling against which the measures analysis reads every other model, and test whether each
+# measure finds the same layer in another seed (layer identification).
+EXTRA_CNN_SEEDS = {False: (1, 2), True: (1,)}
+# The models the measures analysis compares (those trained on digits and recorded on them).
+MEASURED_MODELS = ("mlp", "simclr", "ae-conv", "ae-vae", "mae", "vq-vae")
+
 # The autoencoder of natural patches is read before its ReLUs too, so that its bottom patches show
 # suppression (the opposite edge) rather than ties at zero.
 PATCHES_MODEL = "ae-conv-patches"
@@ -140,6 +147,12 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
          "train": {"model": model, "dataset": "digits", "epochs": 1 if quick else epochs}}
         for run, model, epochs in DEMO_MODELS
     ]
+    seed_models = ["cnn"]
+    for offset in EXTRA_CNN_SEEDS[quick]:
+        name = f"cnn-seed{seed + offset}"
+        seed_models.append(name)
+        models.append({"name": name, "run": f"runs/{name}",
+                       "train": {"model": "cnn", "dataset": "digits", "epochs": 1 if quick else 5, "seed": seed + offset}})
     patches = {"n_patches": mode["n_patches"]}
     models.append({"name": PATCHES_MODEL, "run": f"runs/{PATCHES_MODEL}", "layers": list(PATCHES_LAYERS),
                    "train": {"model": "ae-conv", "dataset": "natural-patches", "epochs": 1 if quick else 8,
@@ -191,6 +204,9 @@ def demo_spec(quick: bool = False, seed: int = 0, *, with_network: bool | None =
         "layers": {},
         "similarity": {"n_stimuli": mode["similarity_stimuli"], "n_bootstrap": mode["bootstrap"],
                        "max_rdm_panels": mode["rdm_panels"], "models": compared_models},
+        "measures": {"n_stimuli": mode["similarity_stimuli"],
+                     "models": [*seed_models, *(MEASURED_MODELS[:1] if quick else MEASURED_MODELS)],
+                     "seed_models": seed_models},
         "units": {"k": 9, "bottom_k": 3, "layers": unit_layers},
         "subspaces": {"ks": mode["ks"], "max_iter": mode["subspace_iter"], "n_stimuli": mode["subspace_stimuli"],
                       "layer": "cnn/relu_fc1", "pixels": True},

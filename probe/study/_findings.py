@@ -36,7 +36,7 @@ class Finding:
     ----------
     topic
         What it is about: ``"Similarity"``, ``"Reference RDM"``, ``"Transfer"``, ``"Label efficiency"``,
-        ``"Units"``, ``"Subspaces"``, ``"Codes"``, ``"Colorization"``, ``"Mask ratio"``, ``"Fine-tuning"``,
+        ``"Units"``, ``"Subspaces"``, ``"Measures"``, ``"Layer identification"``, ``"Codes"``, ``"Colorization"``, ``"Mask ratio"``, ``"Fine-tuning"``,
         ``"Greedy pretraining"``, ``"Words"``, ``"Captions"``, ``"Masked LM ratio"``.
     text
         The sentence, with its numbers.
@@ -288,7 +288,7 @@ def _captions(ctx: StudyContext) -> list[Finding]:
 # The finders in the report's order. A (analysis, "module:function") finder lives beside its study step and
 # is imported only when that analysis has a result (its module imports this one).
 _FINDERS: tuple[Callable[[StudyContext], list[Finding]] | tuple[str, str], ...] = (
-    _similarity, _transfer, _units, _subspaces, ("codes", "probe.study._codes_step:codes_findings"),
+    _similarity, ("measures", "probe.study._measures_step:measures_findings"), _transfer, _units, _subspaces, ("codes", "probe.study._codes_step:codes_findings"),
     ("colorization", "probe.study._colorization_step:colorization_findings"), _mask_ratio,
     ("finetune", "probe.study._finetune_step:finetune_findings"), ("greedy", "probe.study._greedy_step:greedy_findings"),
     _words, _captions, _mlm_ratio,

@@ -154,6 +154,11 @@ def _either(options: Any) -> str:
     return options[0] if len(options) == 1 else ", ".join(options[:-1]) + " or " + options[-1]
 
 
+#: The names of ``analyses.list_measures()``, kept here so that checking a study file loads no torch
+#: (``tests/test_study_spec.py`` compares them with the registry).
+MEASURE_NAMES = ("linear-cka", "rbf-cka", "cca", "svcca", "pwcca", "procrustes", "shape", "mutual-knn", "cknna",
+                 "regression", "rsa", "rsa-whitened")
+
 #: Every analysis a study can run, in the order they run, with its options: name -> {option: Option}.
 #: The runner (``probe.study._study``) and the template (``probe init-study``) read these defaults.
 ANALYSES: dict[str, dict[str, Option]] = {
@@ -169,6 +174,18 @@ ANALYSES: dict[str, dict[str, Option]] = {
         "models": Option((list,), "all", "the models compared (those recorded on the same stimuli are compared "
                          "together); 'all'", items=(str,), words=("all",)),
         "max_rdm_panels": Option((int,), 8, "RDM heatmaps shown per group of models", ge=0),
+    },
+    "measures": {
+        "measures": Option((list,), "all", "names of analyses.list_measures(), or 'all'", items=(str,),
+                           words=("all",), choices=MEASURE_NAMES),
+        "n_stimuli": Option((int,), 300, "a class-balanced subsample of this many stimuli", gt=3),
+        "components": Option((int,), 64, "each layer reduced to this many top principal components first (0: none)",
+                             ge=0),
+        "models": Option((list,), "all", "the models compared (those recorded on the same stimuli are compared "
+                         "together); 'all'", items=(str,), words=("all",)),
+        "seed_models": Option((list,), "none", "models that are seeds of one architecture (the same layers): layer "
+                              "identification and the seed-to-seed ceiling; 'none'", items=(str,), words=("none",)),
+        "ceiling_measure": Option((str,), "linear-cka", "the measure of the ceiling figure", choices=MEASURE_NAMES),
     },
     "units": {
         "k": Option((int,), 9, "top-activating patches shown per unit", gt=0),
@@ -296,6 +313,8 @@ ANALYSIS_HELP = {
     "summary": "a table of each model: source, parameters, layers; a zoo run's training curve",
     "layers": "per-layer summary of the recorded layers",
     "similarity": "how alike the layers are (RDMs, CKA) and how they match a reference",
+    "measures": "every similarity measure side by side (CKA, CCA, Procrustes, shape, kNN, regression, RSA), where "
+                "they disagree, and layer identification across seeds",
     "units": "the image patches that drive single units most (and least)",
     "subspaces": "PCA vs linear autoencoders on one layer per model",
     "transfer": "linear probes on every layer; accuracy vs labels per class",
@@ -379,6 +398,8 @@ _TRAIN: dict[str, Option] = {
     "model": Option((str,), None, "a name of zoo.list_models()"),
     "dataset": Option((str,), "digits", "the dataset it trains on (its train split; its test split evaluates)"),
     "epochs": Option((int,), None, "passes over the training set (default: the model's own)", gt=0),
+    "seed": Option((int,), None, "the training seed (default: the study's); seeds of one architecture set the "
+                   "measures analysis's ceiling", ge=0),
     "dataset_options": Option((dict,), {}, "keyword options of zoo.load_dataset", items=(object,)),
     "settings": Option((dict,), {}, "training settings and model options, e.g. { lr = 0.001, code_dim = 8 }",
                        items=(object,)),
@@ -398,7 +419,7 @@ _OFFLINE_DATASETS = (
 _OFFLINE_PRETRAINED = ("alexnet", "efficientnet-lite0", "mobilenet_v3_small", "resnet18", "resnet50", "vgg16")
 _OFFLINE_MODELS = (
     "ae-contractive", "ae-conv", "ae-denoising", "ae-linear", "ae-mlp", "ae-sparse", "ae-vae", "clip", "cnn",
-    "colorization", "mae", "mlm", "mlp", "resnet18", "simclr", "vq-vae", "word2vec",
+    "cnn10", "colorization", "mae", "mlm", "mlp", "resnet18", "simclr", "vq-vae", "word2vec",
 )
 _OFFLINE_SCHEMES = ("zoo", "pretrained", "torchvision", "timm", "hf")
 # As in zoo/_model_spec.py: the weights value that asks torchvision or timm for their own weights, a

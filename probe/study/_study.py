@@ -59,6 +59,7 @@ ANALYSIS_STEPS: dict[str, str] = {
     "summary": "probe.study._summary_step:summary_analysis",
     "layers": "probe.study._layers_step:layers_analysis",
     "similarity": "probe.study._similarity_step:similarity_analysis",
+    "measures": "probe.study._measures_step:measures_analysis",
     "units": "probe.study._units_step:units_analysis",
     "subspaces": "probe.study._subspaces_step:subspaces_analysis",
     "transfer": "probe.study._transfer_step:transfer_analysis",
@@ -291,7 +292,8 @@ def _train_runs(spec: StudySpec, ctx: StudyContext) -> None:
         # did not write is refused)
         resume = zoo.RunDir(entry.spec).has_checkpoint()
         try:
-            zoo.train(train["model"], dataset=train["dataset"], out=entry.spec, epochs=train["epochs"], seed=spec.seed,
+            zoo.train(train["model"], dataset=train["dataset"], out=entry.spec, epochs=train["epochs"],
+                      seed=spec.seed if train["seed"] is None else train["seed"],
                       device=ctx.device, resume=resume, force=not resume and Path(entry.spec).exists(),
                       progress=ctx.progress, dataset_options=train["dataset_options"], **train["settings"])
         except (ValueError, FileExistsError) as err:

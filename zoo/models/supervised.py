@@ -1,4 +1,4 @@
-"""Supervised classifiers: a small CNN, an MLP, and ResNet-18 adapted to small images."""
+"""Supervised classifiers: a small CNN, a plain 10-layer CNN, an MLP, and ResNet-18 adapted to small images."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 from zoo._registry import TrainDefaults, register_model
 from zoo.models._base import ZooModel, check_input_shape, conv_trunk
 
-__all__ = ["SmallCNN", "MLPClassifier", "SmallImageResNet18", "classification_objective"]
+__all__ = ["SmallCNN", "Tiny10CNN", "MLPClassifier", "SmallImageResNet18", "classification_objective"]
 
 
 def classification_objective(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
@@ -75,6 +75,57 @@ class SmallCNN(ZooModel):
 
     def recordable_layers(self) -> list[str]:
         return ["features.relu1", "features.relu2", "features.relu3", "relu_fc1", "fc2"]
+
+
+# (output channels, stride, kernel) of Tiny-10's eight conv layers (Kornblith et al. 2019, appendix): two 3x3 at 16,
+# a strided 3x3 and two 3x3 at 32, a strided 3x3 and a 3x3 at 64, a 1x1 at 64.
+_TINY10_CONVS = ((1, 1, 3), (1, 1, 3), (2, 2, 3), (2, 1, 3), (2, 1, 3), (4, 2, 3), (4, 1, 3), (4, 1, 1))
+
+
+@register_model("cnn10", defaults=TrainDefaults(epochs=10, lr=3e-3, batch_size=128, weight_decay=5e-4), **_SUPERVISED)
+class Tiny10CNN(ZooModel):
+    """The plain 10-layer CNN of the layer-identification test (Kornblith et al. 2019, "Tiny-10").
+
+    Eight conv-BN-ReLU layers (``width``, ``width``, strided ``2 width``, ``2 width``, ``2 width``, strided
+    ``4 width``, ``4 width``, and a 1x1 ``4 width``), global average pooling and a linear read-out: ten
+    recordable layers, ``relu1`` ... ``relu8``, ``pool`` and ``logits``.
+
+    Parameters
+    ----------
+    input_shape
+        (C, H, W) of the images (at least 4x4).
+    n_classes
+        Number of output classes.
+    width
+        Channels of the first two conv layers (16 in the paper).
+    """
+
+    family = "supervised"
+
+    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), n_classes: int = 10, width: int = 16):
+        super().__init__()
+        channels, height, width_px = check_input_shape(input_shape, min_side=4)
+        self.config = {"input_shape": [channels, height, width_px], "n_classes": n_classes, "width": width}
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        previous = channels
+        for i, (multiple, stride, kernel) in enumerate(_TINY10_CONVS, start=1):
+            layers[f"conv{i}"] = nn.Conv2d(previous, multiple * width, kernel, stride, padding=kernel // 2, bias=False)
+            layers[f"bn{i}"] = nn.BatchNorm2d(multiple * width)
+            layers[f"relu{i}"] = nn.ReLU()
+            previous = multiple * width
+        layers["pool"] = nn.AdaptiveAvgPool2d(1)
+        layers["flatten"] = nn.Flatten()
+        self.features = nn.Sequential(layers)
+        self.logits = nn.Linear(previous, n_classes)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.features(x))
+
+    def recordable_layers(self) -> list[str]:
+        return [f"features.relu{i}" for i in range(1, len(_TINY10_CONVS) + 1)] + ["features.pool", "logits"]
 
 
 @register_model("mlp", defaults=TrainDefaults(epochs=40, lr=2e-3, batch_size=64, weight_decay=1e-3), **_SUPERVISED)

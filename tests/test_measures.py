@@ -1,0 +1,212 @@
+"""The measure registry, all-pairs maps, their disagreement, layer identification and inference for any measure,
+each checked against the single-pair functions called in a loop (and scipy for rank correlations)."""
+
+import numpy as np
+import pytest
+import scipy.stats
+
+import analyses
+from analyses import (
+    MEASURES,
+    bootstrap_measure,
+    cca_similarity,
+    cka,
+    cknna,
+    compare_rdms,
+    compare_representations,
+    layer_identification,
+    measure_disagreement,
+    measure_matrices,
+    mutual_knn,
+    permutation_test_measure,
+    procrustes_distance,
+    pwcca,
+    rdm,
+    regression_r2,
+    seed_ceiling,
+    shape_distance,
+    svcca,
+)
+
+
+def _layers(n=80, seed=0, widths=(6, 8, 5)):
+    """A small 'network': each layer a noisy nonlinear map of the previous one."""
+    rng = np.random.default_rng(seed)
+    h, out = np.random.default_rng(99).standard_normal((n, 5)), {}
+    for i, width in enumerate(widths):
+        h = np.tanh(h @ rng.standard_normal((h.shape[1], width))) + 0.3 * rng.standard_normal((n, width))
+        out[f"l{i}"] = h
+    return out
+
+
+# The public function each registered measure stands for, with the registry's fixed options.
+REFERENCES = {
+    "linear-cka": lambda X, Y: cka(X, Y),
+    "rbf-cka": lambda X, Y: cka(X, Y, kernel="rbf"),
+    "cca": cca_similarity,
+    "svcca": svcca,
+    "pwcca": pwcca,
+    "procrustes": procrustes_distance,
+    "shape": lambda X, Y: shape_distance(X, Y, alpha=0.5),
+    "mutual-knn": lambda X, Y: mutual_knn(X, Y, k=10),
+    "cknna": lambda X, Y: cknna(X, Y, k=10),
+    "regression": regression_r2,
+    "rsa": lambda X, Y: compare_rdms(rdm(X, "correlation"), rdm(Y, "correlation"), "spearman"),
+    "rsa-whitened": lambda X, Y: compare_rdms(rdm(X, "correlation"), rdm(Y, "correlation"), "corr_cov"),
+}
+
+
+def test_every_measure_is_registered_with_its_convention_and_equals_its_public_function():
+    assert set(analyses.list_measures()) == set(REFERENCES)
+    layers = _layers()
+    X, Y = layers["l0"], layers["l1"]
+    for name, reference in REFERENCES.items():
+        spec = MEASURES[name]
+        value = compare_representations(X, Y, name)
+        assert value == pytest.approx(reference(X, Y), abs=1e-10), name
+        assert spec.low <= value <= spec.high, name
+        assert spec.kind in ("similarity", "distance")
+        if spec.symmetric:
+            assert compare_representations(Y, X, name) == pytest.approx(value, abs=1e-10), name
+
+
+def test_an_unknown_measure_names_the_nearest_and_how_to_list_them():
+    with pytest.raises(KeyError, match=r"'linear-ckaa'.*linear-cka.*list_measures"):
+        compare_representations(np.eye(4), np.eye(4), "linear-ckaa")
+
+
+def test_the_map_equals_every_pair_computed_alone_within_and_across_models():
+    representations = {"a": _layers(seed=0), "b": _layers(seed=1)}
+    maps = measure_matrices(representations, progress=False)
+    assert maps.skipped == {} and list(maps.maps) == list(MEASURES)
+    flat = {f"{m}/{layer}": x for m, layers in representations.items() for layer, x in layers.items()}
+    for name, matrix in maps.maps.items():
+        assert matrix.names == list(flat)
+        expected = [[compare_representations(flat[i], flat[j], name) for j in flat] for i in flat]
+        np.testing.assert_allclose(matrix.values, expected, atol=1e-10, err_msg=name)
+    frame = maps.to_frame()
+    assert len(frame) == len(MEASURES) * len(flat) ** 2 and set(frame["kind"]) == {"similarity", "distance"}
+
+
+def test_a_measure_undefined_on_the_data_is_skipped_with_its_reason_or_raised():
+    rng = np.random.default_rng(0)
+    wide = {"x": rng.standard_normal((20, 15)), "y": rng.standard_normal((20, 15)), "z": rng.standard_normal((20, 3))}
+    with pytest.warns(UserWarning, match="cca"):
+        maps = measure_matrices(wide, ["linear-cka", "cca"], progress=False)
+    assert list(maps.maps) == ["linear-cka"] and "too few stimuli" in maps.skipped["cca"]
+    with pytest.raises(KeyError, match="too few stimuli"):
+        maps["cca"]
+    with pytest.raises(ValueError, match="'x' vs 'x'.*too few stimuli"):
+        measure_matrices(wide, ["cca"], on_undefined="raise", progress=False)
+
+
+def test_disagreement_rank_correlates_the_maps_and_flags_the_conclusions_that_change():
+    maps = measure_matrices({"a": _layers(seed=0), "b": _layers(seed=1)}, ["linear-cka", "procrustes", "rsa"],
+                            progress=False)
+    result = measure_disagreement(maps)
+    off = ~np.eye(len(maps.names), dtype=bool)
+    for a in ("linear-cka", "procrustes", "rsa"):
+        for b in ("linear-cka", "procrustes", "rsa"):
+            sign = (-1 if a == "procrustes" else 1) * (-1 if b == "procrustes" else 1)
+            expected = sign * scipy.stats.spearmanr(maps[a].values[off], maps[b].values[off]).statistic
+            assert result.agreement.loc[a, b] == pytest.approx(expected, abs=1e-12)
+    conclusions = result.conclusions.set_index(["model", "layer", "other"])
+    for name in ("linear-cka", "rsa"):
+        block = maps[name].block("a", "b")
+        for layer in block.index:
+            assert conclusions.loc[("a", layer, "b"), name] == block.loc[layer].idxmax()
+    block = maps["procrustes"].block("a", "b")
+    for layer in block.index:
+        assert conclusions.loc[("a", layer, "b"), "procrustes"] == block.loc[layer].idxmin()
+    picks = result.conclusions[["linear-cka", "procrustes", "rsa"]]
+    np.testing.assert_array_equal(result.conclusions["changes"], picks.nunique(axis=1) > 1)
+
+
+def _brute_identification(seeds, measure):
+    names, layers = list(seeds), list(next(iter(seeds.values())))
+    spec = MEASURES[measure]
+    hits = total = 0
+    for a in names:
+        for b in names:
+            if a == b:
+                continue
+            for i, layer in enumerate(layers):
+                values = spec.closeness([compare_representations(seeds[a][layer], seeds[b][other], measure)
+                                         for other in layers])
+                hits += int(values[i] > np.delete(values, i).max())
+                total += 1
+    return hits / total
+
+
+def test_layer_identification_equals_the_loop_over_seed_pairs_and_layers():
+    seeds = {f"seed{s}": _layers(seed=s, widths=(6, 6, 6, 6)) for s in range(3)}
+    result = layer_identification(seeds, ["linear-cka", "procrustes", "pwcca"], progress=False)
+    for measure in ("linear-cka", "procrustes", "pwcca"):
+        row = result.accuracy.set_index("measure").loc[measure]
+        assert row["accuracy"] == pytest.approx(_brute_identification(seeds, measure))
+        assert row["total"] == 3 * 2 * 4
+    assert list(result.accuracy["accuracy"]) == sorted(result.accuracy["accuracy"], reverse=True)
+    per_layer = result.per_layer[result.per_layer["measure"] == "linear-cka"]
+    assert per_layer["accuracy"].mean() == pytest.approx(result.accuracy.set_index("measure").loc["linear-cka",
+                                                                                                   "accuracy"])
+
+
+def test_a_tie_between_layers_is_a_miss_and_a_copy_of_a_network_is_identified_fully():
+    layers = _layers()
+    tied = dict(layers, l2=layers["l1"])  # two layers identical: neither can be told apart
+    result = layer_identification({"s0": tied, "s1": tied}, ["linear-cka"], progress=False)
+    per_layer = result.per_layer.set_index("layer")["accuracy"]
+    assert per_layer["l0"] == 1.0 and per_layer["l1"] == 0.0 and per_layer["l2"] == 0.0
+    assert set(result.confusions["picked"]) == {"(tie)"}
+    rotated = {k: v @ np.linalg.qr(np.random.default_rng(1).standard_normal((v.shape[1],) * 2))[0]
+               for k, v in layers.items()}
+    assert layer_identification({"s0": layers, "s1": rotated}, ["linear-cka", "procrustes"],
+                                progress=False).accuracy["accuracy"].tolist() == [1.0, 1.0]
+
+
+def test_seed_ceiling_is_the_same_layer_across_every_pair_of_seeds():
+    seeds = {f"seed{s}": _layers(seed=s) for s in range(3)}
+    ceiling = seed_ceiling(seeds, "linear-cka", progress=False)
+    for layer in ("l0", "l1", "l2"):
+        values = [cka(seeds[a][layer], seeds[b][layer]) for a, b in (("seed0", "seed1"), ("seed0", "seed2"),
+                                                                    ("seed1", "seed2"))]
+        low, mean, high = ceiling.band(layer, "linear-cka")
+        assert (low, mean, high) == pytest.approx((min(values), np.mean(values), max(values)))
+    with pytest.raises(ValueError, match="same layers"):
+        layer_identification({"a": _layers(), "b": {"l0": _layers()["l0"], "x": _layers()["l1"]}})
+
+
+def test_bootstrap_resamples_stimuli_as_the_loop_does_and_keeps_distinct_stimuli_for_neighbour_measures():
+    layers = _layers(n=60)
+    X, Y = layers["l0"], layers["l1"]
+    result = bootstrap_measure(X, Y, "linear-cka", n_bootstrap=25, seed=3, progress=False)
+    rng = np.random.default_rng(3)
+    expected = []
+    for _ in range(25):
+        index = rng.integers(0, 60, 60)
+        expected.append(cka(X[index], Y[index]))
+    np.testing.assert_allclose(result.samples, expected, atol=1e-12)
+    assert result.ci_low == pytest.approx(np.quantile(expected, 0.025))
+    assert result.estimate == pytest.approx(cka(X, Y))
+    knn = bootstrap_measure(X, Y, "mutual-knn", n_bootstrap=5, seed=3, progress=False)
+    rng = np.random.default_rng(3)
+    index = np.unique(rng.integers(0, 60, 60))
+    assert knn.samples[0] == pytest.approx(mutual_knn(X[index], Y[index], k=10))
+    again = bootstrap_measure(X, Y, "mutual-knn", n_bootstrap=5, seed=3, progress=False)
+    np.testing.assert_array_equal(knn.samples, again.samples)
+
+
+def test_permutation_p_value_follows_the_measure_direction():
+    layers = _layers(n=60)
+    X = layers["l0"]
+    related = X @ np.random.default_rng(0).standard_normal((6, 6)) + 0.05 * np.random.default_rng(1).standard_normal(
+        (60, 6))
+    for measure in ("linear-cka", "procrustes"):
+        result = permutation_test_measure(X, related, measure, n_permutations=50, seed=0, progress=False)
+        assert result.p_value == pytest.approx(1 / 51), measure
+    unrelated = np.random.default_rng(5).standard_normal((60, 6))
+    result = permutation_test_measure(X, unrelated, "procrustes", n_permutations=50, seed=0, progress=False)
+    rng = np.random.default_rng(0)
+    null = [procrustes_distance(X, unrelated[rng.permutation(60)]) for _ in range(50)]
+    np.testing.assert_allclose(result.null, null, atol=1e-12)
+    assert result.p_value == pytest.approx((1 + sum(v <= result.observed for v in null)) / 51)

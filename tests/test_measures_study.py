@@ -1,0 +1,86 @@
+"""The measures analysis in a study and its report section: the maps with a measure selector, the disagreement,
+layer identification over seed models and each other model against the seed-to-seed band."""
+
+import re
+
+import numpy as np
+import pytest
+
+from analyses import compare_representations, layer_identification, measure_disagreement, measure_matrices
+from probe.study import Study
+from probe.study._measures_step import ceiling_scores, top_components
+from reports import measures_section
+
+
+def _net(seed, n=90):
+    rng = np.random.default_rng(seed)
+    h, out = np.random.default_rng(7).standard_normal((n, 4)), {}
+    for i in range(3):
+        h = np.tanh(h @ rng.standard_normal((h.shape[1], 6))) + 0.2 * rng.standard_normal((n, 6))
+        out[f"l{i}"] = h
+    return out
+
+
+def test_top_components_keep_the_layer_geometry_up_to_rotation_and_report_the_variance_kept():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 4)) @ rng.standard_normal((4, 30)) + 0.01 * rng.standard_normal((50, 30))
+    reduced, share = top_components(X, 10)
+    assert reduced.shape == (50, 10) and share == pytest.approx(1.0, abs=1e-3)
+    centred = X - X.mean(0)
+    np.testing.assert_allclose(reduced @ reduced.T, centred @ centred.T, atol=1e-2)  # Gram kept: CKA unchanged
+    variance = np.linalg.svd(centred, compute_uv=False) ** 2
+    assert top_components(X, 2)[1] == pytest.approx(variance[:2].sum() / variance.sum())
+    narrow, share = top_components(X[:, :5], 10)
+    np.testing.assert_allclose(narrow, X[:, :5] - X[:, :5].mean(0)) and share == 1.0
+
+
+def test_ceiling_scores_read_each_other_models_most_alike_layer():
+    reps = {"s0": _net(0), "s1": _net(1), "other": _net(5)}
+    maps = measure_matrices(reps, ["linear-cka", "procrustes"], progress=False)
+    for measure, pick in (("linear-cka", max), ("procrustes", min)):
+        scores = ceiling_scores(maps, measure, ["s0", "s1"]).set_index("layer")
+        assert set(scores["other"]) == {"other"}
+        for layer in ("l0", "l1", "l2"):
+            values = {o: compare_representations(reps["s0"][layer], reps["other"][o], measure) for o in reps["other"]}
+            assert scores.loc[layer, "value"] == pytest.approx(pick(values.values()))
+            assert scores.loc[layer, "other_layer"] == pick(values, key=values.get)
+
+
+def test_the_section_has_one_selector_button_per_map_and_lists_what_was_left_out():
+    reps = {"s0": _net(0), "s1": _net(1), "other": _net(5)}
+    maps = measure_matrices(reps, ["linear-cka", "procrustes", "rsa"], progress=False)
+    identification = layer_identification({"s0": reps["s0"], "s1": reps["s1"]}, list(maps.maps), progress=False)
+    section = measures_section(maps, disagreement=measure_disagreement(maps), identification=identification,
+                               ceiling_scores=ceiling_scores(maps, "linear-cka", ["s0", "s1"]))
+    body = str(section.body)
+    assert len(re.findall(r'<input type="radio"', body)) == 3 and body.count('class="panel"') == 3
+    assert body.count(" checked>") == 1  # the first measure shows
+    for title in ("Where the measures disagree", "Layer identification across seeds",
+                  "Cross-model scores against the seed-to-seed ceiling"):
+        assert title in body
+    assert "99.3" in body  # Kornblith et al.'s linear CKA figure beside ours
+    with pytest.raises(ValueError, match="every measure was skipped"):
+        measures_section(type(maps)({}, {"cca": "too few stimuli"}, {}))
+
+
+def test_the_study_compares_every_measure_and_identifies_layers_across_seed_models(tmp_path):
+    train = {"model": "cnn", "dataset": "digits", "epochs": 1}
+    spec = {"title": "measures", "data": {"dataset": "digits", "split": "test", "limit": 120},
+            "models": [{"name": "a", "run": "runs/a", "train": dict(train, seed=0)},
+                       {"name": "b", "run": "runs/b", "train": dict(train, seed=1)},
+                       {"name": "mlp", "run": "runs/mlp", "train": {"model": "mlp", "dataset": "digits", "epochs": 1}}],
+            "analyses": {"measures": {"measures": ["linear-cka", "cca", "mutual-knn"], "n_stimuli": 60,
+                                      "seed_models": ["a", "b"]}}}
+    result = Study.from_dict(spec, folder=tmp_path, out=tmp_path / "out").run(progress=False)
+    assert result.failed == {}
+    tables = result.tables
+    assert set(tables["measures-maps"]["measure"]) == {"linear-cka", "cca", "mutual-knn"}
+    assert set(tables["measures-identification"]["measure"]) == {"linear-cka", "cca", "mutual-knn"}
+    assert (tables["measures-identification"]["total"] == 2 * 5).all()  # 2 ordered seed pairs x 5 cnn layers
+    report = result.report.read_text()
+    assert "Similarity measures" in report and "Layer identification" in report
+    findings = tables["findings"] if "findings" in tables else None
+    assert findings is None or "Layer identification" in set(findings["topic"])
+    spec["analyses"]["measures"]["seed_models"] = ["a", "nope"]
+    failed = Study.from_dict(spec, folder=tmp_path, out=tmp_path / "out2").run(progress=False).failed
+    assert "seed_models ['nope'] are not recorded models" in failed["measures"]
