@@ -193,30 +193,38 @@ def _row_sums(vectors: np.ndarray) -> np.ndarray:
     return sums
 
 
-def _whitened_cosine(a: np.ndarray, b: np.ndarray, method: str) -> np.ndarray:
-    """a'V^-1 b / sqrt(a'V^-1 a b'V^-1 b) for all rows, V = 2 I + B B^T (module docstring)."""
+def whitened_summary(vectors: np.ndarray, method: str, which: str = "first") -> tuple:
+    """What the whitened comparisons need of condensed vectors (k, n_pairs): the vectors, their square RDMs'
+    row sums, their totals and their whitened norms sqrt(a'V^-1 a); an all-zero RDM raises."""
     try:
-        n = n_stimuli_from_pairs(a.shape[1])
+        n = n_stimuli_from_pairs(vectors.shape[1])
     except ValueError:
         raise ValueError(
             f"{method} whitens over every pair of n stimuli, so it needs whole condensed RDMs, but got "
-            f"{a.shape[1]} pairs, which is not an upper triangle (n(n-1)/2: 3, 6, 10, ...); a subset of pairs, "
+            f"{vectors.shape[1]} pairs, which is not an upper triangle (n(n-1)/2: 3, 6, 10, ...); a subset of pairs, "
             "such as the stimulus bootstrap's (which drops duplicated stimuli), needs an unwhitened method"
         ) from None
-    summaries = []
-    for vectors, which in ((a, "first"), (b, "second")):
-        row_sums, totals = _row_sums(vectors), vectors.sum(axis=1)
-        squared = _whitened_inner(vectors, vectors, row_sums, row_sums, totals, totals, n, diagonal=True)
-        norms = np.sqrt(np.maximum(squared, 0))
-        if (norms == 0).any():  # V is positive definite: a'V^-1 a is 0 only for a = 0
-            raise ValueError(
-                f"an RDM in the {which} argument is all zeros, so its {method} similarity is undefined; "
-                "use method='tau-a' or 'rho-a', which are defined for tied dissimilarities"
-            )
-        summaries.append((vectors, row_sums, totals, norms))
-    (a, r_a, s_a, norm_a), (b, r_b, s_b, norm_b) = summaries
-    inner = _whitened_inner(a, b, r_a, r_b, s_a, s_b, n)
+    row_sums, totals = _row_sums(vectors), vectors.sum(axis=1)
+    squared = _whitened_inner(vectors, vectors, row_sums, row_sums, totals, totals, n, diagonal=True)
+    norms = np.sqrt(np.maximum(squared, 0))
+    if (norms == 0).any():  # V is positive definite: a'V^-1 a is 0 only for a = 0
+        raise ValueError(
+            f"an RDM in the {which} argument is all zeros, so its {method} similarity is undefined; "
+            "use method='tau-a' or 'rho-a', which are defined for tied dissimilarities"
+        )
+    return vectors, row_sums, totals, norms
+
+
+def whitened_cosine_of(summary_a: tuple, summary_b: tuple) -> np.ndarray:
+    """a'V^-1 b / sqrt(a'V^-1 a b'V^-1 b) for every row of two ``whitened_summary`` results."""
+    (a, r_a, s_a, norm_a), (b, r_b, s_b, norm_b) = summary_a, summary_b
+    inner = _whitened_inner(a, b, r_a, r_b, s_a, s_b, r_a.shape[1])
     return np.clip(inner / np.outer(norm_a, norm_b), -1.0, 1.0)
+
+
+def _whitened_cosine(a: np.ndarray, b: np.ndarray, method: str) -> np.ndarray:
+    """a'V^-1 b / sqrt(a'V^-1 a b'V^-1 b) for all rows, V = 2 I + B B^T (module docstring)."""
+    return whitened_cosine_of(whitened_summary(a, method, "first"), whitened_summary(b, method, "second"))
 
 
 def _whitened_inner(a, b, r_a, r_b, s_a, s_b, n: int, diagonal: bool = False) -> np.ndarray:
@@ -230,13 +238,18 @@ def _cosine_cov(a, b):
     return _whitened_cosine(a, b, "cosine_cov")
 
 
+def check_not_constant(vectors: np.ndarray, which: str = "first") -> None:
+    """corr_cov centres each RDM, which leaves nothing of a constant one: refuse it."""
+    if (np.ptp(vectors, axis=1) == 0).any():
+        raise ValueError(
+            f"an RDM in the {which} argument is constant, so its corr_cov correlation is undefined; "
+            "use method='tau-a' or 'rho-a', which are defined for tied dissimilarities"
+        )
+
+
 def _corr_cov(a, b):
-    for vectors, which in ((a, "first"), (b, "second")):
-        if (np.ptp(vectors, axis=1) == 0).any():
-            raise ValueError(
-                f"an RDM in the {which} argument is constant, so its corr_cov correlation is undefined; "
-                "use method='tau-a' or 'rho-a', which are defined for tied dissimilarities"
-            )
+    check_not_constant(a, "first")
+    check_not_constant(b, "second")
     return _whitened_cosine(_centre(a), _centre(b), "corr_cov")
 
 

@@ -117,6 +117,12 @@ def _seed_layers(seeds: Mapping[str, Any]) -> tuple[list[str], list[str], dict[s
     return names, layers, by_seed
 
 
+def _prepare_seed(measure: Measure, entries: list[Entry], seed: str, device: Any) -> list[Any]:
+    """One seed's layers prepared for a measure, each converted to float64 only while it is prepared (so memory
+    holds the summaries, not float64 copies of every recording)."""
+    return [prepare_layers(measure, _tensors([entry], device), [f"{seed}/{entry.layer}"])[0] for entry in entries]
+
+
 def _blocks(measure: Measure, prepared: dict[str, list[Any]], layers: list[str]) -> dict[tuple[str, str], np.ndarray]:
     """The measure between every layer of seed a (rows) and every layer of seed b, for each ordered pair."""
     blocks: dict[tuple[str, str], np.ndarray] = {}
@@ -184,8 +190,7 @@ def layer_identification(
     if on_undefined not in ("skip", "raise"):
         raise ValueError(f"on_undefined must be 'skip' or 'raise', got {on_undefined!r}")
     seed_names, layers, by_seed = _seed_layers(seeds)
-    tensors = {name: _tensors(entries, device) for name, entries in by_seed.items()}
-    counts = {name: t[0].shape[0] for name, t in tensors.items()}
+    counts = {name: len(entries[0].data) for name, entries in by_seed.items()}
     if len(set(counts.values())) != 1:
         raise ValueError(f"the seeds were recorded on different numbers of stimuli {counts}; use the same stimuli")
     rows, layer_rows, confusion_rows, ceiling_rows, skipped, seconds = [], [], [], [], {}, {}
@@ -193,8 +198,7 @@ def layer_identification(
     for measure in tqdm(measure_options(measures), desc="layer identification", disable=not progress, leave=False):
         started = time.perf_counter()
         try:
-            prepared = {name: prepare_layers(measure, tensors[name], [f"{name}/{layer}" for layer in layers])
-                        for name in seed_names}
+            prepared = {name: _prepare_seed(measure, by_seed[name], name, device) for name in seed_names}
             blocks = _blocks(measure, prepared, layers)
         except ValueError as error:
             if on_undefined == "raise":

@@ -42,7 +42,7 @@ import torch
 
 from analyses._cca import compare_cca, compare_pwcca, compare_svcca, prepare_cca
 from analyses._cka import check_pair, flatten_units
-from analyses._compare import _ranks, compare_vectors
+from analyses._compare import _ranks, check_not_constant, whitened_cosine_of, whitened_summary
 from analyses._neighbour_alignment import compare_cknna, compare_mutual_knn, prepare_knn
 from analyses._rdm import rdm
 from analyses._shape_metrics import (
@@ -146,13 +146,17 @@ def _compare_unit_vectors(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.clip(a @ b, -1.0, 1.0))
 
 
-def _prepare_rdm(X: torch.Tensor) -> np.ndarray:
-    """The condensed correlation-distance RDM."""
-    return rdm(X.cpu().numpy(), "correlation").condensed()
+def _prepare_whitened_rdm(X: torch.Tensor) -> tuple:
+    """The centred correlation-distance RDM with what corr_cov's whitening needs of it (``compare_rdms``)."""
+    vector = rdm(X.cpu().numpy(), "correlation").condensed()[None]
+    check_not_constant(vector)
+    return whitened_summary(vector - vector.mean(), "corr_cov")
 
 
-def _compare_whitened(a: np.ndarray, b: np.ndarray) -> float:
-    return float(compare_vectors(a[None], b[None], "corr_cov")[0, 0])
+def _compare_whitened(a: tuple, b: tuple) -> float:
+    if a[0].shape != b[0].shape:
+        raise ValueError(f"the RDMs cover {a[0].size} and {b[0].size} stimulus pairs; pass the same stimuli")
+    return float(whitened_cosine_of(a, b)[0, 0])
 
 
 def _measure(name, label, kind, low, high, symmetric, reference, prepare, compare, duplicates_ok=True) -> Measure:
@@ -187,7 +191,7 @@ MEASURES: dict[str, Measure] = {
                  "Kriegeskorte et al. 2008; analyses.compare_rdms(method='spearman')", _prepare_rdm_ranks,
                  _compare_unit_vectors, False),
         _measure("rsa-whitened", "whitened RSA (corr_cov)", "similarity", -1.0, 1.0, True,
-                 "Diedrichsen et al. 2020; analyses.compare_rdms(method='corr_cov')", _prepare_rdm,
+                 "Diedrichsen et al. 2020; analyses.compare_rdms(method='corr_cov')", _prepare_whitened_rdm,
                  _compare_whitened, False),
     )
 }

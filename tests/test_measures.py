@@ -210,3 +210,46 @@ def test_permutation_p_value_follows_the_measure_direction():
     null = [procrustes_distance(X, unrelated[rng.permutation(60)]) for _ in range(50)]
     np.testing.assert_allclose(result.null, null, atol=1e-12)
     assert result.p_value == pytest.approx((1 + sum(v <= result.observed for v in null)) / 51)
+
+
+def _degenerate_inputs():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((40, 6))
+    Y = np.tanh(X @ rng.standard_normal((6, 5))) + 0.1 * rng.standard_normal((40, 5))
+    constant_unit = X.copy()
+    constant_unit[:, 2] = 3.0
+    duplicated = np.concatenate([X, X[:, :3]], axis=1)  # rank-deficient: 9 units spanning 6 directions
+    wide = rng.standard_normal((40, 60))  # more units than stimuli
+    return {
+        "a constant unit": (constant_unit, Y),
+        "duplicated units": (duplicated, Y),
+        "more units than stimuli": (wide, Y),
+        "float16": (X.astype(np.float16), Y.astype(np.float16)),
+    }
+
+
+@pytest.mark.parametrize("case", list(_degenerate_inputs()))
+def test_no_measure_returns_nan_on_degenerate_input_it_answers_in_range_or_says_what_to_do(case):
+    X, Y = _degenerate_inputs()[case]
+    for name, spec in MEASURES.items():
+        try:
+            value = compare_representations(X, Y, name)
+        except ValueError as error:
+            assert "use" in str(error) or "drop" in str(error) or "reduce" in str(error), (name, str(error))
+            continue
+        assert np.isfinite(value) and spec.low - 1e-9 <= value <= spec.high + 1e-9, (case, name, value)
+        if case == "float16":  # the same as on the float16 values read in float64
+            expected = compare_representations(X.astype(np.float64), Y.astype(np.float64), name)
+            assert value == pytest.approx(expected, abs=1e-12), name
+
+
+def test_a_representation_that_is_the_same_for_every_stimulus_is_refused_by_every_measure():
+    Y = np.random.default_rng(0).standard_normal((30, 4))
+    for name in MEASURES:
+        with pytest.raises(ValueError):
+            compare_representations(Y, np.ones((30, 5)), name)
+        if name == "regression":  # a constant predictor explains none of Y: R^2 = 0, its documented convention
+            assert compare_representations(np.ones((30, 5)), Y, name) == 0.0
+            continue
+        with pytest.raises(ValueError):
+            compare_representations(np.ones((30, 5)), Y, name)
