@@ -43,7 +43,7 @@ from analyses._measure_inference import (
 from analyses._measure_maps import MeasureDisagreement, MeasureMaps, measure_disagreement, measure_matrices
 from analyses._measures import MEASURES, Measure, compare_representations, get_measure, list_measures
 from analyses._neighbour_alignment import cknna, mutual_knn
-from analyses._noise_ceiling import NoiseCeiling, noise_ceiling
+from analyses._noise_ceiling import NoiseCeiling, noise_ceiling, pool_rdms
 from analyses._shape_metrics import procrustes_distance, regression_r2, shape_distance
 from analyses._code_agreement import CodebookUsage, LayerCodes, codebook_usage, kmeans_codes
 from analyses._linear_autoencoder import LinearAutoencoder
@@ -160,6 +160,7 @@ __all__ = [
     "SeedCeiling",
     "noise_ceiling",
     "NoiseCeiling",
+    "pool_rdms",
     "SimilarityMatrix",
     "cka_matrix",
     "layer_rdms",

@@ -51,7 +51,7 @@ from analyses._compare import (
 from analyses._memory import check_memory
 from analyses._rdm import n_stimuli_from_pairs
 
-__all__ = ["NoiseCeiling", "noise_ceiling"]
+__all__ = ["NoiseCeiling", "noise_ceiling", "pool_rdms"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,23 @@ def _check_poolable(vectors: np.ndarray, method: str) -> None:
             f"subject {int(np.flatnonzero(flat)[0])}'s RDM is {what}, so it cannot be normalised for pooling "
             f"under method={method!r}; use {instead}"
         )
+
+
+def pool_rdms(rdms: Any, method: str = "spearman") -> np.ndarray:
+    """The subjects' pooled RDM as ``method`` pools it (module docstring): the reference a model is compared
+    with, as a condensed vector.
+
+    Parameters
+    ----------
+    rdms
+        As for ``noise_ceiling`` (k >= 1 RDMs over the same stimuli).
+    method
+        Comparison method, any of ``analyses.compare_rdms``.
+    """
+    method = resolve_method(method)
+    vectors, _ = rdm_vectors(rdms, "rdms")
+    _check_poolable(vectors, method)
+    return _POOLING[method](vectors).mean(axis=0)
 
 
 def noise_ceiling(rdms: Any, method: str = "spearman") -> NoiseCeiling:

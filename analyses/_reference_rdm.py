@@ -117,11 +117,15 @@ class LayerRanking:
         The RDM comparison method of ``score``.
     reference
         The reference RDM's name.
+    ceiling
+        The reference's noise ceiling (``analyses.noise_ceiling``) when it was measured several times,
+        else None.
     """
 
     frame: pd.DataFrame
     method: str
     reference: str
+    ceiling: Any = None
 
     def to_frame(self) -> pd.DataFrame:
         return self.frame.copy()

@@ -128,6 +128,11 @@ def _ranking_bars(ranking: Any, colors: Mapping[str, str]) -> str:
            capsize=2)
     ax.set_xticks(positions, frame["name"], rotation=60, ha="right", fontsize=7)
     ax.set_xlim(-0.7, len(frame) - 0.3)
+    ceiling = getattr(ranking, "ceiling", None)
+    if ceiling is not None:
+        ax.axhspan(ceiling.lower, ceiling.upper, color="#bbbbbb", alpha=0.5, zorder=0,
+                   label=f"noise ceiling ({ceiling.n_subjects} subjects)")
+        ax.legend(fontsize=7, frameon=False, loc="upper right")
     ax.set_ylabel(f"{ranking.method} with reference")
     ax.set_title(f"Layers versus reference RDM “{ranking.reference}”", fontsize=9)
     ax.axhline(0, color="black", lw=0.5)
@@ -226,7 +231,11 @@ def similarity_section(
             "full_size": True,
             "table": table_html(shown[columns].head(10)),
             "caption": f"{ranking.method} between each layer's RDM and the reference"
-            + ("; bars: bootstrap percentile intervals over stimuli." if "ci_low" in shown.columns else "."),
+            + ("; bars: bootstrap percentile intervals over stimuli." if "ci_low" in shown.columns else ".")
+            + (f" Grey band: the reference's noise ceiling over its {ranking.ceiling.n_subjects} subjects (lower "
+               f"{ranking.ceiling.lower:.2f}: each subject against the pooled others; upper "
+               f"{ranking.ceiling.upper:.2f}: against all), the most a model can be expected to reach."
+               if getattr(ranking, "ceiling", None) is not None else ""),
         })
     body = render_fragment("sections/similarity.html.j2", intro=intro, items=items)
     summary = "How the representational geometry changes across layers and models."

@@ -84,3 +84,36 @@ def test_the_study_compares_every_measure_and_identifies_layers_across_seed_mode
     spec["analyses"]["measures"]["seed_models"] = ["a", "nope"]
     failed = Study.from_dict(spec, folder=tmp_path, out=tmp_path / "out2").run(progress=False).failed
     assert "seed_models ['nope'] are not recorded models" in failed["measures"]
+
+
+def test_a_reference_of_several_subjects_is_pooled_and_its_noise_ceiling_drawn(tmp_path):
+    from analyses import noise_ceiling, pool_rdms
+    from probe.study._similarity_step import RANKING_METHOD, _balanced_subsample
+
+    import zoo
+
+    labels = np.array([zoo.load_dataset("digits", split="test")[i][1] for i in range(60)])
+    category = (labels[:, None] != labels[None, :]).astype(float)
+    rng = np.random.default_rng(0)
+    subjects = []
+    for _ in range(3):
+        noise = rng.random((60, 60))
+        subject = category + 0.8 * (noise + noise.T)
+        np.fill_diagonal(subject, 0)
+        subjects.append(subject)
+    np.save(tmp_path / "subjects.npy", np.stack(subjects))
+    spec = {"title": "ceiling", "data": {"dataset": "digits", "split": "test", "limit": 60},
+            "models": [{"name": "cnn", "arch": "zoo:cnn"}],
+            "analyses": {"similarity": {"measures": ["rdm"], "reference": "subjects.npy", "n_stimuli": 40}}}
+    result = Study.from_dict(spec, folder=tmp_path, out=tmp_path / "out").run(progress=False)
+    assert result.failed == {}
+    ranking = result.results["similarity"]["ranking"]
+    index = _balanced_subsample(np.asarray(result.recordings["cnn"].labels), 40, 0)  # the analysis's draw
+    chosen = np.stack(subjects)[:, index][:, :, index]
+    expected = noise_ceiling(chosen, RANKING_METHOD)
+    assert (ranking.ceiling.lower, ranking.ceiling.upper) == pytest.approx((expected.lower, expected.upper))
+    assert "noise ceiling" in result.report.read_text()
+    # the pooled reference: the mean of the subjects' ranks (rho-a pools ranks, as rsatoolbox)
+    ranks = [np.argsort(np.argsort(s[np.triu_indices(len(index), 1)], kind="stable"), kind="stable") for s in chosen]
+    assert np.corrcoef(pool_rdms(chosen, RANKING_METHOD), np.mean(ranks, axis=0))[0, 1] > 0.999
+

@@ -15,11 +15,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analyses import RDM, cka_matrix, rank_layers, rdm, rdm_mds, rdm_similarity_matrix
+from analyses import RDM, cka_matrix, noise_ceiling, pool_rdms, rank_layers, rdm, rdm_mds, rdm_similarity_matrix
 from probe.study._context import StudyContext
 from reports import Section, similarity_section
 
 __all__ = ["best_layer_pairs", "similarity_analysis"]
+
+# How layers are compared with the reference RDM: rho-a, defined for RDMs with tied dissimilarities (the
+# category RDM); a reference measured in several subjects is pooled and given its noise ceiling the same way.
+RANKING_METHOD = "rho-a"
 
 
 def _balanced_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -56,7 +60,8 @@ def similarity_analysis(
         (linear CKA map).
     reference
         ``"labels"`` (the category RDM: 0 within a class, 1 between), ``"none"``, or a ``.npy`` file
-        holding an (n, n) RDM over a group's stimuli.
+        holding an (n, n) RDM over a group's stimuli, or (k, n, n): k subjects or repetitions, pooled into
+        the reference, whose noise ceiling (``analyses.noise_ceiling``) the ranking then shows.
     n_stimuli
         Class-balanced subsample (seeded with ``ctx.seed``) the measures use.
     n_bootstrap
@@ -131,8 +136,9 @@ def _group_similarity(ctx: StudyContext, words: str, recordings: Mapping[str, An
         if not (titled and _fits_other_stimuli(reference, len(labels_all))):
             reference_rdm = _reference_rdm(reference, labels_all, index, descriptors)
         if reference_rdm is not None:
-            results["ranking"] = rank_layers(reference_rdm, rdms, "rho-a", n_bootstrap=n_bootstrap, seed=ctx.seed,
-                                             progress=False)
+            results["ranking"] = rank_layers(reference_rdm, rdms, RANKING_METHOD, n_bootstrap=n_bootstrap,
+                                             seed=ctx.seed, progress=False)
+            results["ranking"].ceiling = _reference_ceiling(reference, index)
     first_run = next(iter(kept))
     shown = {name: r for name, r in results["rdms"].items() if name.startswith(first_run + "/")}
     shown = dict(list(shown.items())[:max_rdm_panels])
@@ -180,7 +186,7 @@ def _fits_other_stimuli(reference: str | os.PathLike, n: int) -> bool:
     """A reference RDM file over another number of stimuli (it belongs to another group of models)."""
     if str(reference) in ("labels", "none"):
         return False
-    return np.load(Path(reference), mmap_mode="r", allow_pickle=False).shape[0] != n
+    return np.load(Path(reference), mmap_mode="r", allow_pickle=False).shape[-1] != n
 
 
 def _reference_words(reference: str | os.PathLike) -> str:
@@ -200,12 +206,27 @@ def _reference_rdm(reference: str | os.PathLike, labels_all: np.ndarray, index: 
                    descriptors, name="category")
     matrix = np.load(Path(reference), allow_pickle=False)
     n = len(labels_all)
-    if matrix.shape != (n, n):
+    if matrix.shape[-2:] != (n, n) or matrix.ndim not in (2, 3) or (matrix.ndim == 3 and len(matrix) < 2):
         raise ValueError(f"the reference RDM in {reference} has shape {matrix.shape}; the study has {n} stimuli, so it "
-                         f"must be ({n}, {n}), rows in the order of the study's stimuli")
+                         f"must be ({n}, {n}), or (k, {n}, {n}) for k >= 2 subjects or repetitions, rows in the order "
+                         "of the study's stimuli")
     if not np.isfinite(matrix).all():
         raise ValueError(f"the reference RDM in {reference} holds NaN or inf values")
+    if matrix.ndim == 3:  # several subjects: the reference is their pooled RDM, as the ranking's method pools it
+        subjects = matrix[:, index][:, :, index]
+        return RDM.from_condensed(pool_rdms(subjects, RANKING_METHOD), "reference (pooled)", descriptors,
+                                  name=Path(reference).stem)
     return RDM(matrix[np.ix_(index, index)], "reference", descriptors, name=Path(reference).stem)
+
+
+def _reference_ceiling(reference: str | os.PathLike, index: np.ndarray) -> Any:
+    """The noise ceiling of a reference file holding several subjects' RDMs, or None."""
+    if str(reference) in ("labels", "none"):
+        return None
+    matrix = np.load(Path(reference), mmap_mode="r", allow_pickle=False)
+    if matrix.ndim != 3:
+        return None
+    return noise_ceiling(np.asarray(matrix[:, index][:, :, index]), RANKING_METHOD)
 
 
 def _safe_rdms(

@@ -168,7 +168,8 @@ ANALYSES: dict[str, dict[str, Option]] = {
         "measures": Option((list,), ["rdm", "cka"], "'rdm' (RDMs, their correlations, MDS) and/or 'cka' (linear CKA)",
                            items=(str,), choices=("rdm", "cka")),
         "reference": Option((str,), "labels", "'labels' (the category RDM), 'none', or a .npy file holding an "
-                            "n x n RDM", words=("labels", "none"), path_suffix=".npy"),
+                            "n x n RDM (or k x n x n: k subjects, pooled, with their noise ceiling)",
+                            words=("labels", "none"), path_suffix=".npy"),
         "n_stimuli": Option((int,), 250, "a class-balanced subsample of this many stimuli", gt=1),
         "n_bootstrap": Option((int,), 0, "bootstrap resamples for the ranking's intervals (0: none)", ge=0),
         "models": Option((list,), "all", "the models compared (those recorded on the same stimuli are compared "
