@@ -4,7 +4,8 @@ Every measure compares two representations of the same stimuli, arrays of shape 
 and is either a **similarity** (larger: more alike) or a **distance** (smaller: more alike), with a
 stated range. ``list_measures()`` lists them; ``MEASURES[name]`` tells the convention;
 ``compare_representations(X, Y, measure)`` computes one. All computations run in float64 on X's device
-(float16 and float32 input is converted; NaN and inf are refused).
+(float16 and float32 input is converted; NaN and inf are refused), except the RSA measures' comparison of two
+RDMs, which runs on the CPU once each RDM is computed on the device.
 
 Each measure is split into a per-layer ``prepare`` (centring, decompositions, Gram matrices, neighbour
 sets) and a cheap pair step ``compare``, so that all-pairs maps (``measure_matrices``), the layer
@@ -131,7 +132,7 @@ def _compare_cka(a: _CKASummary, b: _CKASummary) -> float:
 
 def _prepare_rdm_ranks(X: torch.Tensor) -> np.ndarray:
     """The correlation-distance RDM's ranks, centred and scaled to unit norm (Spearman as a dot product)."""
-    ranks = _ranks(rdm(X.cpu().numpy(), "correlation").condensed()[None])[0]
+    ranks = _ranks(rdm(X, "correlation").condensed()[None])[0]
     ranks -= ranks.mean()
     norm = np.linalg.norm(ranks)
     if not norm > 0:
@@ -148,7 +149,7 @@ def _compare_unit_vectors(a: np.ndarray, b: np.ndarray) -> float:
 
 def _prepare_whitened_rdm(X: torch.Tensor) -> tuple:
     """The centred correlation-distance RDM with what corr_cov's whitening needs of it (``compare_rdms``)."""
-    vector = rdm(X.cpu().numpy(), "correlation").condensed()[None]
+    vector = rdm(X, "correlation").condensed()[None]
     check_not_constant(vector)
     return whitened_summary(vector - vector.mean(), "corr_cov")
 

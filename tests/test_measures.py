@@ -253,3 +253,14 @@ def test_a_representation_that_is_the_same_for_every_stimulus_is_refused_by_ever
             continue
         with pytest.raises(ValueError):
             compare_representations(np.ones((30, 5)), Y, name)
+
+
+@pytest.mark.gpu
+def test_maps_on_the_gpu_equal_those_on_the_cpu():
+    import torch
+
+    layers = _layers(n=120)
+    on_gpu = {name: torch.as_tensor(x, device="cuda") for name, x in layers.items()}
+    cpu, gpu = measure_matrices(layers, progress=False), measure_matrices(on_gpu, progress=False)
+    for name in cpu:
+        np.testing.assert_allclose(gpu[name].values, cpu[name].values, atol=1e-8, err_msg=name)
