@@ -22,8 +22,9 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ from analyses._measure_maps import _tensors, fill_block, prepare_layers
 from analyses._measures import Measure, get_measure, measure_options
 from analyses._similarity_maps import Entry, collect_entries
 
-__all__ = ["LayerIdentification", "layer_identification", "SeedCeiling", "seed_ceiling"]
+__all__ = ["LayerIdentification", "SeedCeiling", "layer_identification", "seed_ceiling"]
 
 
 @dataclass

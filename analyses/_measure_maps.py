@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ from analyses._cka import flatten_units
 from analyses._measures import Measure, measure_options
 from analyses._similarity_maps import Entry, SimilarityMatrix, collect_entries
 
-__all__ = ["MeasureMaps", "measure_matrices", "MeasureDisagreement", "measure_disagreement"]
+__all__ = ["MeasureDisagreement", "MeasureMaps", "measure_disagreement", "measure_matrices"]
 
 
 @dataclass

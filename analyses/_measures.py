@@ -35,8 +35,9 @@ fewer stimuli than the two layers' dimensions together); none returns NaN.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ from analyses._shape_metrics import (
 from analyses._similarity_maps import _inner, _summarise
 from zoo._names import unknown_name_error
 
-__all__ = ["Measure", "MEASURES", "list_measures", "get_measure", "compare_representations", "DEFAULT_MEASURES"]
+__all__ = ["DEFAULT_MEASURES", "MEASURES", "Measure", "compare_representations", "get_measure", "list_measures"]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@ disagree, layer identification across seeds and each cross-model score against t
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -17,7 +18,7 @@ from reports._colors import BASELINE_COLOR, model_colors
 from reports._render import figure_to_data_uri, render_fragment, table_html
 from reports._report import Section
 
-__all__ = ["measures_section", "KORNBLITH_LAYER_IDENTIFICATION"]
+__all__ = ["KORNBLITH_LAYER_IDENTIFICATION", "measures_section"]
 
 # Layer identification reported by Kornblith et al. 2019 (Table 2: ten 10-layer CNNs on CIFAR-10).
 KORNBLITH_LAYER_IDENTIFICATION = {"linear-cka": 0.993, "rbf-cka": 0.991, "svcca": 0.151}

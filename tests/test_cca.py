@@ -3,17 +3,14 @@
 import numpy as np
 import pytest
 import scipy.linalg
+from _measure_inputs import correlated_pair
 from sklearn.cross_decomposition import CCA
 
 from analyses import canonical_correlations, cca_similarity, pwcca, svcca
 
 
 def _pair(n=400, units_x=12, units_y=9, seed=0):
-    rng = np.random.default_rng(seed)
-    shared = rng.standard_normal((n, 4))
-    X = shared @ rng.standard_normal((4, units_x)) + 0.8 * rng.standard_normal((n, units_x))
-    Y = shared @ rng.standard_normal((4, units_y)) + 1.2 * rng.standard_normal((n, units_y))
-    return X, Y
+    return correlated_pair(n=n, units_x=units_x, units_y=units_y, seed=seed, noise_x=0.8, noise_y=1.2)
 
 
 def _reference_correlations(X, Y):

@@ -79,18 +79,19 @@ def test_the_study_compares_every_measure_and_identifies_layers_across_seed_mode
     assert (tables["measures-identification"]["total"] == 2 * 5).all()  # 2 ordered seed pairs x 5 cnn layers
     report = result.report.read_text()
     assert "Similarity measures" in report and "Layer identification" in report
-    findings = tables["findings"] if "findings" in tables else None
-    assert findings is None or "Layer identification" in set(findings["topic"])
+    findings = tables["findings"].set_index("topic")
+    best = tables["measures-identification"].iloc[0]
+    assert f"{100 * best['accuracy']:.0f} %" in findings.loc["Layer identification", "text"]
+    assert "conclusions about which layer is most alike" in findings.loc["Measures", "text"]
     spec["analyses"]["measures"]["seed_models"] = ["a", "nope"]
     failed = Study.from_dict(spec, folder=tmp_path, out=tmp_path / "out2").run(progress=False).failed
     assert "seed_models ['nope'] are not recorded models" in failed["measures"]
 
 
 def test_a_reference_of_several_subjects_is_pooled_and_its_noise_ceiling_drawn(tmp_path):
+    import zoo
     from analyses import noise_ceiling, pool_rdms
     from probe.study._similarity_step import RANKING_METHOD, _balanced_subsample
-
-    import zoo
 
     labels = np.array([zoo.load_dataset("digits", split="test")[i][1] for i in range(60)])
     category = (labels[:, None] != labels[None, :]).astype(float)

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from _measure_inputs import correlated_pair
 
 from analyses._neighbour_alignment import (
     CKNNA_EPS,
@@ -18,11 +19,7 @@ from analyses._neighbour_alignment import (
 
 
 def _pair(n=120, units_x=16, units_y=11, seed=0):
-    rng = np.random.default_rng(seed)
-    shared = rng.standard_normal((n, 4))
-    X = shared @ rng.standard_normal((4, units_x)) + 0.7 * rng.standard_normal((n, units_x))
-    Y = shared @ rng.standard_normal((4, units_y)) + 1.1 * rng.standard_normal((n, units_y))
-    return X, Y
+    return correlated_pair(n=n, units_x=units_x, units_y=units_y, seed=seed, noise_x=0.7, noise_y=1.1)
 
 
 # --- the formulas of the paper and its code, written out with loops and sets --------------------------------

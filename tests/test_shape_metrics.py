@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from _measure_inputs import correlated_pair
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.metrics import r2_score
 
@@ -22,11 +23,7 @@ from analyses._shape_metrics import (
 
 
 def _pair(n=200, units_x=12, units_y=9, seed=0):
-    rng = np.random.default_rng(seed)
-    shared = rng.standard_normal((n, 4))
-    X = shared @ rng.standard_normal((4, units_x)) + 0.8 * rng.standard_normal((n, units_x))
-    Y = shared @ rng.standard_normal((4, units_y)) + 1.2 * rng.standard_normal((n, units_y))
-    return X, Y
+    return correlated_pair(n=n, units_x=units_x, units_y=units_y, seed=seed, noise_x=0.8, noise_y=1.2)
 
 
 def _rotation(units, rng):

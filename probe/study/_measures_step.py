@@ -10,7 +10,8 @@ maps compare the same representations.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ from probe.study._findings import Finding
 from probe.study._similarity_step import _balanced_subsample
 from reports import Section, measures_section
 
-__all__ = ["measures_analysis", "measures_findings", "top_components", "ceiling_scores"]
+__all__ = ["ceiling_scores", "measures_analysis", "measures_findings", "top_components"]
 
 
 def top_components(X: np.ndarray, components: int) -> tuple[np.ndarray, float]:
