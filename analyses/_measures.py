@@ -20,7 +20,9 @@ cca                 similarity  [0, 1]     ``analyses.cca_similarity``: mean squ
 svcca               similarity  [0, 1]     ``analyses.svcca`` (Raghu et al. 2017), 99 % of the variance kept
 pwcca               similarity  [0, 1]     ``analyses.pwcca`` (Morcos et al. 2018); X sets the weights
 procrustes          distance    [0, √2]    ``analyses.procrustes_distance`` (Williams et al. 2021), unit-norm
-shape               distance    [0, pi/2]  ``analyses.shape_distance`` with alpha = 0.5 (half whitened)
+shape               distance    [0, pi/2]  ``analyses.shape_distance`` with alpha = 0.5 (half whitened), each
+                                           centred layer first scaled to unit Frobenius norm: between the
+                                           ends netrep's value depends on each layer's scale, here it does not
 mutual-knn          similarity  [0, 1]     ``analyses.mutual_knn`` (Huh et al. 2024), k = 10
 cknna               similarity  unbounded  ``analyses.cknna`` (Huh et al. 2024), k = 10; about 1 when alike
 regression          similarity  [0, 1]     ``analyses.regression_r2``: R^2 of predicting Y from X
@@ -161,6 +163,12 @@ def _compare_whitened(a: tuple, b: tuple) -> float:
     return float(whitened_cosine_of(a, b)[0, 0])
 
 
+def _prepare_unit_norm_shape(X: torch.Tensor) -> Any:
+    centred = X - X.mean(dim=0)
+    norm = torch.linalg.matrix_norm(centred)
+    return prepare_shape(centred / norm if norm > 0 else centred, 0.5)  # a constant layer is refused there
+
+
 def _measure(name, label, kind, low, high, symmetric, reference, prepare, compare, duplicates_ok=True) -> Measure:
     return Measure(name, label, kind, low, high, symmetric, reference, prepare, compare, duplicates_ok)
 
@@ -182,7 +190,8 @@ MEASURES: dict[str, Measure] = {
                  "Williams et al. 2021; analyses.procrustes_distance", lambda X: prepare_shape(X, 1.0),
                  compare_procrustes),
         _measure("shape", "angular shape distance (alpha 0.5)", "distance", 0.0, float(np.pi / 2), True,
-                 "Williams et al. 2021; analyses.shape_distance", lambda X: prepare_shape(X, 0.5), compare_shape),
+                 "Williams et al. 2021; analyses.shape_distance, each layer scaled to unit norm first",
+                 _prepare_unit_norm_shape, compare_shape),
         _measure("mutual-knn", "mutual kNN (k = 10)", "similarity", 0.0, 1.0, True,
                  "Huh et al. 2024; analyses.mutual_knn", lambda X: prepare_knn(X, 10), compare_mutual_knn, False),
         _measure("cknna", "CKNNA (k = 10)", "similarity", -np.inf, np.inf, False, "Huh et al. 2024; analyses.cknna",

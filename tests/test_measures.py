@@ -47,7 +47,7 @@ REFERENCES = {
     "svcca": svcca,
     "pwcca": pwcca,
     "procrustes": procrustes_distance,
-    "shape": lambda X, Y: shape_distance(X, Y, alpha=0.5),
+    "shape": lambda X, Y: shape_distance(*[(A - A.mean(0)) / np.linalg.norm(A - A.mean(0)) for A in (X, Y)], alpha=0.5),
     "mutual-knn": lambda X, Y: mutual_knn(X, Y, k=10),
     "cknna": lambda X, Y: cknna(X, Y, k=10),
     "regression": regression_r2,
@@ -68,6 +68,24 @@ def test_every_measure_is_registered_with_its_convention_and_equals_its_public_f
         assert spec.kind in ("similarity", "distance")
         if spec.symmetric:
             assert compare_representations(Y, X, name) == pytest.approx(value, abs=1e-10), name
+
+
+def test_every_registered_measure_keeps_the_invariances_its_definition_promises():
+    layers = _layers()
+    X, Y = layers["l0"], layers["l1"]
+    rotation = np.linalg.qr(np.random.default_rng(2).standard_normal((6, 6)))[0]
+    # rotation, isotropic scaling and a shift of every unit: all but these see them
+    exceptions = {
+        "pwcca": 7.5 * X[:, ::-1] + 3.0,  # weights sum |.| over X's units: permutations, not rotations
+        "mutual-knn": 7.5 * X @ rotation,  # cosine neighbourhoods: no shift
+        "cknna": 7.5 * X @ rotation,
+        "rsa": 7.5 * X[:, ::-1],  # correlation RDMs: permutations and scaling of units only
+        "rsa-whitened": 7.5 * X[:, ::-1],
+    }
+    for name in MEASURES:
+        moved = exceptions.get(name, 7.5 * X @ rotation + 3.0)
+        expected = compare_representations(X, Y, name)
+        assert compare_representations(moved, Y, name) == pytest.approx(expected, abs=1e-9), name
 
 
 def test_an_unknown_measure_names_the_nearest_and_how_to_list_them():
