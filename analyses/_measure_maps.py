@@ -185,10 +185,11 @@ def measure_matrices(
         entries, tensors, names = [entries[i] for i in keep], [tensors[i] for i in keep], [names[i] for i in keep]
         prepared = {m: [summaries[i] for i in keep] for m, summaries in prepared.items()}
     maps, skipped = {}, {}
+    shared = _SharedSummaries(chosen)
     for measure in tqdm(chosen, desc="similarity measures", disable=not progress, leave=False):
         started = time.perf_counter()
         try:
-            summaries = prepared.pop(measure.name, None) or prepare_layers(measure, tensors, names)
+            summaries = prepared.pop(measure.name, None) or shared.get(measure, tensors, names)
             values = fill_block(measure, summaries, summaries, same=True, row_names=names, col_names=names)
         except ValueError as error:
             if on_undefined == "raise":
@@ -204,11 +205,37 @@ def measure_matrices(
     return MeasureMaps(maps, skipped, {m.name: m for m in chosen}, dropped)
 
 
+class _SharedSummaries:
+    """Measures that share a ``prepare`` (CCA and PWCCA; mutual kNN and CKNNA) prepare each layer once: the
+    summaries are kept until the last measure that uses them has read them."""
+
+    def __init__(self, measures: list[Measure]) -> None:
+        self._uses: dict[Any, int] = {}
+        for measure in measures:
+            self._uses[measure.prepare] = self._uses.get(measure.prepare, 0) + 1
+        self._kept: dict[Any, list[Any]] = {}
+
+    def get(self, measure: Measure, tensors: list[torch.Tensor], names: list[str]) -> list[Any]:
+        key = measure.prepare
+        summaries = self._kept.get(key)
+        if summaries is None:
+            summaries = prepare_layers(measure, tensors, names)
+        self._uses[key] -= 1
+        if self._uses[key] > 0:
+            self._kept[key] = summaries
+        else:
+            self._kept.pop(key, None)
+        return summaries
+
+
 def _prepare_all(chosen: list[Measure], tensors: list[torch.Tensor], names: list[str]
                  ) -> tuple[dict[str, list[Any]], dict[str, str]]:
     """Every measure's summary of every layer, and the layers some measure cannot prepare (with why)."""
-    prepared, dropped = {}, {}
+    prepared, dropped, by_prepare = {}, {}, {}
     for measure in chosen:
+        if measure.prepare in by_prepare:  # a summary shared with an earlier measure
+            prepared[measure.name] = by_prepare[measure.prepare]
+            continue
         summaries = []
         for tensor, name in zip(tensors, names):
             try:
@@ -216,7 +243,7 @@ def _prepare_all(chosen: list[Measure], tensors: list[torch.Tensor], names: list
             except ValueError as error:
                 dropped.setdefault(name, f"{measure.name}: {error}")
                 summaries.append(None)
-        prepared[measure.name] = summaries
+        prepared[measure.name] = by_prepare[measure.prepare] = summaries
     return prepared, dropped
 
 

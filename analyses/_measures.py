@@ -163,6 +163,10 @@ def _compare_whitened(a: tuple, b: tuple) -> float:
     return float(whitened_cosine_of(a, b)[0, 0])
 
 
+def _prepare_ten_neighbours(X: torch.Tensor) -> Any:
+    return prepare_knn(X, 10)
+
+
 def _prepare_unit_norm_shape(X: torch.Tensor) -> Any:
     centred = X - X.mean(dim=0)
     norm = torch.linalg.matrix_norm(centred)
@@ -193,9 +197,9 @@ MEASURES: dict[str, Measure] = {
                  "Williams et al. 2021; analyses.shape_distance, each layer scaled to unit norm first",
                  _prepare_unit_norm_shape, compare_shape),
         _measure("mutual-knn", "mutual kNN (k = 10)", "similarity", 0.0, 1.0, True,
-                 "Huh et al. 2024; analyses.mutual_knn", lambda X: prepare_knn(X, 10), compare_mutual_knn, False),
+                 "Huh et al. 2024; analyses.mutual_knn", _prepare_ten_neighbours, compare_mutual_knn, False),
         _measure("cknna", "CKNNA (k = 10)", "similarity", -np.inf, np.inf, False, "Huh et al. 2024; analyses.cknna",
-                 lambda X: prepare_knn(X, 10), compare_cknna, False),
+                 _prepare_ten_neighbours, compare_cknna, False),
         _measure("regression", "linear regression R^2", "similarity", 0.0, 1.0, False,
                  "least squares with intercept; analyses.regression_r2", prepare_regression, compare_regression),
         _measure("rsa", "RSA (Spearman of correlation RDMs)", "similarity", -1.0, 1.0, True,

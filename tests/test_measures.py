@@ -282,3 +282,21 @@ def test_maps_on_the_gpu_equal_those_on_the_cpu():
     cpu, gpu = measure_matrices(layers, progress=False), measure_matrices(on_gpu, progress=False)
     for name in cpu:
         np.testing.assert_allclose(gpu[name].values, cpu[name].values, atol=1e-8, err_msg=name)
+
+
+def test_measures_that_share_a_summary_prepare_each_layer_once():
+    from dataclasses import replace
+
+    calls = []
+
+    def counting(X):
+        calls.append(X.shape)
+        return MEASURES["cca"].prepare(X)
+
+    cca, pwcca = replace(MEASURES["cca"], prepare=counting), replace(MEASURES["pwcca"], prepare=counting)
+    layers = _layers()
+    maps = measure_matrices(layers, [cca, pwcca], progress=False)
+    assert len(calls) == len(layers)
+    reference = measure_matrices(layers, ["cca", "pwcca"], progress=False)
+    for name in ("cca", "pwcca"):
+        np.testing.assert_allclose(maps[name].values, reference[name].values)
