@@ -259,8 +259,9 @@ class MeasureDisagreement:
     conclusions
         One row per (model, layer, other model): ``model``, ``layer``, ``other``, one column per measure
         with the other model's layer that measure finds most alike, ``choices`` (how many different
-        layers the measures pick), ``majority`` (the layer most measures pick) and ``changes`` (True when
-        the measures do not all agree). Within a single model, ``other`` is the same model and each
+        layers the measures pick), ``majority`` (the layer most measures pick; the first in sort order on a
+        tie), ``agreement`` (the share of measures that pick it) and ``changes`` (True when the measures do
+        not all agree). Within a single model, ``other`` is the same model and each
         layer's best match among the other layers is read.
     measures
         The measures compared, in column order.
@@ -273,8 +274,9 @@ class MeasureDisagreement:
 
     @property
     def flagged(self) -> pd.DataFrame:
-        """The conclusions that change with the measure."""
-        return self.conclusions[self.conclusions["changes"]]
+        """The conclusions that change with the measure, the most contested (lowest agreement) first."""
+        flagged = self.conclusions[self.conclusions["changes"]]
+        return flagged.sort_values("agreement", kind="stable")
 
     def to_frame(self) -> pd.DataFrame:
         """The agreement matrix as tidy rows: ``measure_a``, ``measure_b``, ``spearman``."""
@@ -338,6 +340,7 @@ def measure_disagreement(maps: MeasureMaps) -> MeasureDisagreement:
     picks = conclusions[names].astype(str)
     conclusions["choices"] = picks.nunique(axis=1)
     conclusions["majority"] = picks.mode(axis=1)[0]
+    conclusions["agreement"] = picks.eq(conclusions["majority"], axis=0).mean(axis=1)
     conclusions["changes"] = conclusions["choices"] > 1
     return MeasureDisagreement(
         pd.DataFrame(agreement, index=names, columns=names), conclusions, names,

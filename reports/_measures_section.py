@@ -157,14 +157,17 @@ def measures_section(
     items = []
     if disagreement is not None:
         flagged = disagreement.flagged
-        shown = flagged.head(max_flagged).rename(columns=disagreement.labels)
+        held_by_most = int((disagreement.conclusions["agreement"] >= 0.75).sum())
+        shown = flagged.head(max_flagged).rename(columns=disagreement.labels).round({"agreement": 2})
         items.append({
             "title": "Where the measures disagree",
             "uri": _agreement_figure(disagreement),
             "caption": "Spearman correlation between the measures' maps over the off-diagonal entries (distances "
             f"negated). {len(flagged)} of {len(disagreement.conclusions)} conclusions “layer A of one model is most "
-            "like layer B of another” change with the measure"
-            + (f"; the first {max_flagged} are listed." if len(flagged) > max_flagged else "."),
+            f"like layer B of another” change with the measure; {held_by_most} hold for at least three quarters of "
+            "the measures. Listed: the most contested"
+            + (f" {max_flagged}" if len(flagged) > max_flagged else "")
+            + " (agreement: the share of measures that pick the majority layer).",
             "table": table_html(shown.drop(columns=["changes"])) if len(shown) else None,
         })
     if identification is not None and len(identification.accuracy):

@@ -138,6 +138,10 @@ def test_disagreement_rank_correlates_the_maps_and_flags_the_conclusions_that_ch
         assert conclusions.loc[("a", layer, "b"), "procrustes"] == block.loc[layer].idxmin()
     picks = result.conclusions[["linear-cka", "procrustes", "rsa"]]
     np.testing.assert_array_equal(result.conclusions["changes"], picks.nunique(axis=1) > 1)
+    for _, row in result.conclusions.iterrows():
+        counts = picks.loc[row.name].value_counts()
+        assert row["agreement"] == pytest.approx(counts.max() / 3) and counts[row["majority"]] == counts.max()
+    assert list(result.flagged["agreement"]) == sorted(result.flagged["agreement"])
 
 
 def _brute_identification(seeds, measure):

@@ -203,11 +203,14 @@ def measures_findings(ctx: StudyContext) -> list[Finding]:
             np.fill_diagonal(agreement, np.inf)
             a, b = np.unravel_index(np.argmin(agreement), agreement.shape)
             labels = [disagreement.labels[m] for m in disagreement.measures]
-            changed = len(disagreement.flagged)
+            conclusions = disagreement.conclusions
+            unanimous = int((~conclusions["changes"]).sum())
+            most = int((conclusions["agreement"] >= 0.75).sum())
             findings.append(Finding(
-                "Measures", f"{changed} of {len(disagreement.conclusions)} conclusions about which layer is most "
-                f"alike change with the measure; {labels[a]} and {labels[b]} agree least (Spearman "
-                f"{agreement[a, b]:.2f} between their maps).", "measures", words, value=float(changed)))
+                "Measures", f"Of {len(conclusions)} conclusions about which layer of one model is most alike a layer "
+                f"of another, {unanimous} hold for all {len(labels)} measures and {most} for at least three quarters "
+                f"of them; {labels[a]} and {labels[b]} agree least (Spearman {agreement[a, b]:.2f} between their "
+                "maps).", "measures", words, value=float(most)))
         identification = results.get("identification")
         if identification is not None and len(identification.accuracy):
             best = identification.accuracy.iloc[0]
