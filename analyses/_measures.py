@@ -15,6 +15,8 @@ identification check and the seed ceiling prepare each layer once.
 name                kind        range      definition
 ==================  ==========  =========  ====================================================================
 linear-cka          similarity  [0, 1]     ``analyses.cka`` (Kornblith et al. 2019), linear kernel
+debiased-cka        similarity  [-1, 1]    ``analyses.cka(debiased=True)``: linear CKA with the unbiased HSIC
+                                           estimator, for layers much wider than the stimulus count
 rbf-cka             similarity  [0, 1]     ``analyses.cka``, RBF kernel, bandwidth 0.5 x median distance
 cca                 similarity  [0, 1]     ``analyses.cca_similarity``: mean squared canonical correlation
 svcca               similarity  [0, 1]     ``analyses.svcca`` (Raghu et al. 2017), 99 % of the variance kept
@@ -45,7 +47,7 @@ import numpy as np
 import torch
 
 from analyses._cca import compare_cca, compare_pwcca, compare_svcca, prepare_cca
-from analyses._cka import check_pair, flatten_units
+from analyses._cka import check_pair, debiased_inner, flatten_units
 from analyses._compare import _ranks, check_not_constant, whitened_cosine_of, whitened_summary
 from analyses._neighbour_alignment import compare_cknna, compare_mutual_knn, prepare_knn
 from analyses._rdm import rdm
@@ -133,6 +135,27 @@ def _compare_cka(a: _CKASummary, b: _CKASummary) -> float:
     return float(_inner(a.summary, b.summary)) / (a.norm * b.norm)
 
 
+def _debiased_inner(a: dict[str, Any], b: dict[str, Any]) -> torch.Tensor:
+    n = a["rows"].shape[0]
+    rows_b = b["rows"].to(a["rows"].device)
+    return debiased_inner(_inner(a, b), a["rows"], rows_b, a["total"], b["total"].to(a["rows"].device), n)
+
+
+def _prepare_debiased_cka(X: torch.Tensor) -> _CKASummary:
+    if X.shape[0] < 4:
+        raise ValueError(f"debiased CKA needs at least 4 stimuli, got {X.shape[0]}")
+    summary = _summarise(X, "linear", None, 0.5, True, "X")
+    norm = float(_debiased_inner(summary, summary).clamp_min(0).sqrt())
+    if not norm > 0:
+        raise ValueError("a representation has no variance left once the bias is removed (the same for every "
+                         "stimulus, or too few stimuli), so debiased CKA with it is undefined; drop that layer")
+    return _CKASummary(summary, norm)
+
+
+def _compare_debiased_cka(a: _CKASummary, b: _CKASummary) -> float:
+    return float(np.clip(float(_debiased_inner(a.summary, b.summary)) / (a.norm * b.norm), -1.0, 1.0))
+
+
 def _prepare_rdm_ranks(X: torch.Tensor) -> np.ndarray:
     """The correlation-distance RDM's ranks, centred and scaled to unit norm (Spearman as a dot product)."""
     ranks = _ranks(rdm(X, "correlation").condensed()[None])[0]
@@ -182,6 +205,9 @@ MEASURES: dict[str, Measure] = {
     for m in (
         _measure("linear-cka", "linear CKA", "similarity", 0.0, 1.0, True, "Kornblith et al. 2019; analyses.cka",
                  _prepare_cka("linear"), _compare_cka),
+        _measure("debiased-cka", "debiased linear CKA", "similarity", -1.0, 1.0, True,
+                 "Song et al. 2012 unbiased HSIC; analyses.cka(debiased=True)", _prepare_debiased_cka,
+                 _compare_debiased_cka),
         _measure("rbf-cka", "RBF CKA", "similarity", 0.0, 1.0, True,
                  "Kornblith et al. 2019; analyses.cka(kernel='rbf')", _prepare_cka("rbf"), _compare_cka),
         _measure("cca", "mean squared CCA", "similarity", 0.0, 1.0, True, "R^2_CCA; analyses.cca_similarity",

@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--components", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/layer-identification")
+    parser.add_argument("--measures", nargs="*", default=None, help="default: every measure")
+    parser.add_argument("--no-pcs", action="store_true", help="score the raw layers only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -104,20 +106,22 @@ def main() -> None:
     print("test accuracy per seed: " + ", ".join(f"{a:.3f}" for a in accuracy))
 
     results = {}
-    defined_raw = [m for m in list_measures() if m not in NEEDS_FEW_UNITS + SLOW_ON_WIDE_LAYERS]
+    measures = args.measures or list_measures()
+    defined_raw = [m for m in measures if m not in NEEDS_FEW_UNITS + SLOW_ON_WIDE_LAYERS]
     started = time.perf_counter()
     results["raw"] = layer_identification(raw, defined_raw, progress=False)
     print(f"raw layers: {time.perf_counter() - started:.0f} s")
     components = min(args.components, (len(rows) - 1) // 2)
-    started = time.perf_counter()
-    reduced = {seed: {layer: principal_scores(x, components) for layer, x in layers_.items()}
-               for seed, layers_ in raw.items()}
-    del raw
-    results["PCs"] = layer_identification(reduced, progress=False)
-    print(f"top {components} PCs: {time.perf_counter() - started:.0f} s")
+    if not args.no_pcs:
+        started = time.perf_counter()
+        reduced = {seed: {layer: principal_scores(x, components) for layer, x in layers_.items()}
+                   for seed, layers_ in raw.items()}
+        del raw
+        results["PCs"] = layer_identification(reduced, measures, progress=False)
+        print(f"top {components} PCs: {time.perf_counter() - started:.0f} s")
 
     table = []
-    for measure in list_measures():
+    for measure in measures:
         row = {"measure": measure}
         for setting, result in results.items():
             frame = result.accuracy.set_index("measure")

@@ -42,6 +42,7 @@ def _layers(n=80, seed=0, widths=(6, 8, 5)):
 # The public function each registered measure stands for, with the registry's fixed options.
 REFERENCES = {
     "linear-cka": lambda X, Y: cka(X, Y),
+    "debiased-cka": lambda X, Y: cka(X, Y, debiased=True),
     "rbf-cka": lambda X, Y: cka(X, Y, kernel="rbf"),
     "cca": cca_similarity,
     "svcca": svcca,
@@ -86,6 +87,14 @@ def test_every_registered_measure_keeps_the_invariances_its_definition_promises(
         moved = exceptions.get(name, 7.5 * X @ rotation + 3.0)
         expected = compare_representations(X, Y, name)
         assert compare_representations(moved, Y, name) == pytest.approx(expected, abs=1e-9), name
+
+
+def test_debiased_cka_equals_analyses_cka_also_on_layers_wider_than_the_stimulus_count():
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((30, 80)), rng.standard_normal((30, 7))
+    Y[:, :3] += X[:, :3]
+    for A, B in ((X, Y), (Y, X), (X, X[:, ::-1] * 2)):
+        assert compare_representations(A, B, "debiased-cka") == pytest.approx(cka(A, B, debiased=True), abs=1e-12)
 
 
 def test_an_unknown_measure_names_the_nearest_and_how_to_list_them():

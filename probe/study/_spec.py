@@ -156,8 +156,8 @@ def _either(options: Any) -> str:
 
 #: The names of ``analyses.list_measures()``, kept here so that checking a study file loads no torch
 #: (``tests/test_study_spec.py`` compares them with the registry).
-MEASURE_NAMES = ("linear-cka", "rbf-cka", "cca", "svcca", "pwcca", "procrustes", "shape", "mutual-knn", "cknna",
-                 "regression", "rsa", "rsa-whitened")
+MEASURE_NAMES = ("linear-cka", "debiased-cka", "rbf-cka", "cca", "svcca", "pwcca", "procrustes", "shape",
+                 "mutual-knn", "cknna", "regression", "rsa", "rsa-whitened")
 
 #: Every analysis a study can run, in the order they run, with its options: name -> {option: Option}.
 #: The runner (``probe.study._study``) and the template (``probe init-study``) read these defaults.
