@@ -238,19 +238,21 @@ def _cosine_cov(a, b):
     return _whitened_cosine(a, b, "cosine_cov")
 
 
-def check_not_constant(vectors: np.ndarray, which: str = "first") -> None:
-    """corr_cov centres each RDM, which leaves nothing of a constant one: refuse it."""
+def corr_cov_summary(vectors: np.ndarray, which: str = "first") -> tuple:
+    """``whitened_summary`` of the centred condensed vectors (k, n_pairs), as corr_cov compares them.
+
+    Centring leaves nothing of a constant RDM: that is refused.
+    """
     if (np.ptp(vectors, axis=1) == 0).any():
         raise ValueError(
             f"an RDM in the {which} argument is constant, so its corr_cov correlation is undefined; "
             "use method='tau-a' or 'rho-a', which are defined for tied dissimilarities"
         )
+    return whitened_summary(_centre(vectors), "corr_cov", which)
 
 
 def _corr_cov(a, b):
-    check_not_constant(a, "first")
-    check_not_constant(b, "second")
-    return _whitened_cosine(_centre(a), _centre(b), "corr_cov")
+    return whitened_cosine_of(corr_cov_summary(a, "first"), corr_cov_summary(b, "second"))
 
 
 def _rho_a(a, b):

@@ -39,7 +39,7 @@ fewer stimuli than the two layers' dimensions together); none returns NaN.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,13 +48,14 @@ import torch
 
 from analyses._cca import compare_cca, compare_pwcca, compare_svcca, prepare_cca
 from analyses._cka import check_pair, debiased_inner, flatten_units
-from analyses._compare import _ranks, check_not_constant, whitened_cosine_of, whitened_summary
+from analyses._compare import _ranks, corr_cov_summary, whitened_cosine_of
 from analyses._neighbour_alignment import compare_cknna, compare_mutual_knn, prepare_knn
 from analyses._rdm import rdm
 from analyses._shape_metrics import (
     compare_procrustes,
     compare_regression,
     compare_shape,
+    prepare_procrustes,
     prepare_regression,
     prepare_shape,
 )
@@ -174,10 +175,8 @@ def _compare_unit_vectors(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _prepare_whitened_rdm(X: torch.Tensor) -> tuple:
-    """The centred correlation-distance RDM with what corr_cov's whitening needs of it (``compare_rdms``)."""
-    vector = rdm(X, "correlation").condensed()[None]
-    check_not_constant(vector)
-    return whitened_summary(vector - vector.mean(), "corr_cov")
+    """The correlation-distance RDM with what corr_cov's whitening needs of it (``compare_rdms``)."""
+    return corr_cov_summary(rdm(X, "correlation").condensed()[None])
 
 
 def _compare_whitened(a: tuple, b: tuple) -> float:
@@ -217,7 +216,7 @@ MEASURES: dict[str, Measure] = {
         _measure("pwcca", "PWCCA", "similarity", 0.0, 1.0, False, "Morcos et al. 2018; analyses.pwcca",
                  prepare_cca, compare_pwcca),
         _measure("procrustes", "Procrustes distance", "distance", 0.0, float(np.sqrt(2)), True,
-                 "Williams et al. 2021; analyses.procrustes_distance", lambda X: prepare_shape(X, 1.0),
+                 "Williams et al. 2021; analyses.procrustes_distance", prepare_procrustes,
                  compare_procrustes),
         _measure("shape", "angular shape distance (alpha 0.5)", "distance", 0.0, float(np.pi / 2), True,
                  "Williams et al. 2021; analyses.shape_distance, each layer scaled to unit norm first",
@@ -292,6 +291,3 @@ def measure_options(measures: Any) -> list[Measure]:
     chosen = [get_measure(name) for name in names]
     return list({m.name: m for m in chosen}.values())
 
-
-def measures_by_name(names: Mapping[str, Any] | Any) -> dict[str, Measure]:
-    return {m.name: m for m in measure_options(names)}
