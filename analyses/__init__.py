@@ -33,7 +33,13 @@ from analyses._compare import compare_rdms
 from analyses._function_views import FunctionViews, function_views
 from analyses._kmeans import KMeansCoder
 from analyses._cca import canonical_correlations, cca_similarity, pwcca, svcca
-from analyses._layer_identification import LayerIdentification, SeedCeiling, layer_identification, seed_ceiling
+from analyses._layer_identification import (
+    LayerIdentification,
+    SeedCeiling,
+    layer_identification,
+    layer_identification_from_maps,
+    seed_ceiling,
+)
 from analyses._measure_inference import (
     MeasureBootstrap,
     MeasurePermutation,
@@ -155,6 +161,7 @@ __all__ = [
     "permutation_test_measure",
     "MeasurePermutation",
     "layer_identification",
+    "layer_identification_from_maps",
     "LayerIdentification",
     "seed_ceiling",
     "SeedCeiling",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from analyses._measure_maps import _tensors, fill_block, prepare_layers
+from analyses._measure_maps import (
+    MeasureMaps,
+    _tensors,
+    check_on_undefined,
+    fill_block,
+    prepare_layers,
+    skip_or_raise,
+)
 from analyses._measures import Measure, get_measure, measure_options
 from analyses._similarity_maps import Entry, collect_entries
 
@@ -147,10 +153,9 @@ def _scores(measure: Measure, blocks: dict[tuple[str, str], np.ndarray], layers:
             others = np.delete(closeness[i], i)
             if closeness[i, i] > others.max():
                 hits[i] += 1
-            else:
-                picked = layers[int(np.argmax(closeness[i]))] if closeness[i].max() > closeness[i, i] else layers[i]
-                key = (layers[i], picked if picked != layers[i] else "(tie)")
-                confusions[key] = confusions.get(key, 0) + 1
+                continue
+            picked = layers[int(np.argmax(closeness[i]))] if others.max() > closeness[i, i] else "(tie)"
+            confusions[layers[i], picked] = confusions.get((layers[i], picked), 0) + 1
         if measure.symmetric and a > b:
             continue  # the unordered pair's same-layer values are already in
         for i in range(k):
@@ -188,36 +193,77 @@ def layer_identification(
     -------
     LayerIdentification
     """
-    if on_undefined not in ("skip", "raise"):
-        raise ValueError(f"on_undefined must be 'skip' or 'raise', got {on_undefined!r}")
+    check_on_undefined(on_undefined, ("skip", "raise"))
     seed_names, layers, by_seed = _seed_layers(seeds)
     counts = {name: len(entries[0].data) for name, entries in by_seed.items()}
     if len(set(counts.values())) != 1:
         raise ValueError(f"the seeds were recorded on different numbers of stimuli {counts}; use the same stimuli")
-    rows, layer_rows, confusion_rows, ceiling_rows, skipped, seconds = [], [], [], [], {}, {}
-    n_cases = len(seed_names) * (len(seed_names) - 1)
-    for measure in tqdm(measure_options(measures), desc="layer identification", disable=not progress, leave=False):
+    chosen, blocks, skipped, seconds = measure_options(measures), {}, {}, {}
+    for measure in tqdm(chosen, desc="layer identification", disable=not progress, leave=False):
         started = time.perf_counter()
         try:
             prepared = {name: _prepare_seed(measure, by_seed[name], name, device) for name in seed_names}
-            blocks = _blocks(measure, prepared, layers)
+            blocks[measure.name] = _blocks(measure, prepared, layers)
         except ValueError as error:
-            if on_undefined == "raise":
-                raise
-            skipped[measure.name] = str(error)
-            warnings.warn(f"measure {measure.name!r} skipped: {error}", stacklevel=2)
+            skip_or_raise(measure, error, on_undefined, skipped)
             continue
         del prepared
         seconds[measure.name] = time.perf_counter() - started
-        hits, confusions, same = _scores(measure, blocks, layers)
-        rows.append({"measure": measure.name, "label": measure.label, "kind": measure.kind,
+    return _identification({m.name: m for m in chosen if m.name in blocks}, blocks, seed_names, layers, skipped,
+                           seconds)
+
+
+def layer_identification_from_maps(maps: MeasureMaps, seeds: Sequence[str], layers: Sequence[str]
+                                   ) -> LayerIdentification:
+    """``layer_identification`` read off maps that already hold the seeds' layers (``measure_matrices`` over
+    several models, among them the seeds): the same numbers, without preparing any layer again.
+
+    Parameters
+    ----------
+    maps
+        All-pairs maps whose entries include ``"seed/layer"`` for every seed and layer.
+    seeds
+        The models that are seeds of one architecture (at least two).
+    layers
+        The layers compared, present in every seed.
+
+    Returns
+    -------
+    LayerIdentification
+        Its ``seconds`` are those of the maps it was read from.
+    """
+    seeds, layers = list(seeds), list(layers)
+    if len(seeds) < 2 or len(layers) < 2:
+        raise ValueError(f"layer identification needs at least two seeds and two layers; got seeds {seeds}, "
+                         f"layers {layers}")
+    position = {name: i for i, name in enumerate(maps.names)}
+    missing = [f"{s}/{layer}" for s in seeds for layer in layers if f"{s}/{layer}" not in position]
+    if missing:
+        raise ValueError(f"the maps have no entries {missing}; build them over the seeds' layers")
+    rows = {s: [position[f"{s}/{layer}"] for layer in layers] for s in seeds}
+    blocks = {name: {(a, b): matrix.values[np.ix_(rows[a], rows[b])] for a, b in itertools.permutations(seeds, 2)}
+              for name, matrix in maps.maps.items()}
+    seconds = {name: matrix.details["seconds"] for name, matrix in maps.maps.items()}
+    return _identification({name: maps.measures[name] for name in blocks}, blocks, seeds, layers, dict(maps.skipped),
+                           seconds)
+
+
+def _identification(measures: dict[str, Measure], blocks: dict[str, dict[tuple[str, str], np.ndarray]],
+                    seed_names: list[str], layers: list[str], skipped: dict[str, str], seconds: dict[str, float]
+                    ) -> LayerIdentification:
+    """Score the cross-seed blocks of every measure: accuracy, per layer, confusions and the ceiling."""
+    rows, layer_rows, confusion_rows, ceiling_rows = [], [], [], []
+    n_cases = len(seed_names) * (len(seed_names) - 1)
+    for name, measure in measures.items():
+        hits, confusions, same = _scores(measure, blocks[name], layers)
+        rows.append({"measure": name, "label": measure.label, "kind": measure.kind,
                      "accuracy": hits.sum() / (n_cases * len(layers)), "correct": int(hits.sum()),
                      "total": n_cases * len(layers)})
-        layer_rows += [{"measure": measure.name, "layer": layer, "accuracy": hits[i] / n_cases}
+        layer_rows += [{"measure": name, "layer": layer, "accuracy": hits[i] / n_cases}
                        for i, layer in enumerate(layers)]
-        confusion_rows += [{"measure": measure.name, "layer": layer, "picked": picked, "count": count}
+        confusion_rows += [{"measure": name, "layer": layer, "picked": picked, "count": count}
                            for (layer, picked), count in confusions.items()]
-        ceiling_rows += [{"measure": measure.name, "kind": measure.kind, "layer": layer, "mean": np.mean(values),
+        ceiling_rows += [{"measure": name, "kind": measure.kind, "layer": layer, "mean": np.mean(values),
                           "sd": np.std(values, ddof=1) if len(values) > 1 else 0.0, "min": np.min(values),
                           "max": np.max(values), "n_pairs": len(values)}
                          for layer, values in zip(layers, same)]
@@ -229,7 +275,7 @@ def layer_identification(
         pd.DataFrame(confusion_rows, columns=["measure", "layer", "picked", "count"]),
         SeedCeiling(pd.DataFrame(ceiling_rows, columns=["measure", "kind", "layer", "mean", "sd", "min", "max",
                                                         "n_pairs"])),
-        skipped, seed_names, layers, seconds,
+        skipped, list(seed_names), list(layers), seconds,
     )
 
 

@@ -104,6 +104,19 @@ def _tensors(entries: list[Entry], device: str | torch.device | None) -> list[to
     return tensors
 
 
+def check_on_undefined(on_undefined: str, allowed: Sequence[str] = ("skip", "raise", "drop")) -> None:
+    if on_undefined not in allowed:
+        raise ValueError(f"on_undefined must be {', '.join(map(repr, allowed))}, got {on_undefined!r}")
+
+
+def skip_or_raise(measure: Measure, error: ValueError, on_undefined: str, skipped: dict[str, str]) -> None:
+    """A measure undefined on the data: re-raise (``on_undefined="raise"``), or note why it is skipped and warn."""
+    if on_undefined == "raise":
+        raise error
+    skipped[measure.name] = str(error)
+    warnings.warn(f"measure {measure.name!r} skipped: {error}", stacklevel=3)
+
+
 def prepare_layers(measure: Measure, tensors: Sequence[torch.Tensor], names: Sequence[str]) -> list[Any]:
     """Each layer's summary for one measure; a layer that cannot be prepared raises naming it."""
     summaries = []
@@ -169,33 +182,29 @@ def measure_matrices(
     MeasureMaps
         Row i, column j of each map is the measure between entry i (as X) and entry j (as Y).
     """
-    if on_undefined not in ("skip", "raise", "drop"):
-        raise ValueError(f"on_undefined must be 'skip', 'raise' or 'drop', got {on_undefined!r}")
+    check_on_undefined(on_undefined)
     chosen = measure_options(measures)
     entries = collect_entries(representations)
     tensors = _tensors(entries, device)
     names = [e.name for e in entries]
-    prepared, dropped = {}, {}
+    dropped = {}
+    shared = _SharedSummaries(chosen)
     if on_undefined == "drop":
-        prepared, dropped = _prepare_all(chosen, tensors, names)
+        dropped = shared.prepare_all(tensors, names)
         keep = [i for i, name in enumerate(names) if name not in dropped]
         if len(keep) < 1:
             raise ValueError("no layer is left: every one is undefined for some measure: "
                              + "; ".join(f"{k}: {v}" for k, v in dropped.items()))
         entries, tensors, names = [entries[i] for i in keep], [tensors[i] for i in keep], [names[i] for i in keep]
-        prepared = {m: [summaries[i] for i in keep] for m, summaries in prepared.items()}
+        shared.keep_layers(keep)
     maps, skipped = {}, {}
-    shared = _SharedSummaries(chosen)
     for measure in tqdm(chosen, desc="similarity measures", disable=not progress, leave=False):
         started = time.perf_counter()
         try:
-            summaries = prepared.pop(measure.name, None) or shared.get(measure, tensors, names)
+            summaries = shared.get(measure, tensors, names)
             values = fill_block(measure, summaries, summaries, same=True, row_names=names, col_names=names)
         except ValueError as error:
-            if on_undefined == "raise":
-                raise
-            skipped[measure.name] = str(error)
-            warnings.warn(f"measure {measure.name!r} skipped: {error}", stacklevel=2)
+            skip_or_raise(measure, error, on_undefined, skipped)
             continue
         maps[measure.name] = SimilarityMatrix(
             values, names, [e.model for e in entries], [e.layer for e in entries], measure.label, tensors[0].shape[0],
@@ -206,10 +215,11 @@ def measure_matrices(
 
 
 class _SharedSummaries:
-    """Measures that share a ``prepare`` (CCA and PWCCA; mutual kNN and CKNNA) prepare each layer once: the
-    summaries are kept until the last measure that uses them has read them."""
+    """Each layer's summaries, prepared once per ``prepare`` (CCA and PWCCA share one, as do mutual kNN and
+    CKNNA) and kept until the last measure that uses them has read them."""
 
     def __init__(self, measures: list[Measure]) -> None:
+        self._measures = measures
         self._uses: dict[Any, int] = {}
         for measure in measures:
             self._uses[measure.prepare] = self._uses.get(measure.prepare, 0) + 1
@@ -227,24 +237,26 @@ class _SharedSummaries:
             self._kept.pop(key, None)
         return summaries
 
+    def prepare_all(self, tensors: list[torch.Tensor], names: list[str]) -> dict[str, str]:
+        """Prepare every layer for every measure now (all kept), and return the layers some measure cannot
+        prepare, with why."""
+        dropped = {}
+        for measure in self._measures:
+            if measure.prepare in self._kept:
+                continue
+            summaries = []
+            for tensor, name in zip(tensors, names):
+                try:
+                    summaries.append(measure.prepare(tensor))
+                except ValueError as error:
+                    dropped.setdefault(name, f"{measure.name}: {error}")
+                    summaries.append(None)
+            self._kept[measure.prepare] = summaries
+        return dropped
 
-def _prepare_all(chosen: list[Measure], tensors: list[torch.Tensor], names: list[str]
-                 ) -> tuple[dict[str, list[Any]], dict[str, str]]:
-    """Every measure's summary of every layer, and the layers some measure cannot prepare (with why)."""
-    prepared, dropped, by_prepare = {}, {}, {}
-    for measure in chosen:
-        if measure.prepare in by_prepare:  # a summary shared with an earlier measure
-            prepared[measure.name] = by_prepare[measure.prepare]
-            continue
-        summaries = []
-        for tensor, name in zip(tensors, names):
-            try:
-                summaries.append(measure.prepare(tensor))
-            except ValueError as error:
-                dropped.setdefault(name, f"{measure.name}: {error}")
-                summaries.append(None)
-        prepared[measure.name] = by_prepare[measure.prepare] = summaries
-    return prepared, dropped
+    def keep_layers(self, keep: list[int]) -> None:
+        """Forget the summaries of every layer but those at ``keep``."""
+        self._kept = {key: [summaries[i] for i in keep] for key, summaries in self._kept.items()}
 
 
 @dataclass
@@ -326,12 +338,13 @@ def measure_disagreement(maps: MeasureMaps) -> MeasureDisagreement:
         raise ValueError(f"comparing measures needs at least three entries in the maps; got {k}")
     off_diagonal = ~np.eye(k, dtype=bool)
     vectors = np.stack([maps.measures[n].closeness(maps.maps[n].values)[off_diagonal] for n in names])
+    for name, vector in zip(names, vectors):
+        if np.ptp(vector) == 0:
+            raise ValueError(f"the map of {name!r} is constant off its diagonal, so its rank correlation with other "
+                             "measures is undefined")
     agreement = np.eye(len(names))
     for a in range(len(names)):
         for b in range(a + 1, len(names)):
-            if np.ptp(vectors[a]) == 0 or np.ptp(vectors[b]) == 0:
-                raise ValueError(f"the map of {names[a] if np.ptp(vectors[a]) == 0 else names[b]!r} is constant off "
-                                 "its diagonal, so its rank correlation with other measures is undefined")
             agreement[a, b] = agreement[b, a] = scipy.stats.spearmanr(vectors[a], vectors[b]).statistic
     conclusions = None
     for name in names:

@@ -313,3 +313,20 @@ def test_measures_that_share_a_summary_prepare_each_layer_once():
     reference = measure_matrices(layers, ["cca", "pwcca"], progress=False)
     for name in ("cca", "pwcca"):
         np.testing.assert_allclose(maps[name].values, reference[name].values)
+
+
+def test_identification_read_off_maps_equals_identification_from_the_seeds():
+    from analyses import layer_identification_from_maps
+
+    seeds = {f"seed{s}": _layers(seed=s, widths=(6, 6, 6, 6)) for s in range(3)}
+    measures = ["linear-cka", "procrustes", "pwcca"]
+    direct = layer_identification(seeds, measures, progress=False)
+    maps = measure_matrices(dict(seeds, other=_layers(seed=9, widths=(5, 7))), measures, progress=False)
+    read = layer_identification_from_maps(maps, list(seeds), ["l0", "l1", "l2", "l3"])
+    for field in ("accuracy", "per_layer", "confusions"):
+        np.testing.assert_array_equal(getattr(read, field).to_numpy(), getattr(direct, field).to_numpy(),
+                                      err_msg=field)
+    np.testing.assert_allclose(read.ceiling.frame[["mean", "sd", "min", "max"]],
+                               direct.ceiling.frame[["mean", "sd", "min", "max"]], atol=1e-12)
+    with pytest.raises(ValueError, match="no entries"):
+        layer_identification_from_maps(maps, ["seed0", "other"], ["l0", "l3"])

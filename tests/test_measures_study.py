@@ -34,6 +34,17 @@ def test_top_components_keep_the_layer_geometry_up_to_rotation_and_report_the_va
     np.testing.assert_allclose(narrow, X[:, :5] - X[:, :5].mean(0)) and share == 1.0
 
 
+def test_the_stimulus_subsample_is_class_balanced_for_labelled_stimuli_and_seeded_otherwise():
+    from probe.study._similarity_step import stimulus_subsample
+
+    labels = np.repeat(np.arange(4), 30)
+    chosen = stimulus_subsample(labels, 40, 3)
+    assert np.array_equal(np.bincount(labels[chosen]), [10] * 4) and np.all(np.diff(chosen) > 0)
+    unlabelled = np.full(120, -1)
+    expected = np.sort(np.random.default_rng(3).permutation(120)[:40])
+    np.testing.assert_array_equal(stimulus_subsample(unlabelled, 40, 3), expected)
+
+
 def test_ceiling_scores_read_each_other_models_most_alike_layer():
     reps = {"s0": _net(0), "s1": _net(1), "other": _net(5)}
     maps = measure_matrices(reps, ["linear-cka", "procrustes"], progress=False)
@@ -93,7 +104,7 @@ def test_the_study_compares_every_measure_and_identifies_layers_across_seed_mode
 def test_a_reference_of_several_subjects_is_pooled_and_its_noise_ceiling_drawn(tmp_path):
     import zoo
     from analyses import noise_ceiling, pool_rdms
-    from probe.study._similarity_step import RANKING_METHOD, _balanced_subsample
+    from probe.study._similarity_step import RANKING_METHOD, stimulus_subsample
 
     labels = np.array([zoo.load_dataset("digits", split="test")[i][1] for i in range(60)])
     category = (labels[:, None] != labels[None, :]).astype(float)
@@ -111,7 +122,7 @@ def test_a_reference_of_several_subjects_is_pooled_and_its_noise_ceiling_drawn(t
     result = Study.from_dict(spec, folder=tmp_path, out=tmp_path / "out").run(progress=False)
     assert result.failed == {}
     ranking = result.results["similarity"]["ranking"]
-    index = _balanced_subsample(np.asarray(result.recordings["cnn"].labels), 40, 0)  # the analysis's draw
+    index = stimulus_subsample(np.asarray(result.recordings["cnn"].labels), 40, 0)  # the analysis's draw
     chosen = np.stack(subjects)[:, index][:, :, index]
     expected = noise_ceiling(chosen, RANKING_METHOD)
     assert (ranking.ceiling.lower, ranking.ceiling.upper) == pytest.approx((expected.lower, expected.upper))

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analyses import MEASURES, layer_identification, measure_disagreement, measure_matrices
+from analyses import MEASURES, layer_identification_from_maps, measure_disagreement, measure_matrices
 from probe.study._context import StudyContext
 from probe.study._findings import Finding
-from probe.study._similarity_step import _balanced_subsample
+from probe.study._similarity_step import stimulus_subsample
 from reports import Section, measures_section
 
 __all__ = ["ceiling_scores", "measures_analysis", "measures_findings", "top_components"]
@@ -120,9 +120,7 @@ def measures_analysis(
 def _group_measures(ctx: StudyContext, group: list[str], names: list[str], n_stimuli: int, components: int,
                     seeds: list[str], ceiling_measure: str) -> dict[str, Any]:
     recordings = {name: ctx.recordings[name] for name in group}
-    labels = np.asarray(next(iter(recordings.values())).labels)
-    index = _balanced_subsample(labels, n_stimuli, ctx.seed) if (labels >= 0).all() else (
-        np.sort(np.random.default_rng(ctx.seed).permutation(len(labels))[:n_stimuli]))
+    index = stimulus_subsample(np.asarray(next(iter(recordings.values())).labels), n_stimuli, ctx.seed)
     # CCA and whitening need the two layers' dimensions together below the stimulus count
     components = min(components, (len(index) - 1) // 2) if components > 0 else 0
     representations, shares = {}, []
@@ -151,9 +149,7 @@ def _group_measures(ctx: StudyContext, group: list[str], names: list[str], n_sti
             kept = set(maps.names)
             common = [layer for layer in representations[seeds[0]]
                       if all(layer in representations[s] and f"{s}/{layer}" in kept for s in seeds)]
-            results["identification"] = layer_identification(
-                {s: {layer: representations[s][layer] for layer in common} for s in seeds}, list(maps.maps),
-                progress=False)
+            results["identification"] = layer_identification_from_maps(maps, seeds, common)
             if ceiling_measure in maps.maps and len(representations) > len(seeds):
                 results["ceiling_scores"] = ceiling_scores(maps, ceiling_measure, seeds)
     return results

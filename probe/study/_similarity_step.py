@@ -20,7 +20,7 @@ from analyses import RDM, cka_matrix, noise_ceiling, pool_rdms, rank_layers, rdm
 from probe.study._context import StudyContext
 from reports import Section, similarity_section
 
-__all__ = ["best_layer_pairs", "similarity_analysis"]
+__all__ = ["best_layer_pairs", "similarity_analysis", "stimulus_subsample"]
 
 # How layers are compared with the reference RDM: rho-a, defined for RDMs with tied dissimilarities (the
 # category RDM); a reference measured in several subjects is pooled and given its noise ceiling the same way.
@@ -34,6 +34,14 @@ def _balanced_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     per_class = max(1, n // len(classes))
     chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in classes]
     return np.sort(np.concatenate(chosen))
+
+
+def stimulus_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """The stimuli a comparison of layers reads: class-balanced when every stimulus is labelled, else a seeded
+    random subset; sorted indices."""
+    if (labels >= 0).all():
+        return _balanced_subsample(labels, n, seed)
+    return np.sort(np.random.default_rng(seed).permutation(len(labels))[:n])
 
 
 def similarity_analysis(
@@ -102,8 +110,7 @@ def _group_similarity(ctx: StudyContext, words: str, recordings: Mapping[str, An
                       titled: bool) -> tuple[dict[str, Any], Section]:
     """The measures over one group of recordings of the same stimuli, and its section."""
     labels_all = np.asarray(next(iter(recordings.values())).labels)
-    index = _balanced_subsample(labels_all, n_stimuli, ctx.seed) if (labels_all >= 0).all() else (
-        np.sort(np.random.default_rng(ctx.seed).permutation(len(labels_all))[:n_stimuli]))
+    index = stimulus_subsample(labels_all, n_stimuli, ctx.seed)
     labels = labels_all[index]
     representations = {
         run: {layer: np.asarray(rec[layer])[index] for layer in rec.layers} for run, rec in recordings.items()
