@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses._cka import flatten_units
+from analyses._cka import flatten_pair
 
 __all__ = [
     "canonical_correlations",
@@ -138,10 +138,7 @@ def compare_pwcca(a: CCASummary, b: CCASummary) -> float:
 
 
 def _pair(X: Any, Y: Any, variance: float | None = None) -> tuple[CCASummary, CCASummary]:
-    X = flatten_units(X, "X")
-    Y = flatten_units(Y, "Y").to(X.device)
-    if X.shape[0] != Y.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} stimuli and Y {Y.shape[0]}; pass the same stimuli in the same order")
+    X, Y = flatten_pair(X, Y)
     a, b = prepare_cca(X, variance, "X"), prepare_cca(Y, variance, "Y")
     _checked(a, b)
     return a, b

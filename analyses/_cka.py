@@ -59,6 +59,16 @@ def flatten_units(X: Any, name: str, dtype: torch.dtype = torch.float64) -> torc
     return tensor.reshape(tensor.shape[0], -1)
 
 
+def flatten_pair(X: Any, Y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two representations as finite float64 tensors of shape (n_stimuli, n_units), Y on X's device; refused
+    unless they cover the same number of stimuli."""
+    X = flatten_units(X, "X")
+    Y = flatten_units(Y, "Y").to(X.device)
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} stimuli and Y {Y.shape[0]}; pass the same stimuli in the same order")
+    return X, Y
+
+
 def check_pair(X: torch.Tensor, Y: torch.Tensor, debiased: bool) -> None:
     if X.shape[0] != Y.shape[0]:
         raise ValueError(

@@ -58,7 +58,7 @@ from typing import Any
 
 import torch
 
-from analyses._cka import flatten_units
+from analyses._cka import flatten_pair
 
 __all__ = ["NeighbourSummary", "cknna", "compare_cknna", "compare_mutual_knn", "mutual_knn", "prepare_knn"]
 
@@ -271,10 +271,7 @@ def compare_cknna(a: NeighbourSummary, b: NeighbourSummary) -> float:
 
 
 def _pair(X: Any, Y: Any, k: int) -> tuple[NeighbourSummary, NeighbourSummary]:
-    X = flatten_units(X, "X")
-    Y = flatten_units(Y, "Y").to(X.device)
-    if X.shape[0] != Y.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} stimuli and Y {Y.shape[0]}; pass the same stimuli in the same order")
+    X, Y = flatten_pair(X, Y)
     return _prepare(X, k, "X"), _prepare(Y, k, "Y")
 
 

@@ -55,7 +55,7 @@ from typing import Any
 
 import torch
 
-from analyses._cka import flatten_units
+from analyses._cka import flatten_pair
 
 __all__ = [
     "compare_procrustes",
@@ -167,13 +167,6 @@ def _check_same_stimuli(n_a: int, n_b: int) -> None:
         raise ValueError(f"X has {n_a} stimuli and Y {n_b}; pass the same stimuli in the same order")
 
 
-def _validated_pair(X: Any, Y: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    Xt = flatten_units(X, "X")
-    Yt = flatten_units(Y, "Y").to(Xt.device)
-    _check_same_stimuli(Xt.shape[0], Yt.shape[0])
-    return Xt, Yt
-
-
 def _cosine(a: ShapeSummary, b: ShapeSummary) -> float:
     """``||Xw^T Yw||_* / (||Xw||_F ||Yw||_F)``, clipped to [0, 1] against rounding."""
     _check_same_stimuli(a.n_stimuli, b.n_stimuli)
@@ -265,7 +258,7 @@ def shape_distance(X: Any, Y: Any, alpha: float = 1.0) -> float:
         See the module docstring: too few or mismatched stimuli, NaN/inf, a constant representation, or
         whitening (``alpha < 1``) with ranks that together exceed ``n_stimuli - 1``.
     """
-    Xt, Yt = _validated_pair(X, Y)
+    Xt, Yt = flatten_pair(X, Y)
     return compare_shape(prepare_shape(Xt, alpha), prepare_shape(Yt, alpha))
 
 
@@ -290,7 +283,7 @@ def procrustes_distance(X: Any, Y: Any) -> float:
     ValueError
         Too few or mismatched stimuli, NaN/inf, or a representation that is the same for every stimulus.
     """
-    Xt, Yt = _validated_pair(X, Y)
+    Xt, Yt = flatten_pair(X, Y)
     return compare_procrustes(prepare_procrustes(Xt), prepare_procrustes(Yt))
 
 
@@ -362,5 +355,5 @@ def regression_r2(X: Any, Y: Any, ridge: float = 0.0) -> float:
         Too few or mismatched stimuli, NaN/inf, a constant Y, or (without ridge) an X that spans
         ``n_stimuli - 1`` directions, which fits anything.
     """
-    Xt, Yt = _validated_pair(X, Y)
+    Xt, Yt = flatten_pair(X, Y)
     return compare_regression(prepare_regression(Xt, ridge), prepare_regression(Yt, ridge))
