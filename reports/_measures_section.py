@@ -17,41 +17,20 @@ import pandas as pd
 from reports._colors import BASELINE_COLOR, model_colors
 from reports._render import figure_to_data_uri, render_fragment, table_html
 from reports._report import Section
+from reports._similarity_section import FULL_SIZE_FROM, _matrix_heatmap
 
 __all__ = ["KORNBLITH_LAYER_IDENTIFICATION", "measures_section"]
 
 # Layer identification reported by Kornblith et al. 2019 (Table 2: ten 10-layer CNNs on CIFAR-10).
 KORNBLITH_LAYER_IDENTIFICATION = {"linear-cka": 0.993, "rbf-cka": 0.991, "svcca": 0.151}
 
-# Maps with more rows than this are drawn without the values written in their cells.
-_ANNOTATED_UP_TO = 12
-
 
 def _map_figure(matrix: Any, kind: str, low: float, high: float) -> str:
     """One measure's layer x layer map; bright means alike for similarities and distances alike."""
-    k = len(matrix.names)
-    size = max(4.0, 0.3 * k + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    cmap = "magma" if kind == "similarity" else "magma_r"
     values = np.asarray(matrix.values)
     vmin, vmax = (low, high) if np.isfinite([low, high]).all() else (values.min(), values.max())
-    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-    ax.set_xticks(np.arange(k), matrix.names, rotation=90, fontsize=7)
-    ax.set_yticks(np.arange(k), matrix.names, fontsize=7)
-    if k <= _ANNOTATED_UP_TO:
-        middle = (vmin + vmax) / 2
-        for i in range(k):
-            for j in range(k):
-                bright = (values[i, j] > middle) == (kind == "similarity")
-                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                        color="black" if bright else "white")
-    for i in range(1, k):
-        if matrix.models[i] != matrix.models[i - 1]:
-            ax.axhline(i - 0.5, color="white", lw=1.5)
-            ax.axvline(i - 0.5, color="white", lw=1.5)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label=f"{matrix.measure} ({kind})")
-    ax.set_title(f"{matrix.measure}, {matrix.n_stimuli} stimuli", fontsize=9)
-    return figure_to_data_uri(fig)
+    return _matrix_heatmap(matrix, cmap="magma" if kind == "similarity" else "magma_r", vmin=vmin, vmax=vmax,
+                           label=f"{matrix.measure} ({kind})")
 
 
 def _agreement_figure(disagreement: Any) -> str:
@@ -150,6 +129,7 @@ def measures_section(
         panels.append({
             "name": name, "label": spec.label,
             "uri": _map_figure(matrix, spec.kind, spec.low, spec.high),
+            "full_size": len(matrix.names) > FULL_SIZE_FROM,
             "caption": f"{spec.label}: a {spec.kind} in [{spec.low:.3g}, {spec.high:.3g}]"
             + ("" if spec.symmetric else "; not symmetric: row = X, column = Y")
             + f" ({spec.reference}). Brighter: more alike. {matrix.details['seconds']:.2f} s.",

@@ -65,26 +65,33 @@ FULL_SIZE_FROM = 20
 _INCHES_PER_CELL = 0.16  # 11.5 pt per row: room for 7-pt labels
 
 
-def _matrix_heatmap(similarity: Any) -> str:
+def _matrix_heatmap(similarity: Any, *, cmap: str = "magma", vmin: float = 0.0, vmax: float = 1.0,
+                    label: str | None = None) -> str:
+    """A layer x layer map with white lines between models, its values written in the cells when there are
+    at most 12; maps larger than ``FULL_SIZE_FROM`` are drawn at a size that keeps their labels legible."""
     k = len(similarity.names)
     size = 0.3 * k + 2 if k <= FULL_SIZE_FROM else _INCHES_PER_CELL * k + 1.5
     size = max(4.0, size)
     fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(similarity.values, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+    values = np.asarray(similarity.values)
+    image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_xticks(np.arange(k), similarity.names, rotation=90, fontsize=7)
     ax.set_yticks(np.arange(k), similarity.names, fontsize=7)
     if k <= 12:
+        reversed_map = cmap.endswith("_r")
         for i in range(k):
             for j in range(k):
-                value = similarity.values[i, j]
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
-                        color="black" if value > 0.6 else "white")
+                shade = (values[i, j] - vmin) / (vmax - vmin)
+                bright = (1 - shade if reversed_map else shade) > 0.6
+                ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="black" if bright else "white")
     models = similarity.models
     for i in range(1, k):
         if models[i] != models[i - 1]:  # separate the blocks of different models
             ax.axhline(i - 0.5, color="white", lw=1.5)
             ax.axvline(i - 0.5, color="white", lw=1.5)
-    fig.colorbar(image, ax=ax, fraction=0.046 if k <= FULL_SIZE_FROM else 0.025, pad=0.02, label=similarity.measure)
+    fig.colorbar(image, ax=ax, fraction=0.046 if k <= FULL_SIZE_FROM else 0.025, pad=0.02,
+                 label=label or similarity.measure)
     ax.set_title(f"{similarity.measure}, {similarity.n_stimuli} stimuli")
     return figure_to_data_uri(fig)
 
