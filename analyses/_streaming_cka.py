@@ -152,6 +152,35 @@ class StreamingCKA(MultiLayerReducer):
         self.means = [m + s * (batch / total) for m, s in zip(self.means, shifts)]
         self.count = total
 
+    def merge(self, other: "StreamingCKA") -> None:
+        """Fold in another rank's sums: HSIC sums add; means and cross-covariances merge pairwise (Chan et al.)."""
+        if self.estimator == "minibatch":
+            if other.hsic_sum is not None:
+                theirs = other.hsic_sum.to(self.device)
+                self.hsic_sum = theirs if self.hsic_sum is None else self.hsic_sum + theirs
+                self.n_batches_used += other.n_batches_used
+            return
+        if other.means is None:
+            return
+        if self.means is None:
+            self.count, self.means = other.count, [m.to(self.device) for m in other.means]
+            self.comoments = {key: value.to(self.device) for key, value in other.comoments.items()}
+            return
+        total = self.count + other.count
+        shifts = [theirs.to(self.device) - mine for theirs, mine in zip(other.means, self.means)]
+        weight = self.count * other.count / total
+        for (a, b), comoment in other.comoments.items():
+            self.comoments[a, b] = self.comoments[a, b] + comoment.to(self.device) + weight * torch.outer(shifts[a], shifts[b])
+        self.means = [mine + shift * (other.count / total) for mine, shift in zip(self.means, shifts)]
+        self.count = total
+
+    def __getstate__(self) -> dict:
+        # The pooling function may be a closure or a lambda, which cannot be pickled; merging (the only
+        # use of a pickled copy, sent between the ranks of a distributed recording) does not need it.
+        state = dict(self.__dict__)
+        state["pool"] = None
+        return state
+
     def result(self) -> SimilarityMatrix:
         k = len(self.layers)
         if self.estimator == "minibatch":

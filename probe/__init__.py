@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # what static tools and readers see; at run time each name loads on first use
     from probe._layers import describe_layers, resolve_layers  # noqa: F401
     from probe._layouts import LAYOUTS, Layout  # noqa: F401
+    from probe._plan import MemoryBudgetError, RecordingPlan, plan_recording  # noqa: F401
     from probe._record import record  # noqa: F401
     from probe._recording import Recording  # noqa: F401
     from probe._reducers import REDUCTIONS, Moments, MomentsReducer, Reduction  # noqa: F401
@@ -42,6 +43,9 @@ _EXPORTS = {
     "describe_layers": "probe._layers",
     "Layout": "probe._layouts",
     "LAYOUTS": "probe._layouts",
+    "plan_recording": "probe._plan",
+    "RecordingPlan": "probe._plan",
+    "MemoryBudgetError": "probe._plan",
 }
 
 __all__ = list(_EXPORTS)

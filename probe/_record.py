@@ -19,13 +19,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from probe import _distributed_record as distributed
 from probe._hooks import capture_outputs, first_tensor
 from probe._layers import LayerSelection, per_layer, resolve_layers
 from probe._layouts import Layout, ModuleCall, layer_layouts, not_per_stimulus_error, tracing
 from probe._recording import Recording
 from probe._reducers import Reduction, ReductionOp
-from probe._store import MANIFEST, DiskSink, MemorySink
+from probe._shards import batch_shards
+from probe._store import MANIFEST, DiskSink, MemorySink, ShardSink
 from zoo._device import resolve_device
+from zoo._distributed import world
 from zoo._names import unknown_name_error
 from zoo._reducer import MultiLayerReducer, Reducer
 
@@ -192,34 +195,53 @@ class _Source:
             description["last_sha256"] = None if last is None else _stimulus_fingerprint(items, last)
         return description
 
-    def batches(self, start: int) -> Iterator[tuple[Any, Any]]:
-        """Yield (x, y) batches from stimulus ``start`` on; y is None when the data has no labels."""
+    @property
+    def batch_rows(self) -> int:
+        """The stimuli in each batch (the DataLoader's own batch size for a loader)."""
+        if isinstance(self.data, DataLoader):
+            if self.data.batch_size is None:
+                raise ValueError(
+                    "a distributed recording splits the data into whole batches, but this DataLoader has a "
+                    "batch_sampler and no batch_size; pass its Dataset and batch_size= instead"
+                )
+            return self.data.batch_size
+        return self.batch_size
+
+    def batches(self, start: int, stop: int | None = None) -> Iterator[tuple[Any, Any]]:
+        """Yield (x, y) batches of the stimuli ``start`` to ``stop`` (default: the last); y is None without labels."""
+        stop = self.n_stimuli if stop is None else stop
         if isinstance(self.data, torch.Tensor):
-            for first in range(start, self.n_stimuli, self.batch_size):
-                yield self.data[first : first + self.batch_size], None
+            for first in range(start, stop, self.batch_size):
+                yield self.data[first : min(first + self.batch_size, stop)], None
             return
         if isinstance(self.data, Mapping):
-            for first in range(start, self.n_stimuli, self.batch_size):
-                yield _split_batch({key: value[first : first + self.batch_size] for key, value in self.data.items()})
+            for first in range(start, stop, self.batch_size):
+                last = min(first + self.batch_size, stop)
+                yield _split_batch({key: value[first:last] for key, value in self.data.items()})
             return
         if isinstance(self.data, DataLoader):
             loader, position = self.data, 0
         else:
-            dataset = Subset(self.data, range(start, self.n_stimuli)) if start else self.data
+            dataset = Subset(self.data, range(start, stop)) if (start or stop < self.n_stimuli) else self.data
             loader = DataLoader(
                 dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, pin_memory=self.pin_memory
             )
             position = start
         for batch in loader:
+            if position >= stop:
+                return
             x, y = _split_batch(batch)
             size = batch_length(x)
-            if position + size <= start:  # resuming a DataLoader: skip what is on disk
+            if position + size <= start:  # resuming a DataLoader (or another rank's shard): skip it
                 position += size
                 continue
             if position < start:
                 offset = start - position
                 x, y = _rows(x, slice(offset, None)), (y[offset:] if y is not None else None)
                 position = start
+            if position + batch_length(x) > stop:
+                keep = stop - position
+                x, y = _rows(x, slice(0, keep)), (y[:keep] if y is not None else None)
             position += batch_length(x)
             yield x, y
 
@@ -451,9 +473,9 @@ class _PendingSink:
     def write_labels(self, start: int, labels: np.ndarray) -> None:
         self._labels.append((start, np.array(labels)))
 
-    def open(self) -> DiskSink:
+    def open(self) -> DiskSink | ShardSink:
         sink = self._open_sink()
-        if sink.complete_existing or sink.n_done:  # another process wrote a recording there meanwhile
+        if isinstance(sink, DiskSink) and (sink.complete_existing or sink.n_done):  # another process wrote there meanwhile
             sink.close()
             raise FileExistsError(f"a recording appeared at {sink.path} while this one started; record again")
         sink.skipped = list(self.skipped)
@@ -479,8 +501,10 @@ class _Pass:
         stored: torch.dtype,
         stated: dict[str, Layout | None] | None = None,
         reshapes: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] | None = None,
+        rank: int | None = None,
     ):
         self.names, self.reductions, self.factories = names, reductions, factories
+        self.rank = rank  # this process's rank in a distributed recording; None in one process
         self.stated = dict(stated or dict.fromkeys(names))
         self.reshapes = dict(reshapes or {})
         self.layer_layouts: dict[str, Layout | None] = {}
@@ -615,8 +639,6 @@ class _Pass:
                 self.shapes[name] = tuple(outputs[base, call].shape[1:])
                 self.layer_layouts[name] = layouts.get((base, call))
                 self.ops[name] = ReductionOp(self.reductions[base], name, self.shapes[name], self.device, self.layer_layouts[name])
-        if isinstance(self.sink, _PendingSink):
-            self.sink = self.transfer.sink = self.sink.open()
         layers = {
             name: {
                 "n_units": self.ops[name].n_units,
@@ -625,7 +647,26 @@ class _Pass:
             }
             for name in self.ops
         }
-        if isinstance(self.sink, DiskSink) and self.sink.layers:  # resuming
+        if self.rank is None or isinstance(self.sink, (DiskSink, ShardSink)):  # one process, or resuming: files are there
+            self._open_layers(layers)
+        else:  # a new recording: rank 0 creates the files; the others open them once every rank checked its layers
+            if self.rank == 0:
+                self._open_layers(layers)
+            distributed.check_layers(json.loads(json.dumps(layers)))
+            if self.rank != 0:
+                self._open_layers(layers)
+        self._start_reducers()
+        self.started = True
+        self._write_pending_nan()
+        buffered, self._buffer = self._buffer, []
+        for base, call, output in buffered:
+            self._consume(self.expanded[(base, call)], output)
+
+    def _open_layers(self, layers: dict[str, dict[str, Any]]) -> None:
+        """Open the sink for these layers: create their files, or check them against the recording resumed."""
+        if isinstance(self.sink, _PendingSink):
+            self.sink = self.transfer.sink = self.sink.open()
+        if isinstance(self.sink, (DiskSink, ShardSink)) and self.sink.layers:  # resuming, or another rank created them
             on_disk = {name: {key: entry[key] for key in ("n_units", "shape", "reduction")} for name, entry in self.sink.layers.items()}
             if json.loads(json.dumps(layers)) != on_disk:
                 raise ValueError(
@@ -634,6 +675,8 @@ class _Pass:
                 )
         else:
             self.sink.open_layers(layers)
+
+    def _start_reducers(self) -> None:
         layer_names = tuple(self.ops)
         for reducer_name, factory in self.factories.items():
             first = factory()
@@ -653,11 +696,6 @@ class _Pass:
                     f"reducers[{reducer_name!r}] made a {type(first).__name__}; a reducer factory must return a "
                     "probe.Reducer or probe.MultiLayerReducer"
                 )
-        self.started = True
-        self._write_pending_nan()
-        buffered, self._buffer = self._buffer, []
-        for base, call, output in buffered:
-            self._consume(self.expanded[(base, call)], output)
 
     def end_batch(self, calls: dict[str, int], trace: list[ModuleCall] | None = None) -> None:
         if not self.started:
@@ -838,13 +876,39 @@ def record(
     reshapes = _reshapes(reshape, names)
     reductions = _reductions(reduce, project, seed, names, stated)
     source = _Source(data, batch_size, num_workers, pin_memory=device.type == "cuda")
-    model_description = model_fingerprint(model, weights=out is not None)
-    dataset_description = source.describe(fingerprint=out is not None)
+    current = world()
+    shards = batch_shards(source.n_stimuli, source.batch_rows, current.size) if current.distributed else None
+    shard = shards[current.rank] if shards else range(source.n_stimuli)
+    if current.distributed:
+        for name, factory in factories.items():
+            distributed.check_mergeable(factory(), name)
+    model_description = model_fingerprint(model, weights=out is not None or current.distributed)
+    dataset_description = source.describe(fingerprint=out is not None or current.distributed)
+    if current.distributed:
+        distributed.check_same_everywhere(model_description, dataset_description)
+        if out is None:
+            model_description.pop("weights_sha256")
+            dataset_description = source.describe(fingerprint=False)
     np_dtype, torch_dtype = STORED_DTYPES[dtype]
     autocast = torch.autocast(device.type, dtype=_AMP_DTYPES.get(device.type, torch.bfloat16)) if amp else nullcontext()
 
     if out is None:
-        sink: MemorySink | DiskSink | _PendingSink = MemorySink(source.n_stimuli, np_dtype)
+        sink: MemorySink | DiskSink | ShardSink | _PendingSink = MemorySink(source.n_stimuli, np_dtype)
+    elif current.distributed:
+        identity = {
+            "model": model_description,
+            "dataset": dataset_description,
+            "layers": names,
+            "reductions": {name: reductions[name].describe() for name in names},
+            "n_stimuli": source.n_stimuli,
+            "dtype": dtype,
+        }
+        sink = distributed.open_sink(
+            out, identity, resume=resume, overwrite=overwrite, shards=shards, current=current,
+            with_reducers=bool(factories), pending=_PendingSink,
+        )
+        if sink is None:  # this complete recording is there already
+            return Recording.load(out)
     else:
         identity = {
             "model": model_description,
@@ -869,15 +933,19 @@ def record(
                     "overwrite=True, or resume without reducers="
                 )
 
-    run = _Pass(names, reductions, factories, sink, source.n_stimuli, device, torch_dtype, stated, reshapes)
-    start = sink.n_done
-    created = None if out is None else _first_missing(Path(out))
-    bar = tqdm(total=source.n_stimuli, initial=start, unit="stimuli", desc="record", disable=not progress)
+    rank = current.rank if current.distributed else None
+    run = _Pass(names, reductions, factories, sink, source.n_stimuli, device, torch_dtype, stated, reshapes, rank)
+    start = sink.n_done if isinstance(sink, (DiskSink, ShardSink)) else shard.start
+    created = None if out is None or not current.is_main else _first_missing(Path(out))
+    bar = tqdm(
+        total=len(shard), initial=start - shard.start, unit="stimuli",
+        desc="record" if rank is None else f"record (rank 0 of {current.size})", disable=not (progress and current.is_main),
+    )
     discarded = False
     try:
         with _prepared(model, device), torch.no_grad(), capture_outputs(model, names, run.on_output) as capture:
             last_flush = time.monotonic()
-            for x, y in source.batches(start):
+            for x, y in source.batches(start, shard.stop):
                 size = batch_length(x)
                 labels = _labels_of(y, size)
                 x = _to_device(x, device)
@@ -910,10 +978,15 @@ def record(
                     "every stimulus held NaN or inf values, so none went through the model and nothing was recorded"
                 )
             run.transfer.drain()
+            if rank is not None:
+                distributed.merge_reducers(run.per_layer, run.multi, device)
             extras = run.results()
         sink = run.sink
         sink.float16_overflow = run.float16_overflow()
-        sink.finish(extras)
+        if rank is None:
+            sink.finish(extras)
+        else:
+            distributed.finish(sink, shard, extras, current)
     except BaseException:
         # A pass that failed before its first flush leaves nothing in the way of the corrected rerun.
         discarded = isinstance(run.sink, DiskSink) and run.sink.discard_if_empty()
@@ -924,7 +997,8 @@ def record(
         if discarded and created is not None:
             _remove_empty_folders(Path(out), created)
 
-    _warn_about(sink.skipped, sink.float16_overflow)
+    if current.is_main:
+        _warn_about(sink.skipped, sink.float16_overflow)
     if out is not None:
         recording = Recording.load(out, verify=False)  # just written and checksummed
         recording.extras = extras

@@ -384,18 +384,27 @@ class MomentsReducer(Reducer):
                 self.reduction, self.layer, tuple(activations.shape[1:]), activations.device, self._layout
             )
         x = self._op(activations).double()
-        n_batch = x.shape[0]
         batch_mean = x.mean(dim=0)
         centred = x - batch_mean
-        batch_scatter = centred.T @ centred
+        self._fold(x.shape[0], batch_mean, centred.T @ centred)
+
+    def _fold(self, n: int, mean: torch.Tensor, scatter: torch.Tensor) -> None:
+        """Add the moments of ``n`` more stimuli (Chan et al.'s pairwise update)."""
         if self._mean is None:
-            self._n, self._mean, self._scatter = n_batch, batch_mean, batch_scatter
+            self._n, self._mean, self._scatter = n, mean, scatter
             return
-        total = self._n + n_batch
-        delta = batch_mean - self._mean
-        self._mean = self._mean + delta * (n_batch / total)
-        self._scatter = self._scatter + batch_scatter + torch.outer(delta, delta) * (self._n * n_batch / total)
+        total = self._n + n
+        delta = mean - self._mean
+        self._mean = self._mean + delta * (n / total)
+        self._scatter = self._scatter + scatter + torch.outer(delta, delta) * (self._n * n / total)
         self._n = total
+
+    def merge(self, other: "MomentsReducer") -> None:
+        """Fold in another rank's moments of the same layer (the same pairwise update as between batches)."""
+        if other._mean is not None:
+            self._fold(other._n, other._mean.to(self.device), other._scatter.to(self.device))
+        if self._op is None:
+            self._op = other._op
 
     def result(self) -> Moments:
         if self._mean is None:

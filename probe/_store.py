@@ -10,6 +10,8 @@ On-disk layout (a folder)::
     labels.npy             int64 array of shape (n_stimuli,), -1 where unknown
     layers/NNN_<name>.npy  one array of shape (n_stimuli, n_units) per layer
     extras/<reducer>/NNN_<layer>.npz   results of custom reducers that are arrays
+    progress/rank-NNN.json while a distributed recording runs: how far each rank got (see
+                           ``probe._shards``); deleted when it completes
     .writer.lock           held by the process writing the folder (see ``zoo._files.writer_lock``)
 
 Layer files are plain ``.npy`` files: they are created at full size up front and filled with
@@ -37,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from probe._shards import progress_file, read_progress, shard_entries, write_progress
 from zoo._files import (
     LOCK_FILE,
     CorruptFileError,
@@ -50,15 +53,16 @@ from zoo._io import atomic_write_json
 
 __all__ = [
     "MANIFEST",
+    "DiskSink",
+    "MemorySink",
+    "ShardSink",
+    "layer_file_name",
+    "load_extras",
     "read_manifest",
     "recording_files",
     "replaceable_files",
-    "verify_recording",
-    "MemorySink",
-    "DiskSink",
-    "layer_file_name",
     "save_extras",
-    "load_extras",
+    "verify_recording",
 ]
 
 MANIFEST = "manifest.json"
@@ -109,6 +113,7 @@ def recording_files(manifest: dict[str, Any]) -> list[str]:
     listed += [entry.get("file") for entry in entries(manifest.get("layers")) if isinstance(entry, dict)]
     listed += [relative for files in entries(manifest.get("extras")) for relative in entries(files)]
     listed += list(manifest.get("files") or {})
+    listed += list(manifest.get("progress") or [])
     return [*dict.fromkeys(relative for relative in listed if isinstance(relative, str)), MANIFEST]
 
 
@@ -275,6 +280,11 @@ class DiskSink:
     overwrite
         Replace the recording ``path`` holds: delete the files its manifest lists (and nothing,
         when one lies outside the folder). A folder holding anything else is never written into.
+    shards
+        For rank 0 of a distributed recording: every rank's stimuli (``probe._shards``). The
+        manifest lists them; progress goes to rank 0's progress file instead of the manifest's
+        ``n_done``, and ``n_done`` is the global index rank 0's shard is recorded up to. A
+        recording is resumed only with the shards it was started with.
 
     Attributes
     ----------
@@ -284,8 +294,16 @@ class DiskSink:
         Layer -> ``{"count": values that became inf in float16, "largest": their largest magnitude}``.
     """
 
-    def __init__(self, path: str | os.PathLike, identity: dict[str, Any], resume: bool = False, overwrite: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        identity: dict[str, Any],
+        resume: bool = False,
+        overwrite: bool = False,
+        shards: list[range] | None = None,
+    ):
         self.path = Path(path)
+        self.shards = shards
         self.identity = identity
         self.n_stimuli = int(identity["n_stimuli"])
         self.dtype = np.dtype(identity["dtype"])
@@ -328,6 +346,9 @@ class DiskSink:
             "skipped": [],
             "float16_overflow": {},
         }
+        if self.shards is not None:
+            self.manifest["shards"] = shard_entries(self.shards)
+            self.manifest["progress"] = [progress_file(rank) for rank in range(len(self.shards))]
         # The manifest comes first, so that a killed start leaves a recording, not a folder of unknown files.
         atomic_write_json(self.path / MANIFEST, self.manifest)
         self.started_here = True
@@ -352,18 +373,38 @@ class DiskSink:
             return
         if not resume:
             raise FileExistsError(
-                f"out path {self.path} holds an incomplete recording ({old['n_done']} of {old['n_stimuli']} stimuli "
-                "flushed); pass resume=True to continue it or overwrite=True to start again"
+                f"out path {self.path} holds an incomplete recording ({flushed_stimuli(self.path, old)} of "
+                f"{old['n_stimuli']} stimuli flushed); pass resume=True to continue it or overwrite=True to start again"
             )
+        self._check_shards(old)
         self.manifest, self.n_done = old, int(old["n_done"])
         self.skipped = [int(index) for index in old.get("skipped", [])]
         self.float16_overflow = dict(old.get("float16_overflow", {}))
+        if self.shards is not None:
+            progress = read_progress(self.path, 0, self.shards[0])
+            self.n_done, self.skipped = progress["n_done"], progress["skipped"]
+            self.float16_overflow = progress["float16_overflow"]
         self._labels = NpyRowWriter(self.path / old["labels"], (self.n_stimuli,), np.int64, create=False)
         for name in old["layer_order"]:
             info = old["layers"][name]
             self.writers[name] = NpyRowWriter(
                 self.path / info["file"], (self.n_stimuli, info["n_units"]), self.dtype, create=False
             )
+
+    def _check_shards(self, old: dict[str, Any]) -> None:
+        """Refuse to resume with other shards (process count or batch size) than the recording was started with."""
+        stored = old.get("shards")
+        wanted = None if self.shards is None else shard_entries(self.shards)
+        if stored == wanted:
+            return
+        def how(shards: Any) -> str:
+            if not shards:
+                return "one process"
+            return f"{len(shards)} processes with batches of {shards[0]['stop'] - shards[0]['start']} stimuli or fewer"
+        raise FileExistsError(
+            f"the incomplete recording at {self.path} was started by {how(stored)}, and this run is {how(wanted)}; "
+            "resume it as it was started (the same torchrun --nproc-per-node and batch_size) or pass overwrite=True"
+        )
 
     # -- writing -------------------------------------------------------------------------------
     @property
@@ -388,18 +429,33 @@ class DiskSink:
         self._labels.write(start, labels)
 
     def flush(self, n_done: int, write_manifest: bool = True) -> None:
-        """Make the first ``n_done`` stimuli durable, then say so in the manifest."""
+        """Make the stimuli up to ``n_done`` durable, then say so in the manifest (or, for rank 0 of a
+        distributed recording, in its progress file)."""
         for writer in [*self.writers.values(), self._labels]:
             writer.sync()
-        self.n_done = self.manifest["n_done"] = int(n_done)
+        self.n_done = int(n_done)
+        if self.shards is not None:
+            if write_manifest:
+                write_progress(self.path, 0, self.n_done, self.skipped, self.float16_overflow)
+            return
+        self.manifest["n_done"] = self.n_done
         self.manifest["skipped"] = list(self.skipped)
         self.manifest["float16_overflow"] = self.float16_overflow
         if write_manifest:
             atomic_write_json(self.path / MANIFEST, self.manifest)
 
     def finish(self, extras: dict[str, Any]) -> None:
-        """Final flush, extras and checksums, then the completion marker (the manifest, written atomically, last)."""
+        """Final flush, extras and checksums, then the completion marker (the manifest, written atomically, last).
+
+        For a distributed recording, call it on rank 0 once every rank has flushed its shard, with
+        ``skipped``, ``float16_overflow`` and ``extras`` gathered from all of them.
+        """
         self.flush(self.n_stimuli, write_manifest=False)
+        if self.shards is not None:  # every rank is done: their progress files go before completion
+            remove_listed_files(self.path, self.manifest.pop("progress", []))
+        self.manifest["n_done"] = self.n_stimuli
+        self.manifest["skipped"] = sorted(self.skipped)
+        self.manifest["float16_overflow"] = self.float16_overflow
         self.manifest["extras"] = save_extras(self.path, extras, self.manifest["layer_order"])
         for relative in (f for files in self.manifest["extras"].values() for f in files.values()):
             with open(self.path / relative, "rb") as handle:
@@ -428,7 +484,7 @@ class DiskSink:
             on_disk = read_manifest(self.path)
         except (FileNotFoundError, ValueError):
             return False
-        if on_disk.get("complete") or on_disk.get("n_done"):
+        if on_disk.get("complete") or flushed_stimuli(self.path, on_disk):
             return False
         for writer in self.writers.values():
             writer.close()
@@ -447,6 +503,78 @@ class DiskSink:
         if hasattr(self, "_labels"):
             self._labels.close()
         self._lock.close()
+
+
+class ShardSink:
+    """A rank's writer (rank 1 and up) into the recording folder that rank 0 created and holds locked.
+
+    It writes its shard's rows and labels at their global indices into the existing files, and its
+    progress file at every flush; the manifest is rank 0's alone.
+
+    Parameters
+    ----------
+    path
+        The recording folder (its manifest lists the layers once rank 0 has opened them).
+    rank
+        This process's rank (1 or more).
+    shard
+        The stimuli this rank records.
+    """
+
+    complete_existing = False
+
+    def __init__(self, path: str | Path, rank: int, shard: range):
+        self.path, self.rank, self.shard = Path(path), rank, shard
+        self.manifest = read_manifest(self.path)
+        self.n_stimuli = int(self.manifest["n_stimuli"])
+        self.dtype = np.dtype(self.manifest["dtype"])
+        progress = read_progress(self.path, rank, shard)
+        self.n_done = progress["n_done"]
+        self.skipped: list[int] = progress["skipped"]
+        self.float16_overflow: dict[str, dict[str, float]] = progress["float16_overflow"]
+        self._labels = NpyRowWriter(self.path / self.manifest["labels"], (self.n_stimuli,), np.int64, create=False)
+        self.writers = {
+            name: NpyRowWriter(self.path / info["file"], (self.n_stimuli, info["n_units"]), self.dtype, create=False)
+            for name, info in self.layers.items()
+        }
+
+    @property
+    def layers(self) -> dict[str, dict[str, Any]]:
+        """The layer entries of rank 0's manifest."""
+        return self.manifest["layers"]
+
+    def write(self, layer: str, start: int, rows: np.ndarray) -> None:
+        self.writers[layer].write(start, rows)
+
+    def write_labels(self, start: int, labels: np.ndarray) -> None:
+        self._labels.write(start, labels)
+
+    def flush(self, n_done: int) -> None:
+        """Make this rank's rows up to ``n_done`` durable, then say so in its progress file."""
+        for writer in [*self.writers.values(), self._labels]:
+            writer.sync()
+        self.n_done = int(n_done)
+        write_progress(self.path, self.rank, self.n_done, self.skipped, self.float16_overflow)
+
+    def discard_if_empty(self) -> bool:
+        """Never deletes anything: the folder is rank 0's."""
+        return False
+
+    def close(self) -> None:
+        for writer in [*self.writers.values(), self._labels]:
+            writer.close()
+
+
+def flushed_stimuli(path: str | os.PathLike, manifest: dict[str, Any]) -> int:
+    """How many stimuli an incomplete recording holds safely on disk (summed over the ranks of a distributed one)."""
+    shards = manifest.get("shards")
+    if not shards:
+        return int(manifest.get("n_done") or 0)
+    total = 0
+    for rank, entry in enumerate(shards):
+        shard = range(int(entry["start"]), int(entry["stop"]))
+        total += read_progress(path, rank, shard)["n_done"] - shard.start
+    return total
 
 
 def describe_differences(old: Any, new: Any, prefix: str = "") -> list[str]:

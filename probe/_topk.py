@@ -204,6 +204,19 @@ class _RunningTopK:
             position = torch.where(from_batch, position, torch.gather(self.payload, 1, index.clamp(max=n_kept - 1)))
         self.payload = position
 
+    def absorb(self, other: "_RunningTopK") -> None:
+        """Keep the best of both buffers. Keys are unique (value, id) codes, so the result does not
+        depend on which stimuli each buffer saw first: it is the buffer of one stream of them all."""
+        if other.keys is None:
+            return
+        if self.keys is None:
+            self.keys, self.payload = other.keys, other.payload
+            return
+        keys = torch.cat([self.keys, other.keys.to(self.keys.device)], dim=1)
+        payload = None if self.payload is None else torch.cat([self.payload, other.payload.to(self.payload.device)], dim=1)
+        self.keys, index = torch.topk(keys, min(self.k, keys.shape[1]), dim=1, largest=True, sorted=True)
+        self.payload = None if payload is None else torch.gather(payload, 1, index)
+
     def arrays(self, n_units: int, n_positions: int, distinct: bool) -> tuple[np.ndarray, ...]:
         """(values, stimulus, position) as NumPy arrays of shape (n_units, k)."""
         if self.k == 0 or self.keys is None:
@@ -385,6 +398,22 @@ class TopK(Reducer):
         if self.keep_pooled:
             pooled = best if self.pool == "max" else maps.float().mean(dim=2)
             self._pooled.index_copy_(0, stimulus_index, pooled.float())
+
+    def merge(self, other: "TopK") -> None:
+        """Fold in another rank's top-k of the same layer: the same entries, in the same order and with the
+        same ties, as one reducer fed every stimulus; pooled responses are added (each rank fills its rows)."""
+        if other._layout is None:
+            return
+        if self._layout is None:
+            self._layout, self._source, self._map_shape, self._n_units = other._layout, other._source, other._map_shape, other._n_units
+            self._pooled = None if other._pooled is None else torch.zeros_like(other._pooled)
+            self._nan_seen = torch.zeros((), dtype=torch.bool, device=other._nan_seen.device)
+        self._top.absorb(other._top)
+        self._bottom.absorb(other._bottom)
+        self._n_seen += other._n_seen
+        self._nan_seen = self._nan_seen | other._nan_seen.to(self._nan_seen.device)
+        if self._pooled is not None:
+            self._pooled += other._pooled.to(self._pooled.device)
 
     def result(self) -> TopKResult:
         if self._layout is None:

@@ -25,6 +25,7 @@ from zoo._data import (
 )
 from zoo._corpora import TEXT_CORPORA, corpus_text, corpus_tokens, load_corpus
 from zoo._device import resolve_device
+from zoo._distributed import World, close_distributed, init_distributed, shard_range, single_process, world
 from zoo._evaluate import evaluate_model, extract_features, knn_predict
 from zoo._files import CorruptFileError, FolderLockedError
 from zoo._finetune import TRAINABLE_PARTS, FinetunedClassifier, FinetuneResult, finetune, last_block
@@ -159,6 +160,12 @@ __all__ = [
     "FolderLockedError",
     # foundations shared by every package
     "resolve_device",
+    "World",
+    "world",
+    "init_distributed",
+    "close_distributed",
+    "shard_range",
+    "single_process",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",

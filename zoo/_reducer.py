@@ -54,6 +54,21 @@ class Reducer(abc.ABC):
     def result(self) -> Any:
         """Return what the pass kept (NumPy arrays or small result objects, on the CPU)."""
 
+    def merge(self, other: "Reducer") -> None:
+        """Fold in ``other``: the same reducer of the same layer, fed the other stimuli of a distributed run.
+
+        Under ``torch.distributed`` each process feeds its own reducers with its shard of the stimuli;
+        at the end ``probe.record`` gathers every rank's reducers and folds them, in rank order, into
+        rank 0's with this method, on every rank, before ``result`` is called. Afterwards this
+        reducer must hold what one reducer fed every stimulus would hold (up to floating-point
+        summation order). ``other`` arrives on this reducer's device. A reducer without ``merge``
+        cannot be used in a distributed recording: ``probe.record`` refuses it before the pass.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no merge(other), so it cannot combine the shards of a distributed recording; "
+            "define merge (see probe.Reducer.merge) or record in one process"
+        )
+
 
 class MultiLayerReducer(abc.ABC):
     """Consumes the outputs of all recorded layers of each batch together.
@@ -77,6 +92,13 @@ class MultiLayerReducer(abc.ABC):
     @abc.abstractmethod
     def result(self) -> Any:
         """Return what the pass kept."""
+
+    def merge(self, other: "MultiLayerReducer") -> None:
+        """Fold in another rank's reducer of a distributed run (see ``Reducer.merge``)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no merge(other), so it cannot combine the shards of a distributed recording; "
+            "define merge (see probe.Reducer.merge) or record in one process"
+        )
 
 
 def first_tensor(output: Any) -> torch.Tensor | None:

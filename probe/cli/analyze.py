@@ -14,21 +14,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true",
                         help="only check the study file (names, types, files), without loading torch or any model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
+    parser.add_argument("--plan", action="store_true",
+                        help="print, per model, the bytes its recordings will hold on the device, in RAM and on disk, "
+                        "and exit without recording")
+    parser.add_argument("--max-ram", default=None, metavar="SIZE",
+                        help="refuse to start a study one of whose recording passes needs more RAM than this "
+                        "(8GiB, 500MB, 1.5e9)")
+    parser.add_argument("--max-disk", default=None, metavar="SIZE",
+                        help="refuse to start a study whose recordings would write more than this into its cache "
+                        "(8GiB, 500MB, 1.5e9)")
 
 
 def run(args: argparse.Namespace) -> int:
     from probe.study._layer_listing import precheck_layers
     from probe.study._spec import StudySpec
 
+    budgets = _budgets(args)  # a misspelt size is refused before anything loads
     spec = StudySpec.from_file(args.study)  # every name, type and file is checked before torch loads
     precheck_layers(spec)  # and the layer names, against those stored when each model was last built
     if args.check:
         print(f"{args.study}: {len(spec.models)} models, analyses {', '.join(spec.analyses)}; output {spec.out}")
         return 0
+    import zoo
     from probe.study import Study
 
-    study = Study(spec, out=args.out)
-    result = study.run(progress=not args.no_progress, device=args.device)
+    joined = zoo.init_distributed(args.device or spec.device)  # under torchrun: the ranks record together
+    try:
+        return _run_study(Study(spec, out=args.out), args, budgets, zoo.world().is_main)
+    finally:
+        if joined:
+            zoo.close_distributed()
+
+
+def _run_study(study, args: argparse.Namespace, budgets: dict[str, int], main: bool) -> int:
+    """Plan, check the budgets and run the study; rank 0 alone prints (and writes the report)."""
+    if args.plan or budgets:
+        from probe.study._plan_study import plan_study
+
+        plan = plan_study(study.spec, device=args.device)
+        if args.plan and main:
+            print(plan)
+        plan.check(**budgets)
+        if args.plan:
+            return 0
+    result = study.run(progress=not args.no_progress and main, device=args.device)
+    if not main:
+        return 0
     for model in result.recordings:
         recorded, cached = result.recorded.get(model, []), result.from_cache.get(model, [])
         print(f"  {model:<20} {len(recorded)} recorded, {len(cached)} read from the cache (layers and top-k passes)")
@@ -37,3 +68,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {result.report}")
     print(f"tables: {result.out / 'results'} ({len(result.tables)} CSV files)")
     return 0
+
+
+def _budgets(args: argparse.Namespace) -> dict[str, int]:
+    """``{"max_ram": bytes, "max_disk": bytes}`` of the sizes given (none: {})."""
+    given = {flag: size for flag, size in {"max_ram": args.max_ram, "max_disk": args.max_disk}.items() if size}
+    if not given:
+        return {}  # `--check` alone must not import torch
+    from probe._plan import parse_size
+
+    return {flag: parse_size(size) for flag, size in given.items()}

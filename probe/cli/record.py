@@ -6,7 +6,10 @@ import argparse
 
 from probe.cli._helpers import MODEL_HELP, add_dataset_arguments, add_model_arguments
 
-HELP = "record layers of a trained run (or any model) over a dataset into an on-disk recording folder"
+HELP = (
+    "record layers of a trained run (or any model) over a dataset into an on-disk recording folder; under "
+    "`torchrun --nproc-per-node N` each process records its share of the stimuli into the one folder"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,20 +31,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted recording at --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the recording at --out")
     parser.add_argument("--no-progress", action="store_true", help="no status lines or progress bar")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the bytes the recording will hold on the device, in RAM and on disk, per layer, "
+                        "and exit without recording")
+    parser.add_argument("--max-ram", default=None, metavar="SIZE",
+                        help="refuse to start a recording that would hold more RAM than this (8GiB, 500MB, 1.5e9)")
+    parser.add_argument("--max-disk", default=None, metavar="SIZE",
+                        help="refuse to start a recording that would write more than this to disk (8GiB, 500MB, 1.5e9)")
     add_model_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Record; under ``torchrun --nproc-per-node N`` each process records its share of the stimuli into the one store."""
+    import zoo
+
+    joined = zoo.init_distributed(args.device)
+    try:
+        return _record(args, zoo.world())
+    finally:
+        if joined:
+            zoo.close_distributed()
+
+
+def _record(args: argparse.Namespace, current) -> int:
     import sys
 
     from probe import record
+    from probe._plan import parse_size
     from probe.cli._helpers import load_model_and_stimuli, parse_reduce, status
 
-    show = not args.no_progress
+    budgets = {"max_ram": args.max_ram, "max_disk": args.max_disk}
+    for flag, size in budgets.items():  # a misspelt size is refused before the model loads
+        if size is not None:
+            budgets[flag] = parse_size(size)
+    show = not args.no_progress and current.is_main  # one process speaks for a distributed run
     model, dataset, _ = load_model_and_stimuli("record", args.run_dir, args, args.split, show)
+    if current.distributed:  # an architecture without weights is built at random: every rank takes rank 0's
+        from zoo._distributed import broadcast_module
+
+        broadcast_module(model)
     if args.layers is None and not hasattr(model, "recordable_layers"):
         raise ValueError(f"{args.run_dir} has no recordable_layers(); name the layers with --layers (see `probe layers`)")
     layers = args.layers or model.recordable_layers()
+    if args.plan or any(size is not None for size in budgets.values()):
+        status("record", "planning the recording's memory (one forward pass on two stimuli) ...", show)
+        plan = _plan(model, dataset, layers, args, current.size)
+        if args.plan and current.is_main:
+            print(plan)
+        plan.check(**budgets)
+        if args.plan:
+            return 0
     status("record", f"recording {len(dataset)} stimuli into {args.out} ...", show)
     flushed_before = _flushed(args.out)
     try:
@@ -64,21 +103,43 @@ def run(args: argparse.Namespace) -> int:
         # A pass that failed before its first flush left nothing (probe.record removes it); one that
         # flushed stimuli left them for --resume: say so, as the error alone would not.
         kept = _flushed(args.out)
-        if kept > flushed_before:
+        if kept > flushed_before and current.is_main:
             print(f"probe record: the {kept} stimuli recorded before the error are kept in {args.out}; continue "
                   "with --resume once the cause is fixed, or start again with --overwrite", file=sys.stderr)
         raise
-    print(recording.to_frame().to_string(index=False))
-    print(f"recorded {recording.n_stimuli} stimuli x {len(recording.layers)} layers to {args.out}")
+    if current.is_main:
+        print(recording.to_frame().to_string(index=False))
+        processes = f" by {current.size} processes" if current.distributed else ""
+        print(f"recorded {recording.n_stimuli} stimuli x {len(recording.layers)} layers to {args.out}{processes}")
     return 0
+
+
+def _plan(model, dataset, layers, args: argparse.Namespace, world_size: int = 1):
+    """The memory plan (``probe._plan.RecordingPlan``) of the recording these arguments ask for."""
+    from probe._plan import plan_recording
+    from probe.cli._helpers import parse_reduce
+
+    return plan_recording(
+        model,
+        dataset,
+        layers,
+        reduce=parse_reduce(args.reduce),
+        layout=None if args.layout is None else parse_reduce(args.layout, flag="--layout"),
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        project=args.project,
+        out=args.out,
+        device=args.device,
+        world_size=world_size,
+    )
 
 
 def _flushed(out: str) -> int:
     """The stimuli an incomplete recording at ``out`` holds (0 when there is none)."""
-    from probe._store import read_manifest
+    from probe._store import flushed_stimuli, read_manifest
 
     try:
         manifest = read_manifest(out)
     except (OSError, ValueError):
         return 0
-    return 0 if manifest.get("complete") else int(manifest.get("n_done") or 0)
+    return 0 if manifest.get("complete") else flushed_stimuli(out, manifest)

@@ -94,7 +94,8 @@ class StudyResult:
     out
         The output folder.
     report
-        The report's path (``out / "report.html"``).
+        The report's path (``out / "report.html"``); None on the ranks other than 0 of a study run under
+        ``torchrun``, which record their shares of the stimuli and leave the analyses and the report to rank 0.
     results
         Result objects by analysis name (``results["similarity"]["cka"]`` is an
         ``analyses.SimilarityMatrix``...).
@@ -114,7 +115,7 @@ class StudyResult:
     """
 
     out: Path
-    report: Path
+    report: Path | None
     results: dict[str, Any]
     tables: dict[str, pd.DataFrame]
     recordings: dict[str, Any]
@@ -167,6 +168,15 @@ class Study:
             layers, data = _prepare(spec, ctx)
         with meter.step("record"):
             _record(spec, ctx, layers, data)
+        if not zoo.world().is_main:  # a distributed study: the ranks have recorded together; rank 0 does the rest
+            return StudyResult(out=spec.out, report=None, results={}, tables={}, recordings=ctx.recordings,
+                               recorded=ctx.recorded, from_cache=ctx.from_cache, failed={}, timings=dict(ctx.timings),
+                               usage=dict(meter.usage))
+        with zoo.single_process():
+            return self._analyse_and_write(spec, ctx, meter)
+
+    def _analyse_and_write(self, spec: StudySpec, ctx: StudyContext, meter: StepMeter) -> StudyResult:
+        """The analyses, the findings, the report and the tables (on rank 0 alone in a distributed study)."""
         sections: dict[str, list[Section]] = {}
         failed = {}
         for name, options in spec.analyses.items():

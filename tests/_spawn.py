@@ -1,0 +1,40 @@
+"""Run a function on N local processes joined in a ``gloo`` process group, as ``torchrun`` would."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _entry(rank: int, size: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(size),
+         "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=size)
+    try:
+        fn(rank, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(fn: Callable[..., Any], size: int, *args: Any) -> None:
+    """Call ``fn(rank, *args)`` on ``size`` fresh processes in one gloo group; raises when any of them fails.
+
+    ``fn`` must be importable (a module-level function); results come back through files.
+    """
+    mp.spawn(_entry, args=(size, free_port(), fn, args), nprocs=size, join=True)
