@@ -841,6 +841,19 @@ def record(
     ``nn.TransformerEncoderLayer``'s fused fast path, which skips submodule hooks, is disabled
     during the pass.
 
+    **Under torch.distributed** (a process group initialised, as ``torchrun`` and ``zoo.init_distributed``
+    do), every process calls ``record`` with the same model and data, and records only its share: whole
+    batches of ``batch_size`` (the batches one process would make), split contiguously over the ranks, so
+    that no stimulus is dropped or repeated (``probe._shards.batch_shards``; fewer batches than processes
+    are refused). Rows are stored at their global indices in the one store; rank 0 alone holds the lock and
+    writes the manifest, after every rank has synced its rows; each rank keeps its progress in
+    ``progress/rank-NNN.json``, so ``resume=True`` continues each where it stopped (with the same number
+    of processes and batch size). Reducers are folded across ranks with their ``merge`` method (refused
+    before the pass when they have none). Every rank returns the whole recording. The result equals a
+    one-process recording: stored arrays bit for bit (the same batches go through the same model), top-k
+    lists exactly, moments and streaming-CKA sums to floating-point merge order (1e-10 in float64). The
+    processes' weights and stimuli are compared first: a rank that holds another model is refused.
+
     The first batch's forward pass is followed module call by module call (hooks on every module,
     for that batch only): it gives each layer's layout and checks that each layer's output leads
     with the batch. A new on-disk recording's folder is created only after that check, so a

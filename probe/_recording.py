@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from probe._reducers import Reduction
-from probe._store import DiskSink, load_extras, read_manifest, replaceable_files, verify_recording
+from probe._store import DiskSink, flushed_stimuli, load_extras, read_manifest, replaceable_files, verify_recording
 from zoo._files import LOCK_FILE, remove_listed_files, writer_lock
 from zoo._names import unknown_name_error
 
@@ -285,7 +285,7 @@ class Recording:
         manifest = read_manifest(path)
         if not manifest.get("complete"):
             raise ValueError(
-                f"the recording at {path} is incomplete ({manifest.get('n_done', 0)} of {manifest['n_stimuli']} "
+                f"the recording at {path} is incomplete ({flushed_stimuli(path, manifest)} of {manifest['n_stimuli']} "
                 "stimuli flushed; the pass was interrupted). Continue it with probe.record(..., out=path, "
                 "resume=True) or record again with overwrite=True"
             )
