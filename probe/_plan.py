@@ -258,10 +258,12 @@ def plan_recording(
         As ``probe.record`` takes them; ``out`` is only read to tell an on-disk recording from one in
         memory (nothing is written).
     world_size
-        Processes of a distributed recording. Each process holds its shard of the stimuli
-        (``ceil(n_stimuli / world_size)`` rows) for a recording in memory; an on-disk recording's
-        files are shared, so disk is the whole recording. Reducers' state is per process (a ``TopK``'s
-        pooled responses are indexed by the global stimulus index, so they stay full size).
+        Processes of a distributed recording. In memory, every process ends with the whole
+        recording, and while the ranks exchange their rows it also holds the others' rows as they
+        arrive: counted as two copies of the recording per process (an upper bound). An on-disk
+        recording's files are shared, so disk is the whole recording, written once. Reducers' state
+        is per process (a ``TopK``'s pooled responses are indexed by the global stimulus index, so they
+        stay full size).
     device
         Where ``probe.record`` will run (``"auto"``: CUDA when present): on CUDA the host keeps two
         pinned buffers of a batch's rows (double buffering) for an on-disk recording, one otherwise.
@@ -297,7 +299,7 @@ def plan_recording(
     shapes, layouts = _traced_layers(model, data, names, stated, reductions)
     context = _Context(
         n_stimuli=n_stimuli,
-        n_local=math.ceil(n_stimuli / world_size),
+        n_held=n_stimuli if world_size == 1 else 2 * n_stimuli,
         batch=min(batch_size, n_stimuli),
         itemsize=np.dtype(STORED_DTYPES[dtype][0]).itemsize,
         on_disk=out is not None,
@@ -321,7 +323,7 @@ def plan_recording(
 @dataclass(frozen=True)
 class _Context:
     n_stimuli: int
-    n_local: int  # stimuli of this process's shard
+    n_held: int  # rows a process holds in memory at its peak (two copies when the ranks exchange theirs)
     batch: int
     itemsize: int
     on_disk: bool
@@ -379,14 +381,14 @@ def _stored_row(name: str, shape: tuple[int, ...], reduction: Reduction, n_units
         note = f"projected {n_reduced} -> {reduction.project} units"
     if context.on_disk:
         return PlanRow(name, STORED, device, context.host_buffers * batch_rows, context.n_stimuli * rows_bytes, note)
-    return PlanRow(name, STORED, device, context.n_local * rows_bytes, 0, note)
+    return PlanRow(name, STORED, device, context.n_held * rows_bytes, 0, note)
 
 
 def _labels_row(context: _Context) -> PlanRow:
-    """int64 labels: an array of every stimulus (the shard's, in memory) and, on disk, ``labels.npy``."""
+    """int64 labels: an array of every stimulus (in memory, as the rows) and, on disk, ``labels.npy``."""
     if context.on_disk:
         return PlanRow(LABELS, LABELS, 0, context.n_stimuli * _INT64, context.n_stimuli * _INT64)
-    return PlanRow(LABELS, LABELS, 0, context.n_local * _INT64, 0)
+    return PlanRow(LABELS, LABELS, 0, context.n_held * _INT64, 0)
 
 
 def _reducer_row(reducer_name: str, reducer: Any, layer: str, layer_shapes: list[tuple[int, ...]],

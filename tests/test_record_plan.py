@@ -126,10 +126,10 @@ def test_a_reducer_sizes_itself_or_is_listed_as_unknown():
     assert "unknown" in str(plan) and "3: mystery" in str(plan)
 
 
-def test_a_distributed_plan_holds_a_shard_in_memory_and_the_whole_recording_on_disk(tmp_path):
+def test_a_distributed_plan_holds_the_exchanged_rows_in_memory_and_the_recording_once_on_disk(tmp_path):
     model, x = _model(), _stimuli()
     one, two = (plan_recording(model, x, ["3"], world_size=w, device="cpu") for w in (1, 2))
-    assert int(_rows(two, "stored rows").loc["3", "ram_bytes"]) == math.ceil(N / 2) * 5 * 4
+    assert int(_rows(two, "stored rows").loc["3", "ram_bytes"]) == 2 * N * 5 * 4  # the whole, and the others' in transit
     assert int(_rows(one, "stored rows").loc["3", "ram_bytes"]) == N * 5 * 4
     on_disk = [plan_recording(model, x, ["3"], world_size=w, out=tmp_path, device="cpu") for w in (1, 2)]
     assert on_disk[0].totals["disk_bytes"] == on_disk[1].totals["disk_bytes"]
