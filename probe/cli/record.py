@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     parser.add_argument("--project", type=int, default=None, help="random-project layers wider than this many units")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--num-workers", type=int, default=0,
+                        help="DataLoader worker processes that decode stimuli (per process under torchrun; default 0)")
+    parser.add_argument("--amp", action="store_true",
+                        help="run the forward pass under autocast (float16 on CUDA, bfloat16 on the CPU)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted recording at --out")
     parser.add_argument("--overwrite", action="store_true", help="replace the recording at --out")
     parser.add_argument("--no-progress", action="store_true", help="no status lines or progress bar")
@@ -98,6 +102,8 @@ def _record(args: argparse.Namespace, current) -> int:
             resume=args.resume,
             overwrite=args.overwrite,
             progress=show,
+            num_workers=args.num_workers,
+            amp=args.amp,
         )
     except Exception:
         # A pass that failed before its first flush left nothing (probe.record removes it); one that
