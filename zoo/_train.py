@@ -4,10 +4,16 @@ AdamW with a linear warm-up and a cosine decay, per-epoch evaluation, a CSV log 
 checkpoint after every epoch, mixed precision on CUDA. Every epoch starts by seeding all random
 number generators from (seed, epoch) and shuffles with its own ``torch.Generator``, so a run
 resumed at an epoch boundary reproduces an uninterrupted run exactly (on the CPU).
+
+Under ``torch.distributed`` (``torchrun``, or processes that initialised a group themselves) the
+same loop trains with ``DistributedDataParallel``: every rank walks the same batches and takes its
+slice of each, rank 0 alone writes the run folder, and the ranks decide together when to stop
+(see ``train``, "Distributed training").
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
@@ -15,20 +21,25 @@ import random
 import re
 import time
 import typing
-from contextlib import contextmanager
+import warnings
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
 from zoo._checkpoint import RunDir, refuse_file_as_run_folder
 from zoo._data import ImageTensorDataset, iterate_batches, load_dataset
+from zoo._ddp import check_batch_fits_world, main_first, rank_batches, share_from_main, wrap_for_ddp
 from zoo._device import resolve_device
+from zoo._distributed import world
 from zoo._evaluate import evaluate_model, primary_metric
 from zoo._files import writer_lock
 from zoo._names import unknown_name_error
@@ -36,7 +47,7 @@ from zoo._registry import ModelEntry, TrainDefaults, check_model_config, create_
 from zoo._settings import MAX_PARAMETERS, check_setting
 from zoo._text import TextInfo, TokenDataset
 
-__all__ = ["TrainResult", "TrainingDivergedError", "train", "default_run_dir", "seed_everything"]
+__all__ = ["TrainResult", "TrainingDivergedError", "default_run_dir", "seed_everything", "train"]
 
 _TRAINING_KEYS = {f.name for f in fields(TrainDefaults)} - {"epochs"}
 # The type of every training setting that zoo.train checks (None allowed where it means "the default").
@@ -85,6 +96,12 @@ def seed_everything(seed: int) -> None:
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of a rank's augmentations, masks and dropout in an epoch: rank 0's is one process's, the
+    others' are their own streams (the same draws on every rank would repeat one crop across slices)."""
+    return _epoch_seed(seed, epoch) if rank == 0 else int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
 def default_run_dir(model_name: str, dataset: str, seed: int) -> Path:
@@ -245,7 +262,39 @@ def train(
         Unknown settings, settings of the wrong type or range, a model larger than ``max_parameters``
         or one that does not fit the dataset's images, a resumed run whose settings differ (other than
         ``epochs``) or that already has more epochs than ``epochs``, or a supervised model on
-        unlabelled data. All are checked before anything is allocated or written.
+        unlabelled data. All are checked before anything is allocated or written. Distributed: a
+        ``batch_size`` smaller than the number of processes.
+
+    Notes
+    -----
+    **Distributed training.** Run the same call in every process of a ``torch.distributed`` group:
+    ``torchrun --nproc-per-node N -m probe train ...`` (``probe train`` joins the group torchrun
+    describes), or processes that called ``torch.distributed.init_process_group`` themselves
+    (``torch.multiprocessing.spawn``; ``gloo`` on the CPU, ``nccl`` with one GPU per process, the
+    ``device`` then being this process's GPU). The objective is wrapped in
+    ``DistributedDataParallel``:
+
+    - Every rank shuffles with the same generator and takes its contiguous slice
+      (``zoo.shard_range``) of each global batch of ``batch_size`` items, so a step sees the
+      one-process batch and an epoch has as many steps (the learning-rate schedule is the same).
+      Each rank's loss is the mean over its slice and DDP averages the gradients: with
+      ``batch_size`` a multiple of the number of processes this is the one-process mean gradient,
+      up to the order of floating-point sums (an MLP without dropout ends within about 1e-7 of the
+      one-process weights after a few epochs). Otherwise the slices differ by one item and the
+      items of the smaller slices weigh slightly more (a warning says so). The logged
+      ``train_*`` values are the means over ranks of each rank's means.
+    - Contrastive losses (``nt_xent`` of SimCLR, ``clip_loss``) gather the embeddings of all ranks,
+      so the negatives are the global batch's and loss and gradients are the one-process ones.
+    - What differs from one process: BatchNorm normalises each rank's slice with that slice's
+      statistics (``SyncBatchNorm`` needs CUDA) and its running statistics are rank 0's; random
+      augmentations, masks and dropout draw from a stream per rank (rank 0's is one process's), so
+      they match a one-process run only in distribution.
+    - Rank 0 alone holds the run folder's lock and writes config, log, checkpoints and the final
+      weights; it evaluates after each epoch and sends the log row to the others, so ``history``
+      and ``metrics`` are the same on every rank. The other ranks write nothing.
+    - ``resume=True``: rank 0 checks the run and loads its checkpoint, then the other ranks load it.
+    - A non-finite loss on any rank stops every rank with ``TrainingDivergedError``, and an error
+      that rank 0 raises while checking or writing is raised on every rank, so none is left waiting.
     """
     entry = model_entry(model_name)
     run_path = Path(out) if out is not None else default_run_dir(model_name, dataset, seed)
@@ -259,22 +308,50 @@ def train(
     hyper = replace(entry.defaults, **training_settings)
     if epochs is not None:
         hyper = replace(hyper, epochs=int(epochs))
-    device = resolve_device(device)
+    device = _process_device(resolve_device(device))
     dataset_options = dict(dataset_options or {})
-    train_set = load_dataset(dataset, split="train", **dataset_options)
-    test_set = load_dataset(dataset, split="test", **dataset_options)
+
+    def load_splits():
+        return load_dataset(dataset, split="train", **dataset_options), load_dataset(dataset, split="test", **dataset_options)
+
+    train_set, test_set = main_first(load_splits)  # rank 0 downloads a missing dataset before the others read it
     model_config = _model_config(model_name, train_set.info, settings, max_parameters)
+    current = world()
+    if current.distributed:
+        check_batch_fits_world(hyper.batch_size, len(train_set), current.size)
     if device.type != "cpu":
         train_set, test_set = _to_device(train_set, device), _to_device(test_set, device)
 
     seed_everything(seed)
     model = create_model(model_name, max_parameters=max_parameters, **model_config).to(device)
-    with _only_writer(run_path) as locked_path:
+    with _run_folder(run_path, resume=resume, force=force) as run:
         return _train_locked(
-            RunDir.create(locked_path, resume=resume, force=force), model, entry, hyper, train_set, test_set, device,
+            run, model, entry, hyper, train_set, test_set, device,
             dataset=_dataset_record(dataset, dataset_options), seed=seed, resume=resume, progress=progress,
             eval_every=eval_every,
         )
+
+
+def _process_device(device: torch.device) -> torch.device:
+    """This process's GPU (``LOCAL_RANK``, set by ``zoo.init_distributed``) for a distributed run on
+    ``cuda`` without an index; ``device`` otherwise."""
+    if world().distributed and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+@contextmanager
+def _run_folder(run_path: Path, *, resume: bool, force: bool) -> Iterator[RunDir]:
+    """The run folder, created (or reopened to resume) under its writer lock by rank 0 alone.
+
+    The other ranks get a ``RunDir`` of the same folder, which they only read; a refusal on rank 0
+    (a locked or non-empty folder, nothing to resume) is raised on every rank.
+    """
+    with ExitStack() as stack:
+        def create() -> RunDir:
+            return RunDir.create(stack.enter_context(_only_writer(run_path)), resume=resume, force=force)
+
+        yield share_from_main(create)
 
 
 def _stored_epochs(run_path: Path) -> int | None:
@@ -346,24 +423,16 @@ def _only_writer(out: str | os.PathLike) -> Iterator[Path]:
 def _train_locked(run: RunDir, model: nn.Module, entry: ModelEntry, hyper: TrainDefaults, train_set, test_set,
                   device: torch.device, *, dataset: dict[str, Any], seed: int, resume: bool,
                   progress: bool, eval_every: int) -> TrainResult:
-    """The rest of ``train``, under the writer lock: config, epochs with their checkpoints, final weights."""
+    """The rest of ``train``, under the writer lock: config, epochs with their checkpoints, final weights.
+
+    Distributed, every rank runs it; the writes happen on rank 0 (see ``train``).
+    """
     model_name = model.config["name"]
     config = {
         "model": model.config,
         "training": {**asdict(hyper), "seed": seed, "objective": entry.objective.__name__},
         "dataset": dataset,
     }
-    if resume:
-        differences = _resume_differences(run, config)
-        if differences:
-            raise ValueError(
-                f"cannot resume {str(run.path)!r} with other settings: {differences} (stored, given); "
-                "resume with the original settings or start a new run with force=True"
-            )
-        _extend(run, hyper.epochs)
-    else:
-        run.write_config(config)
-
     objective = entry.objective
     optimizer = _optimizer(model, hyper.lr, hyper.weight_decay)
     n_train = len(train_set)
@@ -372,42 +441,71 @@ def _train_locked(run: RunDir, model: nn.Module, entry: ModelEntry, hyper: Train
     warmup = hyper.warmup_epochs if hyper.warmup_epochs >= 1 else hyper.warmup_epochs * hyper.epochs
     schedule = _lr_schedule(hyper.epochs * steps_per_epoch, max(1, round(warmup * steps_per_epoch)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    start_epoch, history = 0, []
-    final_evaluation: dict[str, float] | None = None
-    if resume:
+
+    def load_checkpoint() -> tuple[int, list[dict], dict | None]:
         state = run.load_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler)
-        start_epoch, history = state["epoch"], list(state["history"])
+        finished = state["epoch"] >= hyper.epochs and run.model_path.is_file() and run.metrics_path.is_file()
+        return state["epoch"], list(state["history"]), run.read_metrics() if finished else None
+
+    def start() -> tuple[int, list[dict], dict | None]:
+        if not resume:
+            run.write_config(config)
+            return 0, [], None
+        differences = _resume_differences(run, config)
+        if differences:
+            raise ValueError(
+                f"cannot resume {str(run.path)!r} with other settings: {differences} (stored, given); "
+                "resume with the original settings or start a new run with force=True"
+            )
+        _extend(run, hyper.epochs)
+        return load_checkpoint()
+
+    # Rank 0 checks the run (and writes its config) before the other ranks read its checkpoint.
+    start_epoch, history, finished_metrics = main_first(start, then=load_checkpoint if resume else lambda: (0, [], None))
+    if resume:
         # The next step takes its rate from this schedule (another one when the run is trained further),
         # not the rate the checkpoint's schedule ended on; for the same schedule the two are equal.
         for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
             group["lr"] = base * schedule(scheduler.last_epoch)
-        if start_epoch >= hyper.epochs and run.model_path.is_file() and run.metrics_path.is_file():
+        if finished_metrics is not None:
             model.eval()  # a finished run resumed with its own length: nothing to train or rewrite
-            return TrainResult(model=model, run_dir=run.path, history=pd.DataFrame(history), metrics=run.read_metrics())
+            return TrainResult(model=model, run_dir=run.path, history=pd.DataFrame(history), metrics=finished_metrics)
+    current = world()
+    if current.distributed and hyper.batch_size % current.size and current.is_main:
+        warnings.warn(
+            f"batch_size={hyper.batch_size} is not a multiple of the {current.size} processes: their slices of a batch "
+            "differ by one item, and DDP's average of their mean gradients weighs the items of the smaller slices "
+            "slightly more than one process would; choose a multiple for the one-process gradient",
+            stacklevel=3,
+        )
+    step = _step_function(model, objective, device)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     primary = primary_metric(model)
+    final_evaluation: dict[str, float] | None = None
 
-    bar = tqdm(total=hyper.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, disable=not progress,
-               desc=f"train {model_name}", unit="step", leave=False)
+    bar = tqdm(total=hyper.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+               disable=not progress or not current.is_main, desc=f"train {model_name}", unit="step", leave=False)
     try:
         for epoch in range(start_epoch, hyper.epochs):
             started = time.perf_counter()
             epoch_seed = _epoch_seed(seed, epoch)
-            seed_everything(epoch_seed)
+            seed_everything(_rank_seed(seed, epoch, current.rank))
             generator = torch.Generator().manual_seed(epoch_seed)
             model.train()
             sums: dict[str, torch.Tensor] = {}
             n_steps = 0
-            for images, labels in iterate_batches(train_set, hyper.batch_size, shuffle=True, generator=generator, drop_last=drop_last):
+            for images, labels in _epoch_batches(train_set, hyper.batch_size, generator, drop_last):
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    loss, step_metrics = objective(model, images, labels)
-                if not bool(torch.isfinite(loss.detach())):
+                    loss, step_metrics = step(images, labels)
+                # Every rank sees the mean loss over ranks, so a divergence on one stops them all together.
+                shared_loss = _mean_over_ranks(loss.detach())
+                if not bool(torch.isfinite(shared_loss)):
                     checkpoint = run.checkpoint_path()
                     kept = f"the last good checkpoint {checkpoint} is kept" if checkpoint else "no checkpoint had been written yet"
                     raise TrainingDivergedError(
-                        f"training {model_name!r} diverged: the loss became {float(loss.detach())} at epoch {epoch + 1}, step {n_steps + 1}; "
+                        f"training {model_name!r} diverged: the loss became {float(shared_loss)} at epoch {epoch + 1}, step {n_steps + 1}; "
                         f"{kept}. Lower lr (now {hyper.lr:g}) and retrain with force=True, or resume=True to retry from the checkpoint"
                     )
                 optimizer.zero_grad(set_to_none=True)
@@ -420,26 +518,82 @@ def _train_locked(run: RunDir, model: nn.Module, entry: ModelEntry, hyper: Train
                 n_steps += 1
                 bar.update(1)
                 if progress and n_steps % 10 == 0:
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.4f}")
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(shared_loss):.4f}")
+            _share_buffers_of_rank0(model)
             row: dict[str, Any] = {"epoch": epoch + 1}
-            row.update({f"train_{name}": float(total) / n_steps for name, total in sums.items()})
-            if epoch + 1 == hyper.epochs or (epoch + 1) % eval_every == 0:
-                final_evaluation = evaluate_model(model, train_set, test_set)
-                row.update(final_evaluation)
+            row.update({f"train_{name}": value / n_steps for name, value in _means_over_ranks(sums).items()})
+            evaluate = epoch + 1 == hyper.epochs or (epoch + 1) % eval_every == 0
+            row, evaluation = share_from_main(functools.partial(
+                _end_epoch, run, model, optimizer, scheduler, train_set, test_set,
+                row=row, history=history, evaluate=evaluate, started=started,
+            ))
+            history.append(row)
+            if evaluation is not None:
+                final_evaluation = evaluation
                 if primary in row:
                     bar.set_postfix(epoch=epoch + 1, loss=f"{row['train_loss']:.4f}", **{primary: f"{row[primary]:.4f}"})
-            row["lr"] = optimizer.param_groups[0]["lr"]
-            row["seconds"] = time.perf_counter() - started
-            history.append(row)
-            # Log first: a crash before the checkpoint leaves a row that resuming truncates, never a gap.
-            run.append_log(row)
-            run.save_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1, history=history)
     finally:
         bar.close()
 
     if final_evaluation is None:  # resumed a run whose epochs were all done
-        final_evaluation = evaluate_model(model, train_set, test_set)
+        final_evaluation = share_from_main(lambda: evaluate_model(model, train_set, test_set))
     metrics = {**final_evaluation, "train_loss": history[-1]["train_loss"], "epochs": hyper.epochs}
     model.eval()
-    run.save_final(model, metrics)
+    share_from_main(lambda: run.save_final(model, metrics))
     return TrainResult(model=model, run_dir=run.path, history=pd.DataFrame(history), metrics=metrics)
+
+
+def _end_epoch(run: RunDir, model: nn.Module, optimizer, scheduler, train_set, test_set, *, row: dict[str, Any],
+               history: list[dict], evaluate: bool, started: float) -> tuple[dict[str, Any], dict[str, float] | None]:
+    """Evaluate (when due), log the epoch's row and checkpoint (rank 0's work); returns the row and the evaluation."""
+    evaluation = evaluate_model(model, train_set, test_set) if evaluate else None
+    row = {**row, **(evaluation or {}), "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+    # Log first: a crash before the checkpoint leaves a row that resuming truncates, never a gap.
+    run.append_log(row)
+    run.save_checkpoint(model=model, optimizer=optimizer, scheduler=scheduler, epoch=row["epoch"],
+                        history=[*history, row])
+    return row, evaluation
+
+
+def _step_function(model: nn.Module, objective, device: torch.device):
+    """``step(images, labels) -> (loss, metrics)``: the objective on ``model``, through
+    ``DistributedDataParallel`` when several processes train (so that backward syncs the gradients)."""
+    if world().distributed:
+        return wrap_for_ddp(model, objective, device)
+    return lambda images, labels: objective(model, images, labels)
+
+
+def _epoch_batches(train_set, batch_size: int, generator: torch.Generator, drop_last: bool):
+    """An epoch's shuffled batches: all of each in one process, this rank's slice of each when distributed."""
+    current = world()
+    if current.distributed:
+        return rank_batches(train_set, batch_size, generator, drop_last, current.rank, current.size)
+    return iterate_batches(train_set, batch_size, shuffle=True, generator=generator, drop_last=drop_last)
+
+
+def _mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` over the ranks (``value`` in one process); NaN or infinity on any rank stays."""
+    current = world()
+    if not current.distributed:
+        return value
+    total = value.float().clone()
+    dist.all_reduce(total)
+    return total / current.size
+
+
+def _means_over_ranks(sums: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Each of this rank's per-epoch sums averaged over the ranks (as Python floats)."""
+    if not sums:
+        return {}
+    names = list(sums)
+    means = _mean_over_ranks(torch.stack([torch.as_tensor(sums[name]).float() for name in names]))
+    return {name: float(value) for name, value in zip(names, means)}
+
+
+def _share_buffers_of_rank0(model: nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank, so that all ranks hold the
+    model rank 0 evaluates and saves (DDP itself broadcasts them only at the start of a forward)."""
+    if not world().distributed:
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)

@@ -9,6 +9,16 @@ from probe.cli._helpers import parse_settings
 
 HELP = "train a zoo model on a dataset into a run folder (resumable, never pickled)"
 
+DISTRIBUTED_HELP = (
+    "Distributed: `torchrun --nproc-per-node N -m probe train ...` (or `torchrun ... .venv/bin/probe train ...`) "
+    "trains with DistributedDataParallel, gloo on the CPU and nccl with one GPU per process. Every process takes "
+    "its slice of each batch of batch_size items (at least N; a multiple of N gives the one-process gradient), so "
+    "the schedule and the result are a one-process run's up to the order of sums, except that BatchNorm "
+    "normalises each process's slice with its own statistics, and augmentations, masks and dropout draw per "
+    "process. Contrastive losses (simclr, clip) take their negatives from the whole batch. Rank 0 alone writes "
+    "--out and prints; --resume works the same way."
+)
+
 # A family name picks the model that best represents it.
 FAMILY_DEFAULT_MODEL = {
     "supervised": "cnn",
@@ -64,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dataset option, repeatable, e.g. --dataset-option patch_size=12 for natural-patches",
     )
     parser.add_argument("--quiet", action="store_true", help="no status lines or progress bar")
+    parser.epilog = DISTRIBUTED_HELP
 
 
 def resolve_model_name(name: str) -> str:
@@ -127,8 +138,38 @@ def stored_run_settings(out: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Train, then print where the run was written and its final metrics.
 
-    Returns 0 on success and 1 when training diverged (its last good checkpoint is kept).
+    Under ``torchrun`` this process joins the group torchrun describes (``zoo.init_distributed``)
+    and leaves it at the end; rank 0 alone prints. Returns 0 on success and 1 when training
+    diverged (its last good checkpoint is kept).
     """
+    import zoo
+
+    joined = zoo.init_distributed(args.device)
+    main = zoo.world().is_main
+    try:
+        code = _train(args)
+    except BaseException as err:
+        if joined:
+            _leave_without_waiting()
+        if getattr(err, "raised_on_rank", None) == 0 and not main:
+            return 1  # a copy of rank 0's error, which rank 0 reports
+        raise
+    if joined:
+        zoo.close_distributed()
+    return code
+
+
+def _leave_without_waiting() -> None:
+    """Leave the process group after an error, without the barrier of ``zoo.close_distributed`` (another
+    rank may be gone)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _train(args: argparse.Namespace) -> int:
+    """``run``'s work in this process (one of several under torchrun)."""
     import zoo
     from probe.cli._helpers import flag_spelling, status, verb_flags
     from probe.study._layer_listing import remember_run_layers
@@ -146,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         what = f"training {args.out} further, from {finished} to {epochs} epochs"
     else:
         what = f"{'resuming' if args.resume else 'training'} {model_name} on {dataset} into {args.out}"
-    status("train", f"{what} (loading the data and building the model first) ...", not args.quiet)
+    main = zoo.world().is_main
+    status("train", f"{what} (loading the data and building the model first) ...", main and not args.quiet)
     try:
         result = zoo.train(
             model_name,
@@ -162,10 +204,13 @@ def run(args: argparse.Namespace) -> int:
             **settings,
         )
     except zoo.TrainingDivergedError as err:
-        if getattr(args, "traceback", False):
+        if getattr(args, "traceback", False) and main:
             raise
-        print(f"probe train: error: {flag_spelling(str(err), verb_flags(add_arguments))}", file=sys.stderr)
+        if main:  # every rank stops together; one reports
+            print(f"probe train: error: {flag_spelling(str(err), verb_flags(add_arguments))}", file=sys.stderr)
         return 1
+    if not main:
+        return 0
     remember_run_layers(result.run_dir, result.model)  # a study of the run checks its layer names before loading it
     if finished is not None and finished == epochs:
         print(f"{result.run_dir} already has {finished} epochs (it is finished); nothing to train. Pass --epochs N "

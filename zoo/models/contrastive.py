@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from zoo._augment import augment, augmentation_for
+from zoo._ddp import gather_with_grad
 from zoo._registry import TrainDefaults, register_model
 from zoo.models._base import ZooModel, check_input_shape, conv_trunk
 
@@ -19,12 +20,20 @@ __all__ = ["SimCLR", "nt_xent", "simclr_objective"]
 _SELF_SIMILARITY_LOGIT = -1e4
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, *,
+            across_ranks: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised temperature-scaled cross-entropy (NT-Xent) of two batches of projections.
 
     Each of the 2n embeddings must pick its partner view among the 2n - 1 others; the loss is the
     cross-entropy over cosine similarities divided by ``temperature``, with self-similarity masked
     by a large negative finite logit.
+
+    With ``across_ranks`` in a distributed run, ``z1`` and ``z2`` are this rank's slice of the
+    batch: every rank gathers all slices (with gradients, ``zoo._ddp.gather_with_grad``) and
+    computes the loss of the global batch, whose negatives are all ranks' embeddings, as SimCLR
+    does at scale. Each rank then returns the one-process loss; the gather's backward sums the
+    ranks' (identical) gradients into each slice, so DDP's average over ranks is the one-process
+    gradient, whatever the slices' sizes. Every rank must call it together.
 
     Parameters
     ----------
@@ -32,6 +41,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tup
         Projections of the two views, each of shape (n, d); row i of z1 and of z2 are one image.
     temperature
         Softmax temperature (> 0).
+    across_ranks
+        Gather the batch of all ranks first (no effect without a process group).
 
     Returns
     -------
@@ -44,6 +55,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tup
         raise ValueError(f"z1 and z2 must both have shape (n, d), got {tuple(z1.shape)} and {tuple(z2.shape)}")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    if across_ranks:
+        z1, z2 = gather_with_grad(z1), gather_with_grad(z2)
     n = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
     logits = (z @ z.T) / temperature
@@ -55,11 +68,14 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tup
     return loss, accuracy.detach()
 
 
-def simclr_objective(model: "SimCLR", images: torch.Tensor, labels: torch.Tensor | None = None):
-    """NT-Xent between two augmented views of every image (the model's augmentation and temperature)."""
+def simclr_objective(model: SimCLR, images: torch.Tensor, labels: torch.Tensor | None = None):
+    """NT-Xent between two augmented views of every image (the model's augmentation and temperature).
+
+    In a distributed run the negatives are the global batch's (``nt_xent(..., across_ranks=True)``).
+    """
     views = torch.cat([augment(images, model.augmentation), augment(images, model.augmentation)])
     z1, z2 = model.project(views).chunk(2)
-    loss, accuracy = nt_xent(z1, z2, model.config["temperature"])
+    loss, accuracy = nt_xent(z1, z2, model.config["temperature"], across_ranks=True)
     return loss, {"pair_accuracy": accuracy}
 
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo._data import iterate_batches
+from zoo._ddp import gather_with_grad
 from zoo._names import unknown_name_error
 from zoo._registry import TrainDefaults, register_model
 from zoo._text import Vocabulary, tokenize
@@ -91,7 +92,7 @@ def minilm_embed(captions: Sequence[str]) -> torch.Tensor:
 
 
 def clip_loss(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, logit_scale: torch.Tensor | float,
-              labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              labels: torch.Tensor | None = None, *, across_ranks: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The symmetric contrastive loss of CLIP over one batch of (image, caption) pairs.
 
     ``logits = scale * image_embeddings @ text_embeddings.T``; the loss is the mean of the
@@ -101,6 +102,11 @@ def clip_loss(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, log
     evenly over the columns j with ``labels[j] == labels[i]`` (and likewise for columns), so that
     captions of the same class are never pushed apart.
 
+    With ``across_ranks`` in a distributed run, the arguments are this rank's slice of the batch:
+    every rank gathers all slices (embeddings with gradients, and labels) and computes the global
+    batch's loss, so that the negatives are all ranks' and DDP's average of the gradients is the
+    one-process gradient (as for ``nt_xent``). Every rank must call it together.
+
     Parameters
     ----------
     image_embeddings, text_embeddings
@@ -109,6 +115,8 @@ def clip_loss(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, log
         The multiplier of the cosine similarities (exp of the learned log-scale; 1 / temperature).
     labels
         Optional class of each pair, shape (n,).
+    across_ranks
+        Gather the batch of all ranks first (no effect without a process group).
 
     Returns
     -------
@@ -120,6 +128,9 @@ def clip_loss(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, log
     if image_embeddings.shape != text_embeddings.shape or image_embeddings.dim() != 2:
         raise ValueError(f"image and text embeddings must both have shape (n, d), got {tuple(image_embeddings.shape)} "
                          f"and {tuple(text_embeddings.shape)}")
+    if across_ranks:
+        image_embeddings, text_embeddings = gather_with_grad(image_embeddings), gather_with_grad(text_embeddings)
+        labels = None if labels is None else gather_with_grad(labels)
     n = image_embeddings.shape[0]
     logits = logit_scale * image_embeddings.float() @ text_embeddings.float().T
     if labels is None:
@@ -140,7 +151,7 @@ def clip_objective(model: CLIP, images: torch.Tensor, labels: torch.Tensor):
     templates = torch.randint(len(model.templates), (labels.shape[0],), device=labels.device)
     image_embeddings = model.encode(images)
     text_embeddings = model.caption_embeddings(labels, templates)
-    loss, accuracy = clip_loss(image_embeddings, text_embeddings, model.logit_scale_value(), labels)
+    loss, accuracy = clip_loss(image_embeddings, text_embeddings, model.logit_scale_value(), labels, across_ranks=True)
     return loss, {"pair_accuracy": accuracy, "logit_scale": model.logit_scale_value().detach()}
 
 
