@@ -81,10 +81,9 @@ def _record(rank: int, n: int, out: str, report: str) -> None:
 
 def run(n: int, processes: int, folder: Path) -> list[dict]:
     out, report = folder / f"store-{n}-{processes}", folder / f"report-{n}-{processes}"
-    if processes == 1:  # spawned too, so that both start from the same imports
-        torch.multiprocessing.spawn(_record, args=(n, str(out), str(report)), nprocs=1, join=True)
-    else:
-        run_ranks(_record, processes, n, str(out), str(report))
+    # Both start the same way: forked from a server that has imported torch and the toolkit (a process of
+    # its own, so that its peak RSS is not inherited from this one's, as a spawned child's is across exec).
+    run_ranks(_record, processes, n, str(out), str(report))
     return [json.loads(Path(f"{report}-rank{rank}.json").read_text()) for rank in range(processes)]
 
 
