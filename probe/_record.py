@@ -905,17 +905,17 @@ def record(
     np_dtype, torch_dtype = STORED_DTYPES[dtype]
     autocast = torch.autocast(device.type, dtype=_AMP_DTYPES.get(device.type, torch.bfloat16)) if amp else nullcontext()
 
+    identity = {  # what an on-disk recording is: compared with the one found at ``out``
+        "model": model_description,
+        "dataset": dataset_description,
+        "layers": names,
+        "reductions": {name: reductions[name].describe() for name in names},
+        "n_stimuli": source.n_stimuli,
+        "dtype": dtype,
+    }
     if out is None:
         sink: MemorySink | DiskSink | ShardSink | _PendingSink = MemorySink(source.n_stimuli, np_dtype)
     elif current.distributed:
-        identity = {
-            "model": model_description,
-            "dataset": dataset_description,
-            "layers": names,
-            "reductions": {name: reductions[name].describe() for name in names},
-            "n_stimuli": source.n_stimuli,
-            "dtype": dtype,
-        }
         sink = distributed.open_sink(
             out, identity, resume=resume, overwrite=overwrite, shards=shards, current=current,
             with_reducers=bool(factories), pending=_PendingSink,
@@ -923,14 +923,6 @@ def record(
         if sink is None:  # this complete recording is there already
             return Recording.load(out)
     else:
-        identity = {
-            "model": model_description,
-            "dataset": dataset_description,
-            "layers": names,
-            "reductions": {name: reductions[name].describe() for name in names},
-            "n_stimuli": source.n_stimuli,
-            "dtype": dtype,
-        }
         if overwrite or not (Path(out) / MANIFEST).is_file():
             # a new recording: its folder is written once the first batch has shown every layer can be recorded
             sink = _PendingSink(lambda: DiskSink(out, identity, resume=resume, overwrite=overwrite))

@@ -62,7 +62,7 @@ def _record(args: argparse.Namespace, current) -> int:
 
     from probe import record
     from probe._plan import parse_size
-    from probe.cli._helpers import load_model_and_stimuli, parse_reduce, status
+    from probe.cli._helpers import load_model_and_stimuli, status
 
     budgets = {"max_ram": args.max_ram, "max_disk": args.max_disk}
     for flag, size in budgets.items():  # a misspelt size is refused before the model loads
@@ -89,21 +89,8 @@ def _record(args: argparse.Namespace, current) -> int:
     flushed_before = _flushed(args.out)
     try:
         recording = record(
-            model,
-            dataset,
-            layers,
-            reduce=parse_reduce(args.reduce),
-            layout=None if args.layout is None else parse_reduce(args.layout, flag="--layout"),
-            batch_size=args.batch_size,
-            device=args.device,
-            out=args.out,
-            dtype=args.dtype,
-            project=args.project,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=show,
-            num_workers=args.num_workers,
-            amp=args.amp,
+            model, dataset, layers, **_recording_options(args), resume=args.resume, overwrite=args.overwrite,
+            progress=show, num_workers=args.num_workers, amp=args.amp,
         )
     except Exception:
         # A pass that failed before its first flush left nothing (probe.record removes it); one that
@@ -120,24 +107,26 @@ def _record(args: argparse.Namespace, current) -> int:
     return 0
 
 
+def _recording_options(args: argparse.Namespace) -> dict:
+    """The options of ``probe.record`` (and of its memory plan) that these arguments give."""
+    from probe.cli._helpers import parse_reduce
+
+    return {
+        "reduce": parse_reduce(args.reduce),
+        "layout": None if args.layout is None else parse_reduce(args.layout, flag="--layout"),
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "out": args.out,
+        "dtype": args.dtype,
+        "project": args.project,
+    }
+
+
 def _plan(model, dataset, layers, args: argparse.Namespace, world_size: int = 1):
     """The memory plan (``probe._plan.RecordingPlan``) of the recording these arguments ask for."""
     from probe._plan import plan_recording
-    from probe.cli._helpers import parse_reduce
 
-    return plan_recording(
-        model,
-        dataset,
-        layers,
-        reduce=parse_reduce(args.reduce),
-        layout=None if args.layout is None else parse_reduce(args.layout, flag="--layout"),
-        batch_size=args.batch_size,
-        dtype=args.dtype,
-        project=args.project,
-        out=args.out,
-        device=args.device,
-        world_size=world_size,
-    )
+    return plan_recording(model, dataset, layers, **_recording_options(args), world_size=world_size)
 
 
 def _flushed(out: str) -> int:

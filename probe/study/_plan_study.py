@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Subset
 
 import zoo
 from probe import TopK, resolve_layers
@@ -36,9 +35,9 @@ from probe._plan import (
     parse_size,
     plan_recording,
 )
-from probe.study._context import dataset_labels
-from probe.study._spec import DataSpec, ModelEntrySpec, StudySpec
-from probe.study._study import _build_model, _rows, default_layers, is_language_model
+from probe.study._spec import ModelEntrySpec, StudySpec
+from probe.study._study import _build_model, default_layers, draw_stimuli, is_language_model
+from probe.study._units_step import layers_with_units
 
 __all__ = ["StudyPlan", "plan_study"]
 
@@ -144,7 +143,7 @@ def plan_study(spec: StudySpec, device: str | None = None) -> StudyPlan:
         data = entry.data or spec.data
         key = json.dumps(dataclasses.asdict(data), sort_keys=True, default=str)
         if key not in loaded:
-            loaded[key] = _stimuli(data)
+            loaded[key] = draw_stimuli(data)[0]
         stimuli = zoo.prepare_for(model, loaded[key])
         layers = default_layers(model) if entry.layers == "auto" else resolve_layers(model, list(entry.layers))
         recorded = plan_recording(model, stimuli, layers, reduce=entry.reduce, layout=entry.layout,
@@ -171,23 +170,12 @@ def _planned_model(entry: ModelEntrySpec, seed: int, left_out: dict[str, str]) -
     return model
 
 
-def _stimuli(data: DataSpec) -> Subset:
-    """The stimuli of ``data`` as the study draws them (its seeded subset)."""
-    dataset = zoo.load_dataset(data.dataset, split=data.split, **data.options)
-    labels = dataset_labels(dataset)
-    rows = _rows(data, labels)
-    subset = Subset(dataset, rows.tolist())
-    subset.info = getattr(dataset, "info", None)
-    subset.labels = labels[rows]
-    return subset
-
-
 def _topk_plan(model: Any, stimuli: Any, name: str, recorded: RecordingPlan, options: dict[str, Any],
                device: torch.device) -> RecordingPlan | None:
     """The units analysis's top-k pass of a model (as ``probe.study._units_step`` runs it), its results
     written to the cache; None when it has no layer with units to map."""
     options = {**_UNITS_DEFAULTS, **options}
-    chosen = _unit_layers(recorded, name, options["layers"])
+    chosen = layers_with_units(recorded.shapes, name, options["layers"])
     if not chosen:
         return None
     n_stimuli = len(stimuli)
@@ -207,15 +195,3 @@ def _topk_plan(model: Any, stimuli: Any, name: str, recorded: RecordingPlan, opt
     return plan
 
 
-def _unit_layers(recorded: RecordingPlan, model_name: str, layers: Any) -> list[str]:
-    """The recorded layers the units analysis maps (``probe.study._units_step.unit_layers``)."""
-    if layers == "auto":
-        return [layer for layer, shape in recorded.shapes.items() if len(shape) >= 2]
-    chosen = []
-    for name in layers:
-        model, sep, layer = name.rpartition("/")
-        if sep and model != model_name:
-            continue
-        if (layer if sep else name) in recorded.shapes:
-            chosen.append(layer if sep else name)
-    return chosen

@@ -250,15 +250,22 @@ def data_words(data: DataSpec) -> str:
     return f"{name} ({', '.join(details)})"
 
 
-def _load_stimuli(data: DataSpec, ctx: StudyContext) -> tuple[Any, dict[str, Any]]:
-    """The stimuli of ``data`` (a seeded subset when ``per_class`` or ``limit`` is given) and what identifies them."""
-    _status(ctx, f"loading {data_words(data)}")
+def draw_stimuli(data: DataSpec) -> tuple[Subset, np.ndarray]:
+    """The stimuli of ``data``: a seeded subset when ``per_class`` or ``limit`` is given (with the dataset's
+    ``info`` and its ``labels``), and the rows of the dataset it holds."""
     dataset = zoo.load_dataset(data.dataset, split=data.split, **data.options)
     labels = dataset_labels(dataset)
     rows = _rows(data, labels)
     subset = Subset(dataset, rows.tolist())
     subset.info = getattr(dataset, "info", None)
     subset.labels = labels[rows]
+    return subset, rows
+
+
+def _load_stimuli(data: DataSpec, ctx: StudyContext) -> tuple[Any, dict[str, Any]]:
+    """The stimuli of ``data`` (a seeded subset when ``per_class`` or ``limit`` is given) and what identifies them."""
+    _status(ctx, f"loading {data_words(data)}")
+    subset, rows = draw_stimuli(data)
     ctx.datasets[data.dataset, data.split] = subset
     described = {"dataset": data.dataset, "split": data.split, "options": data.options,
                  "rows_sha256": hashlib.sha256(rows.astype(np.int64).tobytes()).hexdigest(), "n_stimuli": len(rows)}

@@ -13,7 +13,7 @@ from probe.study._top_patches import record_topk
 from probe.study._topk_cache import cached_topk
 from reports import Section, units_section
 
-__all__ = ["units_analysis", "unit_layers"]
+__all__ = ["layers_with_units", "unit_layers", "units_analysis"]
 
 
 def unit_layers(ctx: StudyContext, model_name: str, layers: str | Sequence[str] = "auto") -> list[str]:
@@ -23,14 +23,19 @@ def unit_layers(ctx: StudyContext, model_name: str, layers: str | Sequence[str] 
     A list names layers as ``LAYER`` (for every model that recorded it) or ``MODEL/LAYER``.
     """
     recording = ctx.recordings[model_name]
+    return layers_with_units({layer: recording.shapes[layer] for layer in recording.layers}, model_name, layers)
+
+
+def layers_with_units(shapes: dict[str, tuple[int, ...]], model_name: str, layers: str | Sequence[str]) -> list[str]:
+    """``unit_layers`` among a model's layers and their output shapes per stimulus (recorded or planned)."""
     if layers == "auto":
-        return [layer for layer in recording.layers if len(recording.shapes[layer]) >= 2]
+        return [layer for layer, shape in shapes.items() if len(shape) >= 2]
     chosen = []
     for name in layers:
         model, sep, layer = name.rpartition("/")
         if sep and model != model_name:
             continue
-        if (layer if sep else name) in recording.layers:
+        if (layer if sep else name) in shapes:
             chosen.append(layer if sep else name)
     return chosen
 
