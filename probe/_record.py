@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 from tqdm.auto import tqdm
 
 from probe import _distributed_record as distributed
@@ -220,7 +220,9 @@ class _Source:
                 yield _split_batch({key: value[first:last] for key, value in self.data.items()})
             return
         if isinstance(self.data, DataLoader):
-            loader, position = self.data, 0
+            loader, position = _loader_from(self.data, start, stop), start
+            if loader is None:  # a sampler of its own: walk it from the start, skipping what is not asked for
+                loader, position = self.data, 0
         else:
             dataset = Subset(self.data, range(start, stop)) if (start or stop < self.n_stimuli) else self.data
             loader = DataLoader(
@@ -244,6 +246,20 @@ class _Source:
                 x, y = _rows(x, slice(0, keep)), (y[:keep] if y is not None else None)
             position += batch_length(x)
             yield x, y
+
+
+def _loader_from(loader: DataLoader, start: int, stop: int) -> DataLoader | None:
+    """The same loader (batch size, collate function, workers) over stimuli ``start`` to ``stop`` only, so that a
+    resumed pass or a rank's shard loads just its own stimuli; None when the loader samples in its own order."""
+    if not isinstance(loader.sampler, SequentialSampler) or loader.batch_size is None:
+        return None
+    if start == 0 and stop == len(loader.dataset):
+        return loader
+    return DataLoader(
+        Subset(loader.dataset, range(start, stop)), batch_size=loader.batch_size, shuffle=False,
+        collate_fn=loader.collate_fn, num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last, worker_init_fn=loader.worker_init_fn,
+    )
 
 
 def _loader_length(loader: DataLoader) -> int:

@@ -12,7 +12,7 @@ import torch
 from _spawn import run_ranks
 from torch import nn
 from torch.multiprocessing import ProcessRaisedException
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 import probe
 from analyses import StreamingCKA
@@ -56,6 +56,9 @@ def _contents(recording: probe.Recording) -> dict:
 def _record_in_memory_and_on_disk(rank: int, folder: str) -> None:
     with open(f"{folder}/memory-{rank}.pkl", "wb") as handle:
         pickle.dump(_contents(_record(reducers=REDUCERS)), handle)
+    from_loader = probe.record(_model(), DataLoader(_data(), batch_size=BATCH), LAYERS, device="cpu", progress=False)
+    with open(f"{folder}/loader-{rank}.pkl", "wb") as handle:
+        pickle.dump(_contents(from_loader), handle)
     with open(f"{folder}/disk-{rank}.pkl", "wb") as handle:
         pickle.dump(_contents(_record(reducers=REDUCERS, out=f"{folder}/store", flush_every=0)), handle)
     refusals = {}
@@ -118,7 +121,7 @@ def two_process_recordings(tmp_path_factory):
         killed["refusals"].append(str(refused.value))
     run_ranks(_record_in_memory_and_on_disk, 2, str(folder))
     loaded = {"killed": killed}
-    for kind in ("memory", "disk"):
+    for kind in ("memory", "disk", "loader"):
         for rank in (0, 1):
             with open(folder / f"{kind}-{rank}.pkl", "rb") as handle:
                 loaded[kind, rank] = pickle.load(handle)
@@ -162,6 +165,15 @@ def test_two_processes_record_in_memory_what_one_process_records(two_process_rec
     want = _contents(_record(reducers=REDUCERS))
     _same_as_one_process(loaded["memory", 0], want)
     _same_as_one_process(loaded["memory", 1], want)  # every rank holds the whole recording
+
+
+def test_two_processes_record_a_dataloader_as_one_process(two_process_recordings):
+    _, loaded = two_process_recordings
+    want = _record()
+    for rank in (0, 1):
+        for layer in LAYERS:
+            assert np.array_equal(loaded["loader", rank]["arrays"][layer], want[layer]), layer
+        np.testing.assert_array_equal(loaded["loader", rank]["labels"], want.labels)
 
 
 @pytest.mark.filterwarnings("ignore:result of reducer")
