@@ -74,7 +74,24 @@ def _record_in_memory_and_on_disk(rank: int, folder: str) -> None:
     with open(f"{folder}/refusals-{rank}.json", "w") as handle:
         json.dump(refusals, handle)
     _record_and_die(rank, f"{folder}/killed", die=False)  # resume the store a killed run left
+    _record_with_the_cli(rank, folder)
     _run_study(rank, f"{folder}/study")
+
+
+def _record_with_the_cli(rank: int, folder: str) -> None:
+    """``probe record`` of an untrained zoo model, as each process of ``torchrun`` runs it."""
+    import contextlib
+    import io
+
+    from probe.cli import main
+
+    torch.manual_seed(100 + rank)  # processes whose random streams differ build different untrained weights
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["record", "cnn", "--dataset", "digits", "--split", "test", "--batch-size", "64",
+                     "--out", f"{folder}/cli", "--no-progress"])
+    with open(f"{folder}/cli-{rank}.json", "w") as handle:
+        json.dump({"code": code, "printed": printed.getvalue()}, handle)
 
 
 class _NoMerge(probe.Reducer):
@@ -198,6 +215,21 @@ def test_ranks_refuse_other_weights_and_reducers_that_cannot_merge(two_process_r
         refusals = json.loads((folder / f"refusals-{rank}.json").read_text())
         assert "rank 1 holds another model than rank 0" in refusals["weights"]
         assert "has no merge(other)" in refusals["merge"]
+
+
+def test_probe_record_under_two_processes_speaks_once_and_records_rank0s_weights(two_process_recordings):
+    folder, _ = two_process_recordings
+    ranks = [json.loads((folder / f"cli-{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["code"] == ranks[1]["code"] == 0
+    assert "recorded 360 stimuli x 5 layers" in ranks[0]["printed"] and "by 2 processes" in ranks[0]["printed"]
+    assert ranks[1]["printed"] == ""  # one process speaks for the run
+    recording = probe.Recording.load(folder / "cli")  # complete, checksums verified
+    # The untrained cnn was built at random in each process; both shards must come from rank 0's weights.
+    # Its logits are one affine map of relu_fc1 over all 360 stimuli only if both ranks used the same fc2.
+    hidden = np.hstack([np.asarray(recording["relu_fc1"], dtype=np.float64), np.ones((360, 1))])
+    logits = np.asarray(recording["fc2"], dtype=np.float64)
+    fitted = hidden @ np.linalg.lstsq(hidden, logits, rcond=None)[0]
+    assert np.abs(fitted - logits).max() < 1e-5
 
 
 def test_a_killed_rank_resumes_where_each_rank_stopped(two_process_recordings):
