@@ -869,6 +869,7 @@ def record(
     one-process recording: stored arrays bit for bit (the same batches go through the same model), top-k
     lists exactly, moments and streaming-CKA sums to floating-point merge order (1e-10 in float64). The
     processes' weights and stimuli are compared first: a rank that holds another model is refused.
+    ``out`` must be on a file system that every process sees (a shared disk across machines).
 
     The first batch's forward pass is followed module call by module call (hooks on every module,
     for that batch only): it gives each layer's layout and checks that each layer's output leads

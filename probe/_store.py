@@ -525,6 +525,11 @@ class ShardSink:
 
     def __init__(self, path: str | Path, rank: int, shard: range):
         self.path, self.rank, self.shard = Path(path), rank, shard
+        if not (self.path / MANIFEST).is_file():
+            raise FileNotFoundError(
+                f"rank {rank} finds no recording at {self.path}, which rank 0 has created: the folder must be on a file "
+                "system that every process sees (a shared disk when the processes run on several machines)"
+            )
         self.manifest = read_manifest(self.path)
         self.n_stimuli = int(self.manifest["n_stimuli"])
         self.dtype = np.dtype(self.manifest["dtype"])

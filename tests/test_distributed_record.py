@@ -273,3 +273,10 @@ def test_a_study_under_two_processes_records_together_and_reports_once(two_proce
     assert two.recorded["random cnn"] == []  # the cache written by two processes is complete for one
     for layer in one.recordings["random cnn"].layers:
         assert np.array_equal(np.array(two.recordings["random cnn"][layer]), np.array(one.recordings["random cnn"][layer]))
+
+
+def test_a_rank_that_cannot_see_rank0s_folder_says_it_must_be_shared(tmp_path):
+    from probe._store import ShardSink
+
+    with pytest.raises(FileNotFoundError, match="file system that every process sees"):
+        ShardSink(tmp_path / "not-created-here", 1, range(32, 50))
