@@ -25,22 +25,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from probe._store import MANIFEST, DiskSink, MemorySink, ShardSink, flushed_stimuli, read_manifest
-from zoo._distributed import World, all_gather_objects, barrier, broadcast_object, gather_torch_objects
+from probe._store import MANIFEST, DiskSink, MemorySink, ShardSink, flushed_stimuli
+from zoo._distributed import (
+    World,
+    all_gather_objects,
+    barrier,
+    gather_torch_objects,
+    on_every_rank,
+    share_from_main,
+)
 from zoo._reducer import MultiLayerReducer, Reducer
 
-__all__ = ["agree", "check_layers", "check_mergeable", "check_same_everywhere", "finish", "merge_reducers", "open_sink"]
-
-
-def agree(error: BaseException | None, what: str) -> None:
-    """Raise on every rank when any rank failed at this step (its own error where it had one)."""
-    messages = all_gather_objects(None if error is None else f"{type(error).__name__}: {error}")
-    if error is not None:
-        raise error
-    failed = [(rank, message) for rank, message in enumerate(messages) if message is not None]
-    if failed:
-        rank, message = failed[0]
-        raise RuntimeError(f"rank {rank} failed {what} ({message}); every rank stops")
+__all__ = ["check_layers", "check_mergeable", "check_same_everywhere", "finish", "merge_reducers", "open_sink"]
 
 
 def open_sink(
@@ -56,53 +52,55 @@ def open_sink(
 ) -> Any | None:
     """Open this rank's sink of an on-disk distributed recording.
 
+    Rank 0 opens, resumes or refuses the recording (a refusal is raised on every rank); the others then
+    open their writers (a failure on any rank is raised on every rank).
+
     Returns
     -------
     The sink (a ``pending`` wrapper of it for a new recording, so that nothing is written before
     the first batch), or None when ``out`` already holds this complete recording.
     """
-    state, sink, error = "new", None, None
-    if current.is_main:
-        try:
-            if overwrite or not (Path(out) / MANIFEST).is_file():
-                sink = pending(lambda: DiskSink(out, identity, resume=resume, overwrite=overwrite, shards=shards))
-            else:
-                sink = DiskSink(out, identity, resume=resume, overwrite=overwrite, shards=shards)
-                state = "complete" if sink.complete_existing else "resume"
-                if state == "resume" and with_reducers and flushed_stimuli(out, read_manifest(out)):
-                    raise ValueError(
-                        "resume cannot continue custom reducers (their state was not saved); record again with "
-                        "overwrite=True, or resume without reducers="
-                    )
-        except Exception as err:  # noqa: BLE001 - told to the others, then raised here
-            if isinstance(sink, DiskSink):
-                sink.close()
-            error = err
-        state = broadcast_object(state if error is None else f"refused: {type(error).__name__}: {error}")
-        if error is not None:
-            raise error
-    else:
-        state = broadcast_object(None)
-        if state.startswith("refused: "):
-            raise RuntimeError(f"rank 0 refused the recording at {out}: {state[len('refused: '):]}")
-    if state == "complete":
-        if isinstance(sink, DiskSink):
+    opened: list[Any] = []  # rank 0's sink, kept here while the others hear what rank 0 found
+
+    def open_on_rank0() -> str:
+        if overwrite or not (Path(out) / MANIFEST).is_file():
+            opened.append(pending(lambda: DiskSink(out, identity, resume=resume, overwrite=overwrite, shards=shards)))
+            return "new"
+        sink = DiskSink(out, identity, resume=resume, overwrite=overwrite, shards=shards)
+        opened.append(sink)
+        if sink.complete_existing:
+            return "complete"
+        if with_reducers and flushed_stimuli(out, sink.manifest):
             sink.close()
+            raise ValueError(
+                "resume cannot continue custom reducers (their state was not saved); record again with "
+                "overwrite=True, or resume without reducers="
+            )
+        return "resume"
+
+    state = share_from_main(open_on_rank0)
+    if state == "complete":
+        if current.is_main:
+            opened[0].close()
         barrier()
         return None
-    if not current.is_main:
-        try:
+    sink = None
+
+    def open_mine() -> Any:
+        nonlocal sink
+        if current.is_main:
+            sink = opened[0]
+        else:
             shard = shards[current.rank]
             sink = pending(lambda: ShardSink(out, current.rank, shard)) if state == "new" else ShardSink(out, current.rank, shard)
-        except Exception as err:  # noqa: BLE001 - raised by agree, on every rank
-            error = err
+        return sink
+
     try:
-        agree(error, "to open its part of the recording")
+        return on_every_rank(open_mine)
     except BaseException:
         if isinstance(sink, (DiskSink, ShardSink)):
             sink.close()
         raise
-    return sink
 
 
 def check_layers(layers: dict[str, dict[str, Any]]) -> None:
@@ -157,7 +155,7 @@ def _merged_overflow(counts: list[dict[str, dict[str, Any]]]) -> dict[str, dict[
     return merged
 
 
-def finish(sink: MemorySink | DiskSink | ShardSink, shard: range, extras: dict[str, Any], current: World) -> None:
+def finish(sink: MemorySink | DiskSink | ShardSink, shard: range, extras: dict[str, Any]) -> None:
     """Complete a distributed recording: every rank's rows (in memory) or the manifest (on disk)."""
     gathered = all_gather_objects((list(sink.skipped), sink.float16_overflow))
     sink.skipped = sorted(index for skipped, _ in gathered for index in skipped)
@@ -165,18 +163,8 @@ def finish(sink: MemorySink | DiskSink | ShardSink, shard: range, extras: dict[s
     if isinstance(sink, MemorySink):
         _share_rows(sink, shard)
         return
-    error = None
-    try:
-        sink.flush(shard.stop)
-    except Exception as err:  # noqa: BLE001 - raised by agree, on every rank
-        error = err
-    agree(error, "to write its last rows")  # every rank's rows are on disk from here on
-    if current.is_main:
-        try:
-            sink.finish(extras)
-        except Exception as err:  # noqa: BLE001 - raised by agree, on every rank
-            error = err
-    agree(error, "to complete the recording")
+    on_every_rank(lambda: sink.flush(shard.stop))  # every rank's rows are on disk from here on
+    share_from_main(lambda: sink.finish(extras))  # rank 0 writes the extras, checksums and the complete manifest
 
 
 def _share_rows(sink: MemorySink, shard: range) -> None:

@@ -1,6 +1,6 @@
 """What ``zoo.train`` needs to train under ``torch.distributed``: the objective wrapped for
-``DistributedDataParallel``, each rank's slice of every batch, a gather that keeps gradients,
-and ways for the ranks to share rank 0's decisions and errors instead of waiting for each other.
+``DistributedDataParallel``, each rank's slice of every batch and a gather that keeps gradients.
+(How the ranks share rank 0's decisions and errors is in ``zoo._distributed``.)
 
 In one process (no process group) every function here does what one process would: the slice
 is the whole batch, the gather returns its input, and actions run where they are called.
@@ -8,29 +8,16 @@ is the whole batch, the gather returns its input, and actions run where they are
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from zoo._distributed import all_gather_objects, broadcast_object, shard_range, world
+from zoo._distributed import shard_range, world
 
-__all__ = [
-    "ObjectiveModule",
-    "any_rank",
-    "check_batch_fits_world",
-    "gather_with_grad",
-    "main_first",
-    "rank_batches",
-    "share_from_main",
-    "wrap_for_ddp",
-]
-
-T = TypeVar("T")
+__all__ = ["ObjectiveModule", "check_batch_fits_world", "gather_with_grad", "rank_batches", "wrap_for_ddp"]
 
 
 class ObjectiveModule(nn.Module):
@@ -166,94 +153,3 @@ class _GatherRows(torch.autograd.Function):
         total = grad.contiguous().clone()
         dist.all_reduce(total)
         return total[ctx.start : ctx.stop], None, None
-
-
-# --------------------------------------------------------------------------- deciding together
-
-
-def _portable(error: BaseException) -> tuple[Any, str]:
-    """An error as (its class, its message), the class replaced by RuntimeError when it cannot be pickled."""
-    try:
-        pickle.dumps(type(error))
-        kind: Any = type(error)
-    except (pickle.PicklingError, AttributeError, TypeError):  # a class defined inside a function
-        kind = RuntimeError
-    return kind, str(error)
-
-
-def _rebuilt(portable: tuple[Any, str], rank: int) -> BaseException:
-    kind, message = portable
-    try:
-        error = kind(message)
-    except TypeError:  # a class that takes more than a message
-        error = RuntimeError(message)
-    error.add_note(f"raised on rank {rank} of the distributed run; every rank stops with it")
-    error.raised_on_rank = rank  # the rank that reports it (a CLI prints it there only)
-    return error
-
-
-def share_from_main(action: Callable[[], T]) -> T:
-    """Run ``action`` on rank 0 alone and return its result on every rank (pickled to the others).
-
-    An error that ``action`` raises on rank 0 is raised on every rank, so that none waits for a
-    collective that rank 0 will never reach. In one process, ``action()``.
-    """
-    current = world()
-    if not current.distributed:
-        return action()
-    if not current.is_main:
-        status, payload = broadcast_object(None)
-        if status == "error":
-            raise _rebuilt(payload, 0)
-        return payload
-    try:
-        result = action()
-    except BaseException as err:
-        broadcast_object(("error", _portable(err)))
-        raise
-    broadcast_object(("ok", result))
-    return result
-
-
-def main_first(action: Callable[[], T], then: Callable[[], T] | None = None) -> T:
-    """Run ``action`` on rank 0, and once it succeeded ``then`` (default: ``action``) on the other ranks.
-
-    For what rank 0 must check or prepare before the others read it (a checkpoint to validate, a
-    dataset to download). An error on any rank is raised on every rank. Returns this rank's result.
-    """
-    current = world()
-    if not current.distributed:
-        return action()
-    result: Any = None
-    if current.is_main:
-        try:
-            result = action()
-        except BaseException as err:
-            broadcast_object(_portable(err))
-            raise
-        broadcast_object(None)
-        any_rank(None)
-        return result
-    failure = broadcast_object(None)
-    if failure is not None:
-        raise _rebuilt(failure, 0)
-    try:
-        result = (then or action)()
-    except BaseException as err:
-        any_rank(err)
-        raise
-    any_rank(None)
-    return result
-
-
-def any_rank(error: BaseException | None) -> None:
-    """Share whether this rank failed (``error``) and raise the first failing rank's error on the others.
-
-    Every rank must call it; the rank whose ``error`` is given raises it itself afterwards.
-    """
-    outcomes = all_gather_objects(None if error is None else _portable(error))
-    if error is not None:
-        return
-    for rank, outcome in enumerate(outcomes):
-        if outcome is not None:
-            raise _rebuilt(outcome, rank)

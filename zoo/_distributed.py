@@ -5,6 +5,10 @@ Every function here works without a process group too: then there is one process
 world of 1, whose shard is everything, and the collectives return their input. So code that
 calls them runs unchanged under ``python`` and under ``torchrun --nproc-per-node N``.
 
+When one rank decides or fails, the others must hear of it rather than wait in a collective that
+rank will never reach: ``share_from_main``, ``main_first``, ``on_every_rank`` and ``any_rank`` raise
+an error of any rank on every rank.
+
 The toolkit does not start processes itself: ``torchrun`` (or ``torch.multiprocessing.spawn``)
 does, and ``init_distributed`` joins the group it describes in the environment (``RANK``,
 ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``).
@@ -14,11 +18,12 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
+import pickle
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -26,16 +31,23 @@ import torch.distributed as dist
 __all__ = [
     "World",
     "all_gather_objects",
+    "any_rank",
     "barrier",
     "broadcast_module",
     "broadcast_object",
     "close_distributed",
     "gather_torch_objects",
     "init_distributed",
+    "main_first",
+    "on_every_rank",
     "shard_range",
+    "share_from_main",
     "single_process",
+    "torchrun_group",
     "world",
 ]
+
+T = TypeVar("T")
 
 #: How long a collective waits for the other processes before failing (a rank that died).
 DEFAULT_TIMEOUT = timedelta(minutes=30)
@@ -130,6 +142,18 @@ def init_distributed(device: str | torch.device = "auto", timeout: timedelta = D
     return True
 
 
+@contextmanager
+def torchrun_group(device: str | torch.device = "auto") -> Iterator[World]:
+    """Inside, this process is in the group ``torchrun`` describes (``init_distributed``), when there is
+    one; it leaves the group at the end if it joined it here. Yields this process's ``World``."""
+    joined = init_distributed(device)
+    try:
+        yield world()
+    finally:
+        if joined:
+            close_distributed()
+
+
 def close_distributed() -> None:
     """Leave the process group (without waiting for the others: rank 0 may still be writing a report alone)."""
     if dist.is_available() and dist.is_initialized():
@@ -199,3 +223,98 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
     state = broadcast_object({name: tensor.detach().cpu() for name, tensor in module.state_dict().items()}
                              if world().rank == src else None, src=src)
     module.load_state_dict(state)
+
+
+# -- deciding together -------------------------------------------------------------------------
+
+
+def _portable(error: BaseException) -> tuple[Any, str]:
+    """An error as (its class, its message), the class replaced by RuntimeError when it cannot be pickled."""
+    try:
+        pickle.dumps(type(error))
+        kind: Any = type(error)
+    except (pickle.PicklingError, AttributeError, TypeError):  # a class defined inside a function
+        kind = RuntimeError
+    return kind, str(error)
+
+
+def _rebuilt(portable: tuple[Any, str], rank: int) -> BaseException:
+    kind, message = portable
+    try:
+        error = kind(message)
+    except TypeError:  # a class that takes more than a message
+        error = RuntimeError(message)
+    error.add_note(f"raised on rank {rank} of the distributed run; every rank stops with it")
+    error.raised_on_rank = rank  # the rank that reports it (a CLI prints it there only)
+    return error
+
+
+def share_from_main(action: Callable[[], T]) -> T:
+    """Run ``action`` on rank 0 alone and return its result on every rank (pickled to the others).
+
+    An error that ``action`` raises on rank 0 is raised on every rank, so that none waits for a
+    collective that rank 0 will never reach. In one process, ``action()``.
+    """
+    current = world()
+    if not current.distributed:
+        return action()
+    if not current.is_main:
+        status, payload = broadcast_object(None)
+        if status == "error":
+            raise _rebuilt(payload, 0)
+        return payload
+    try:
+        result = action()
+    except BaseException as err:
+        broadcast_object(("error", _portable(err)))
+        raise
+    broadcast_object(("ok", result))
+    return result
+
+
+def main_first(action: Callable[[], T], then: Callable[[], T] | None = None) -> T:
+    """Run ``action`` on rank 0, and once it succeeded ``then`` (default: ``action``) on the other ranks.
+
+    For what rank 0 must check or prepare before the others read it (a checkpoint to validate, a
+    dataset to download). An error on any rank is raised on every rank. Returns this rank's result.
+    """
+    current = world()
+    if not current.distributed:
+        return action()
+    if current.is_main:
+        try:
+            result = action()
+        except BaseException as err:
+            broadcast_object(_portable(err))
+            raise
+        broadcast_object(None)
+        return on_every_rank(lambda: result)
+    failure = broadcast_object(None)
+    if failure is not None:
+        raise _rebuilt(failure, 0)
+    return on_every_rank(then or action)
+
+
+def on_every_rank(action: Callable[[], T]) -> T:
+    """Run ``action`` on every rank; when it fails on any rank, every rank raises (the failing rank's own
+    error there, a copy of the first failing rank's elsewhere), so that none waits for the others."""
+    try:
+        result = action()
+    except BaseException as err:
+        any_rank(err)
+        raise
+    any_rank(None)
+    return result
+
+
+def any_rank(error: BaseException | None) -> None:
+    """Share whether this rank failed (``error``) and raise the first failing rank's error on the others.
+
+    Every rank must call it; the rank whose ``error`` is given raises it itself afterwards.
+    """
+    outcomes = all_gather_objects(None if error is None else _portable(error))
+    if error is not None:
+        return
+    for rank, outcome in enumerate(outcomes):
+        if outcome is not None:
+            raise _rebuilt(outcome, rank)

@@ -37,9 +37,9 @@ from tqdm.auto import tqdm
 
 from zoo._checkpoint import RunDir, refuse_file_as_run_folder
 from zoo._data import ImageTensorDataset, iterate_batches, load_dataset
-from zoo._ddp import check_batch_fits_world, main_first, rank_batches, share_from_main, wrap_for_ddp
+from zoo._ddp import check_batch_fits_world, rank_batches, wrap_for_ddp
 from zoo._device import resolve_device
-from zoo._distributed import world
+from zoo._distributed import main_first, share_from_main, world
 from zoo._evaluate import evaluate_model, primary_metric
 from zoo._files import writer_lock
 from zoo._names import unknown_name_error

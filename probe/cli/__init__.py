@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.run(args) or 0)
+        return _run_verb(args)
     except KeyboardInterrupt:
         print("probe: interrupted", file=sys.stderr)
         return 130
@@ -74,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         verb_parser = parser._subparsers._group_actions[0].choices[args.command]
         print(f"probe {args.command}: error: {flag_spelling(str(err), parser_flags(verb_parser))}", file=sys.stderr)
         return 2
+
+
+def _run_verb(args: argparse.Namespace) -> int:
+    """The verb's exit status; under torchrun, 1 without a word for a copy of another process's error
+    (``zoo._distributed`` raises those on every rank), which the process it happened in reports."""
+    try:
+        return int(args.run(args) or 0)
+    except BaseException as err:
+        if getattr(err, "raised_on_rank", None) is None:  # this process's own error
+            raise
+        return 1
 
 
 def console_main() -> int:

@@ -256,3 +256,14 @@ def flag_spelling(message: str, flags: Iterable[str]) -> str:
         message = re.sub(rf"(?<![\w.-]){keyword}=True\b", flag, message)
         message = re.sub(rf"(?<![\w.-]){keyword}=\.\.\.", f"{flag} ...", message)
     return message
+
+
+def memory_budgets(args: Any) -> dict[str, int]:
+    """``{"max_ram": bytes, "max_disk": bytes}`` of the sizes ``--max-ram`` and ``--max-disk`` give (none: {});
+    a misspelt size is refused."""
+    given = {flag: size for flag, size in {"max_ram": args.max_ram, "max_disk": args.max_disk}.items() if size}
+    if not given:
+        return {}  # `--check` alone must not import torch
+    from probe._plan import parse_size
+
+    return {flag: parse_size(size) for flag, size in given.items()}

@@ -26,24 +26,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from probe.cli._helpers import memory_budgets
     from probe.study._layer_listing import precheck_layers
     from probe.study._spec import StudySpec
 
-    budgets = _budgets(args)  # a misspelt size is refused before anything loads
+    budgets = memory_budgets(args)  # a misspelt size is refused before anything loads
     spec = StudySpec.from_file(args.study)  # every name, type and file is checked before torch loads
     precheck_layers(spec)  # and the layer names, against those stored when each model was last built
     if args.check:
         print(f"{args.study}: {len(spec.models)} models, analyses {', '.join(spec.analyses)}; output {spec.out}")
         return 0
-    import zoo
     from probe.study import Study
+    from zoo._distributed import torchrun_group
 
-    joined = zoo.init_distributed(args.device or spec.device)  # under torchrun: the ranks record together
-    try:
-        return _run_study(Study(spec, out=args.out), args, budgets, zoo.world().is_main)
-    finally:
-        if joined:
-            zoo.close_distributed()
+    with torchrun_group(args.device or spec.device) as current:  # under torchrun: the ranks record together
+        return _run_study(Study(spec, out=args.out), args, budgets, current.is_main)
 
 
 def _run_study(study, args: argparse.Namespace, budgets: dict[str, int], main: bool) -> int:
@@ -68,13 +65,3 @@ def _run_study(study, args: argparse.Namespace, budgets: dict[str, int], main: b
     print(f"report: {result.report}")
     print(f"tables: {result.out / 'results'} ({len(result.tables)} CSV files)")
     return 0
-
-
-def _budgets(args: argparse.Namespace) -> dict[str, int]:
-    """``{"max_ram": bytes, "max_disk": bytes}`` of the sizes given (none: {})."""
-    given = {flag: size for flag, size in {"max_ram": args.max_ram, "max_disk": args.max_disk}.items() if size}
-    if not given:
-        return {}  # `--check` alone must not import torch
-    from probe._plan import parse_size
-
-    return {flag: parse_size(size) for flag, size in given.items()}

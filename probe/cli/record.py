@@ -47,27 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Record; under ``torchrun --nproc-per-node N`` each process records its share of the stimuli into the one store."""
-    import zoo
+    from zoo._distributed import torchrun_group
 
-    joined = zoo.init_distributed(args.device)
-    try:
-        return _record(args, zoo.world())
-    finally:
-        if joined:
-            zoo.close_distributed()
+    with torchrun_group(args.device) as current:
+        return _record(args, current)
 
 
 def _record(args: argparse.Namespace, current) -> int:
     import sys
 
     from probe import record
-    from probe._plan import parse_size
-    from probe.cli._helpers import load_model_and_stimuli, status
+    from probe.cli._helpers import load_model_and_stimuli, memory_budgets, status
 
-    budgets = {"max_ram": args.max_ram, "max_disk": args.max_disk}
-    for flag, size in budgets.items():  # a misspelt size is refused before the model loads
-        if size is not None:
-            budgets[flag] = parse_size(size)
+    budgets = memory_budgets(args)  # a misspelt size is refused before the model loads
     show = not args.no_progress and current.is_main  # one process speaks for a distributed run
     model, dataset, _ = load_model_and_stimuli("record", args.run_dir, args, args.split, show)
     if current.distributed:  # an architecture without weights is built at random: every rank takes rank 0's
@@ -77,7 +69,7 @@ def _record(args: argparse.Namespace, current) -> int:
     if args.layers is None and not hasattr(model, "recordable_layers"):
         raise ValueError(f"{args.run_dir} has no recordable_layers(); name the layers with --layers (see `probe layers`)")
     layers = args.layers or model.recordable_layers()
-    if args.plan or any(size is not None for size in budgets.values()):
+    if args.plan or budgets:
         status("record", "planning the recording's memory (one forward pass on two stimuli) ...", show)
         plan = _plan(model, dataset, layers, args, current.size)
         if args.plan and current.is_main:

@@ -138,34 +138,14 @@ def stored_run_settings(out: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     """Train, then print where the run was written and its final metrics.
 
-    Under ``torchrun`` this process joins the group torchrun describes (``zoo.init_distributed``)
-    and leaves it at the end; rank 0 alone prints. Returns 0 on success and 1 when training
+    Under ``torchrun`` this process joins the group torchrun describes (``zoo._distributed.torchrun_group``)
+    and leaves it at the end; rank 0 alone prints (a copy of another rank's error is not printed again). Returns 0 on success and 1 when training
     diverged (its last good checkpoint is kept).
     """
-    import zoo
+    from zoo._distributed import torchrun_group
 
-    joined = zoo.init_distributed(args.device)
-    main = zoo.world().is_main
-    try:
-        code = _train(args)
-    except BaseException as err:
-        if joined:
-            _leave_without_waiting()
-        if getattr(err, "raised_on_rank", None) == 0 and not main:
-            return 1  # a copy of rank 0's error, which rank 0 reports
-        raise
-    if joined:
-        zoo.close_distributed()
-    return code
-
-
-def _leave_without_waiting() -> None:
-    """Leave the process group after an error, without the barrier of ``zoo.close_distributed`` (another
-    rank may be gone)."""
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    with torchrun_group(args.device):
+        return _train(args)
 
 
 def _train(args: argparse.Namespace) -> int:
