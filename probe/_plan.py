@@ -37,7 +37,7 @@ from torch import nn
 
 from probe._layers import LayerSelection, resolve_layers
 from probe._layouts import Layout, batch_size_of, layer_layouts, trace_calls
-from probe._record import STORED_DTYPES, _reductions, _rows, _Source, _stated_layouts, _to_device
+from probe._record import STORED_DTYPES, _prepared, _reductions, _rows, _Source, _stated_layouts, _to_device
 from probe._reducers import MomentsReducer, Reduction, rank_layout
 from probe._topk import TopK
 from zoo._device import resolve_device
@@ -347,15 +347,10 @@ def _traced_layers(
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, Layout | None]]:
     """Each recorded array's raw shape per stimulus and layout, named as ``probe.record`` names them
     (``name#k`` for a module called k times), in recording order."""
-    x = _to_device(_example(data), _model_device(model))
-    training = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            calls = trace_calls(model, x)
-    finally:
-        for module, was_training in training.items():
-            module.training = was_training
+    device = _model_device(model)
+    x = _to_device(_example(data), device)
+    with _prepared(model, device), torch.no_grad():  # eval mode, as probe.record runs it; modes restored after
+        calls = trace_calls(model, x)
     need = {name: reductions[name].mode != "flatten" for name in names}
     found = layer_layouts(calls, names, stated, batch_size_of(x), need)
     counts = {name: sum(1 for call in calls if call.name == name) for name in names}

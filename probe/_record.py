@@ -912,13 +912,10 @@ def record(
     if current.distributed:
         for name, factory in factories.items():
             distributed.check_mergeable(factory(), name)
-    model_description = model_fingerprint(model, weights=out is not None or current.distributed)
-    dataset_description = source.describe(fingerprint=out is not None or current.distributed)
-    if current.distributed:
-        distributed.check_same_everywhere(model_description, dataset_description)
-        if out is None:
-            model_description.pop("weights_sha256")
-            dataset_description = source.describe(fingerprint=False)
+    model_description = model_fingerprint(model, weights=out is not None)
+    dataset_description = source.describe(fingerprint=out is not None)
+    if current.distributed:  # every rank must hold the same weights and stimuli (the digest of weights is cached)
+        distributed.check_same_everywhere(model_fingerprint(model, weights=True), source.describe(fingerprint=True))
     np_dtype, torch_dtype = STORED_DTYPES[dtype]
     autocast = torch.autocast(device.type, dtype=_AMP_DTYPES.get(device.type, torch.bfloat16)) if amp else nullcontext()
 
@@ -1008,7 +1005,7 @@ def record(
         if rank is None:
             sink.finish(extras)
         else:
-            distributed.finish(sink, shard, extras, current)
+            distributed.finish(sink, shard, extras)
     except BaseException:
         # A pass that failed before its first flush leaves nothing in the way of the corrected rerun.
         discarded = isinstance(run.sink, DiskSink) and run.sink.discard_if_empty()

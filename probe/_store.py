@@ -230,6 +230,17 @@ class NpyRowWriter:
             self._fd = -1
 
 
+def _existing_writers(path: Path, manifest: dict[str, Any]) -> tuple[NpyRowWriter, dict[str, NpyRowWriter]]:
+    """Writers of the labels and of every layer file that a recording's manifest lists (already created)."""
+    n_stimuli, dtype = int(manifest["n_stimuli"]), np.dtype(manifest["dtype"])
+    labels = NpyRowWriter(path / manifest["labels"], (n_stimuli,), np.int64, create=False)
+    writers = {}
+    for name in manifest["layer_order"]:
+        info = manifest["layers"][name]
+        writers[name] = NpyRowWriter(path / info["file"], (n_stimuli, info["n_units"]), dtype, create=False)
+    return labels, writers
+
+
 class MemorySink:
     """Keeps reduced activations in preallocated NumPy arrays."""
 
@@ -384,12 +395,7 @@ class DiskSink:
             progress = read_progress(self.path, 0, self.shards[0])
             self.n_done, self.skipped = progress["n_done"], progress["skipped"]
             self.float16_overflow = progress["float16_overflow"]
-        self._labels = NpyRowWriter(self.path / old["labels"], (self.n_stimuli,), np.int64, create=False)
-        for name in old["layer_order"]:
-            info = old["layers"][name]
-            self.writers[name] = NpyRowWriter(
-                self.path / info["file"], (self.n_stimuli, info["n_units"]), self.dtype, create=False
-            )
+        self._labels, self.writers = _existing_writers(self.path, old)
 
     def _check_shards(self, old: dict[str, Any]) -> None:
         """Refuse to resume with other shards (process count or batch size) than the recording was started with."""
@@ -531,17 +537,11 @@ class ShardSink:
                 "system that every process sees (a shared disk when the processes run on several machines)"
             )
         self.manifest = read_manifest(self.path)
-        self.n_stimuli = int(self.manifest["n_stimuli"])
-        self.dtype = np.dtype(self.manifest["dtype"])
         progress = read_progress(self.path, rank, shard)
         self.n_done = progress["n_done"]
         self.skipped: list[int] = progress["skipped"]
         self.float16_overflow: dict[str, dict[str, float]] = progress["float16_overflow"]
-        self._labels = NpyRowWriter(self.path / self.manifest["labels"], (self.n_stimuli,), np.int64, create=False)
-        self.writers = {
-            name: NpyRowWriter(self.path / info["file"], (self.n_stimuli, info["n_units"]), self.dtype, create=False)
-            for name, info in self.layers.items()
-        }
+        self._labels, self.writers = _existing_writers(self.path, self.manifest)
 
     @property
     def layers(self) -> dict[str, dict[str, Any]]:
