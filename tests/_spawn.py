@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import socket
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -20,17 +21,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _entry(rank: int, size: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
+def _entry(rank: int, size: int, port: int, fn: Callable[..., Any], args: tuple, kwargs: dict, results: Any) -> None:
     os.environ.update(
         {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(size),
          "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     )
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=size)
+    dist.init_process_group("gloo", rank=rank, world_size=size, timeout=timedelta(seconds=60))
     try:
-        fn(rank, *args)
+        results.put((rank, fn(rank, *args, **kwargs)))
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():  # a job may have left the group itself (a CLI verb under torchrun does)
+            dist.destroy_process_group()
 
 
 START_METHOD = "forkserver"
@@ -43,9 +45,18 @@ def start_method() -> str:
     return START_METHOD
 
 
-def run_ranks(fn: Callable[..., Any], size: int, *args: Any) -> None:
-    """Call ``fn(rank, *args)`` on ``size`` new processes in one gloo group; raises when any of them fails.
+def run_ranks(fn: Callable[..., Any], size: int, *args: Any, **kwargs: Any) -> dict[int, Any]:
+    """Call ``fn(rank, *args, **kwargs)`` on ``size`` new processes in one gloo group (as ``torchrun`` describes
+    it in the environment); returns what each rank's call returned (picklable), by rank. Raises when any fails.
 
-    ``fn`` must be importable (a module-level function); results come back through files.
+    ``fn`` must be importable (a module-level function).
     """
-    mp.start_processes(_entry, args=(size, free_port(), fn, args), nprocs=size, join=True, start_method=start_method())
+    method = start_method()
+    results = mp.get_context(method).SimpleQueue()
+    mp.start_processes(_entry, args=(size, free_port(), fn, args, kwargs, results), nprocs=size, join=True,
+                       start_method=method)
+    returned = {}
+    while not results.empty():
+        rank, value = results.get()
+        returned[rank] = value
+    return returned

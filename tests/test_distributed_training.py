@@ -10,16 +10,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
-from _spawn import free_port, start_method
+from _spawn import run_ranks
 from torch import nn
 from torch.multiprocessing.spawn import ProcessException
 
@@ -71,33 +69,6 @@ def _train_mlp_with(objective) -> None:
     train_module.model_entry = lambda name: dataclasses.replace(real_entry(name), objective=objective)
 
 
-# --------------------------------------------------------------------------- spawning
-
-
-def _worker(rank: int, size: int, port: int, job, queue, kwargs: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=size, timeout=timedelta(seconds=60))
-    try:
-        job(rank, queue, **kwargs)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _spawn(job, size: int = 2, **kwargs) -> dict[int, dict]:
-    """Run ``job(rank, queue, **kwargs)`` in ``size`` processes; returns what each rank put on the queue."""
-    method = start_method()
-    queue = mp.get_context(method).SimpleQueue()
-    mp.start_processes(_worker, args=(size, free_port(), job, queue, kwargs), nprocs=size, join=True,
-                       start_method=method)
-    results = {}
-    while not queue.empty():
-        rank, result = queue.get()
-        results[rank] = result
-    return results
-
-
 class _WriteRecorder:
     """Records this process's file-system writes (audit events) while ``on``."""
 
@@ -123,20 +94,20 @@ class _WriteRecorder:
             self.writes.append((event, str(args[0])))
 
 
-def _train_job(rank: int, queue, out: str, die_at: int | None = None, resume: bool = False) -> None:
+def _train_job(rank: int, out: str, die_at: int | None = None, resume: bool = False) -> dict:
     recorder = _WriteRecorder()
     _train_mlp_with(DyingObjective(die_at) if die_at and rank == 1 else deterministic_objective)
     result = zoo.train("mlp", out=out, resume=resume, **SETTINGS)
     recorder.on = False
-    queue.put((rank, {
+    return {
         "weights": {name: value.detach().numpy().copy() for name, value in result.model.state_dict().items()},
         "metrics": result.metrics,
         "history": result.history.to_dict("records"),
         "writes": recorder.writes,
-    }))
+    }
 
 
-def _checks_job(rank: int, queue, diverge_out: str) -> None:
+def _checks_job(rank: int, diverge_out: str) -> dict:
     """The NT-Xent and CLIP gathers, the batch-size refusal, a divergence on one rank and a refused resume,
     in one spawn."""
     report = {"nt_xent": [_gathered_loss_check(rank, n_items) for n_items in (8, 7)], "clip": _clip_check(rank)}
@@ -153,7 +124,7 @@ def _checks_job(rank: int, queue, diverge_out: str) -> None:
         zoo.train("mlp", out=diverge_out, resume=True, progress=False)
     except FileNotFoundError as err:
         report["refused_resume"] = (str(err), getattr(err, "raised_on_rank", None))
-    queue.put((rank, report))
+    return report
 
 
 def _slices(n_items: int, rank: int) -> slice:
@@ -208,7 +179,7 @@ def two_process_run(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("ddp-cwd"))  # the ranks' working directory: nothing may appear there
     try:
-        results = _spawn(_train_job, out=str(out))
+        results = run_ranks(_train_job, 2, out=str(out))
     finally:
         os.chdir(cwd)
     return out, results
@@ -291,9 +262,9 @@ def test_a_run_whose_rank_died_resumes_to_the_uninterrupted_weights(two_process_
     out = tmp_path / "killed"
     steps_per_epoch = len(zoo.load_dataset("digits", split="train")) // SETTINGS["batch_size"]
     with pytest.raises(ProcessException):
-        _spawn(_train_job, out=str(out), die_at=steps_per_epoch + 2)  # rank 1 dies in the second epoch
+        run_ranks(_train_job, 2, out=str(out), die_at=steps_per_epoch + 2)  # rank 1 dies in the second epoch
     assert RunDir(out).checkpoint_epoch() == 1 and not (out / "model.safetensors").exists()
-    results = _spawn(_train_job, out=str(out), resume=True)
+    results = run_ranks(_train_job, 2, out=str(out), resume=True)
     assert [row["epoch"] for row in results[0]["history"]] == [1, 2]
     uninterrupted = load_tensor_file(two_process_run[0] / "model.safetensors")
     for name, value in load_tensor_file(out / "model.safetensors").items():
@@ -301,7 +272,7 @@ def test_a_run_whose_rank_died_resumes_to_the_uninterrupted_weights(two_process_
 
 
 def test_gathered_contrastive_losses_equal_the_one_process_losses(tmp_path):
-    results = _spawn(_checks_job, diverge_out=str(tmp_path / "diverged"))
+    results = run_ranks(_checks_job, 2, diverge_out=str(tmp_path / "diverged"))
     for case, n_items in enumerate((8, 7)):
         torch.manual_seed(0)
         x1, x2 = torch.randn(n_items, 6), torch.randn(n_items, 6)
@@ -338,24 +309,23 @@ def _one_process_clip() -> tuple[float, list[np.ndarray]]:
     return loss.item(), [p.grad.numpy().copy() for p in model.parameters()]
 
 
-def _cli_job(rank: int, queue, out: str) -> None:
+def _cli_job(rank: int, out: str) -> dict:
     """``probe train`` as torchrun starts it: the group is described in the environment, not initialised."""
     import contextlib
     import io
 
     from probe.cli import main
 
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
-    dist.destroy_process_group()  # probe train joins the group itself (zoo.init_distributed)
+    dist.destroy_process_group()  # probe train joins the group the environment describes itself
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = main(["train", "mlp", "--dataset", "digits", "--epochs", "1", "--out", out, "--device", "cpu",
                      "--quiet", "--set", "hidden=[16]"])
-    queue.put((rank, {"code": code, "printed": printed.getvalue(), "left_group": not dist.is_initialized()}))
+    return {"code": code, "printed": printed.getvalue(), "left_group": not dist.is_initialized()}
 
 
 def test_probe_train_joins_the_torchrun_group_and_rank0_alone_prints(tmp_path):
-    results = _spawn(_cli_job, out=str(tmp_path / "cli"))
+    results = run_ranks(_cli_job, 2, out=str(tmp_path / "cli"))
     assert results[0]["code"] == results[1]["code"] == 0
     assert "run written to" in results[0]["printed"] and "final metrics" in results[0]["printed"]
     assert results[1]["printed"] == ""
