@@ -161,6 +161,47 @@ def test_a_pure_shift_moves_the_image_by_whole_pixels():
     assert float(shifted.sum()) == pytest.approx(1.0, abs=1e-5)  # bilinear resampling keeps the mass inside
 
 
+def test_augmentation_from_sets_only_the_named_transforms():
+    aug = zoo.augmentation_from({"max_shift": 0.1, "flip": True, "scale": [1.0, 1.2]})
+    assert aug == zoo.Augmentation(max_shift=0.1, flip=True, scale=(1.0, 1.2))
+    assert aug.max_rotation == 0 and aug.noise_std == 0 and aug.color_jitter == 0
+    assert zoo.augmentation_from(aug.to_dict()) == aug  # what a run's config.json stores reads back
+    with pytest.raises(ValueError, match="unknown augmentation option 'flips'.*'flip'"):
+        zoo.augmentation_from({"flips": True})
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnn10"])
+def test_a_classifier_augments_only_while_training(name):
+    from zoo.models.supervised import classification_objective, training_augmentation
+
+    assert training_augmentation(None) is None and training_augmentation({}) is None
+    model = zoo.create_model(name, input_shape=(1, 8, 8), augment={"flip": True, "max_shift": 0.2})
+    assert model.config["augment"] == zoo.augmentation_from({"flip": True, "max_shift": 0.2}).to_dict()
+    plain = zoo.create_model(name, input_shape=(1, 8, 8))
+    assert plain.augmentation is None and "augment" not in plain.config  # configs written before the option match
+    images, labels = torch.randn(32, 1, 8, 8), torch.arange(32) % 10
+    model.train()
+    torch.manual_seed(0)
+    loss, _ = classification_objective(model, images, labels)
+    torch.manual_seed(0)
+    expected = nn.functional.cross_entropy(model(zoo.augment(images, model.augmentation)), labels)
+    assert torch.allclose(loss, expected)
+    assert not torch.allclose(loss, nn.functional.cross_entropy(model(images), labels))
+    model.eval()
+    loss, _ = classification_objective(model, images, labels)
+    assert torch.equal(loss, nn.functional.cross_entropy(model(images), labels))
+
+
+def test_a_run_trained_with_augmentation_keeps_it_and_resumes_only_with_it(tmp_path):
+    options = dict(out=tmp_path / "run", progress=False, device="cpu", width=4)
+    zoo.train("cnn10", "digits", epochs=1, augment={"flip": True}, **options)
+    assert zoo.load(tmp_path / "run").augmentation == zoo.Augmentation(flip=True)
+    with pytest.raises(ValueError, match="model.augment.flip"):
+        zoo.train("cnn10", "digits", epochs=2, resume=True, **options)
+    zoo.train("cnn10", "digits", epochs=2, resume=True, augment={"flip": True}, **options)
+    assert len(zoo.RunDir(tmp_path / "run").read_log_rows()) == 2
+
+
 def test_train_defaults_are_registered_per_model():
     assert all(zoo.train_defaults(name).epochs >= 1 for name in zoo.list_models())
     assert zoo.train_defaults("ae-linear").weight_decay == 0.0  # the PCA comparison needs an unregularised optimum

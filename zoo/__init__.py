@@ -9,7 +9,7 @@ packages. It also holds the few foundations that every package shares: atomic fi
 device choice, the "unknown name" error and the reducer contract of recordings.
 """
 
-from zoo._augment import Augmentation, augment, augmentation_for
+from zoo._augment import Augmentation, augment, augmentation_for, augmentation_from
 from zoo._checkpoint import RunDir, load_tensor_file, save_tensor_file
 from zoo._data import (
     DatasetInfo,
@@ -94,6 +94,7 @@ __all__ = [
     "Augmentation",
     "augment",
     "augmentation_for",
+    "augmentation_from",
     # text
     "tokenize",
     "Vocabulary",

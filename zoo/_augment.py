@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from zoo._names import unknown_name_error
 
-__all__ = ["Augmentation", "augmentation_for", "augment"]
+__all__ = ["Augmentation", "augment", "augmentation_for", "augmentation_from"]
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,28 @@ def augmentation_for(input_shape, **overrides) -> Augmentation:
     ``overrides`` replace fields of the preset, e.g. ``augmentation_for((1, 8, 8), noise_std=0.0)``.
     """
     channels = int(input_shape[0])
-    preset = _PRESETS.get(channels, _PRESETS[1])
-    unknown = sorted(set(overrides) - set(asdict(preset)))
+    return replace(_PRESETS.get(channels, _PRESETS[1]), **_checked_fields(overrides))
+
+
+def augmentation_from(fields: dict) -> Augmentation:
+    """The augmentation that ``fields`` describe, every other transform off (no preset).
+
+    ``augmentation_from({"max_shift": 0.1, "flip": True})``: shifts of up to a tenth of the side and
+    mirroring, nothing else; ``Augmentation.to_dict()`` gives such a dict back.
+    """
+    return Augmentation(**_checked_fields(fields))
+
+
+def _checked_fields(fields: dict) -> dict:
+    """``fields`` with ``scale`` as a tuple; an unknown name is refused with the valid ones."""
+    valid = sorted(asdict(Augmentation()))
+    unknown = sorted(set(fields) - set(valid))
     if unknown:
-        raise unknown_name_error("augmentation option", unknown[0], sorted(asdict(preset)))
-    if "scale" in overrides:
-        overrides["scale"] = tuple(overrides["scale"])
-    return replace(preset, **overrides)
+        raise unknown_name_error("augmentation option", unknown[0], valid)
+    fields = dict(fields)
+    if "scale" in fields:
+        fields["scale"] = tuple(fields["scale"])
+    return fields
 
 
 def _uniform(n: int, low: float, high: float, device) -> torch.Tensor:

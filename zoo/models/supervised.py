@@ -10,14 +10,19 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from zoo._augment import Augmentation, augment, augmentation_from
 from zoo._registry import TrainDefaults, register_model
 from zoo.models._base import ZooModel, check_input_shape, conv_trunk
 
-__all__ = ["SmallCNN", "Tiny10CNN", "MLPClassifier", "SmallImageResNet18", "classification_objective"]
+__all__ = ["MLPClassifier", "SmallCNN", "SmallImageResNet18", "Tiny10CNN", "classification_objective",
+           "training_augmentation"]
 
 
 def classification_objective(model: nn.Module, images: torch.Tensor, labels: torch.Tensor):
     """Cross-entropy of the model's logits; also reports the batch accuracy.
+
+    A model in training mode whose ``augmentation`` is set sees one random view of each image instead
+    of the image (see ``training_augmentation``).
 
     Parameters
     ----------
@@ -30,6 +35,9 @@ def classification_objective(model: nn.Module, images: torch.Tensor, labels: tor
     """
     if labels.numel() and int(labels.min()) < 0:
         raise ValueError("a supervised model needs labelled data (labels >= 0); use a labelled dataset such as 'digits'")
+    augmentation = getattr(model, "augmentation", None)
+    if augmentation is not None and model.training:
+        images = augment(images, augmentation)
     logits = model(images)
     loss = F.cross_entropy(logits, labels)
     accuracy = (logits.argmax(1) == labels).float().mean()
@@ -37,6 +45,25 @@ def classification_objective(model: nn.Module, images: torch.Tensor, labels: tor
 
 
 _SUPERVISED = dict(objective=classification_objective)
+
+
+def training_augmentation(augment: dict | None) -> Augmentation | None:
+    """The augmentation a classifier trains with: None (the images as they are) when ``augment`` is None
+    or empty, else the transforms it names (``zoo.augmentation_from``), every other one off.
+
+    Parameters
+    ----------
+    augment
+        Fields of ``zoo.Augmentation``, e.g. ``{"max_shift": 0.1, "flip": True}`` (shifts of up to a
+        tenth of the side and left-right mirroring, the usual augmentation of Fashion-MNIST and CIFAR).
+    """
+    return augmentation_from(augment) if augment else None
+
+
+def augment_config(augmentation: Augmentation | None) -> dict:
+    """The model config's ``augment`` entry: none without augmentation, so that a run trained before the
+    option existed (its config.json has no ``augment``) still resumes with the same settings."""
+    return {} if augmentation is None else {"augment": augmentation.to_dict()}
 
 
 @register_model("cnn", defaults=TrainDefaults(epochs=20, lr=3e-3, batch_size=64, weight_decay=5e-4), **_SUPERVISED)
@@ -53,14 +80,19 @@ class SmallCNN(ZooModel):
         Channels of the first conv layer (then 2x and 4x).
     hidden
         Width of the hidden fully connected layer, whose output ``encode`` returns.
+    augment
+        Training augmentation (see ``training_augmentation``); None: none.
     """
 
     family = "supervised"
 
-    def __init__(self, input_shape: Sequence[int] = (1, 8, 8), n_classes: int = 10, width: int = 32, hidden: int = 128):
+    def __init__(self, input_shape: Sequence[int] = (1, 8, 8), n_classes: int = 10, width: int = 32, hidden: int = 128,
+                 augment: dict | None = None):
         super().__init__()
         channels, height, width_px = check_input_shape(input_shape, min_side=2)
-        self.config = {"input_shape": [channels, height, width_px], "n_classes": n_classes, "width": width, "hidden": hidden}
+        self.augmentation = training_augmentation(augment)
+        self.config = {"input_shape": [channels, height, width_px], "n_classes": n_classes, "width": width, "hidden": hidden,
+                       **augment_config(self.augmentation)}
         self.features = nn.Sequential(conv_trunk(channels, width))
         self.fc1 = nn.Linear(4 * width * 4, hidden)
         self.relu_fc1 = nn.ReLU()
@@ -98,14 +130,19 @@ class Tiny10CNN(ZooModel):
         Number of output classes.
     width
         Channels of the first two conv layers (16 in the paper).
+    augment
+        Training augmentation (see ``training_augmentation``); None: none.
     """
 
     family = "supervised"
 
-    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), n_classes: int = 10, width: int = 16):
+    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), n_classes: int = 10, width: int = 16,
+                 augment: dict | None = None):
         super().__init__()
         channels, height, width_px = check_input_shape(input_shape, min_side=4)
-        self.config = {"input_shape": [channels, height, width_px], "n_classes": n_classes, "width": width}
+        self.augmentation = training_augmentation(augment)
+        self.config = {"input_shape": [channels, height, width_px], "n_classes": n_classes, "width": width,
+                       **augment_config(self.augmentation)}
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         previous = channels
         for i, (multiple, stride, kernel) in enumerate(_TINY10_CONVS, start=1):
