@@ -115,6 +115,8 @@ def test_open_and_config_round_trip(tmp_path):
     given = {"model": {"name": "toy", "width": 4}, "training": {"lr": 0.1, "epochs": 5, "seed": 0}}
     assert run.config_differences(given) == {"model.width": (3, 4), "training.epochs": (2, 5), "training.seed": (None, 0)}
     assert run.config_differences(given, ignore=("training.epochs", "training.seed")) == {"model.width": (3, 4)}
+    unset = {**given, "training": {**given["training"], "seed": None}}  # given as null, not stored at all
+    assert run.config_differences(unset, absent="(not set)")["training.seed"] == ("(not set)", None)
     with pytest.raises(TypeError, match="JSON"):
         run.write_config({"fn": print})
 

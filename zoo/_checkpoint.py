@@ -641,7 +641,8 @@ class RunDir:
             return dataset, {}
         raise ValueError(f"{str(self.config_path)!r} does not name its dataset; name the dataset explicitly")
 
-    def config_differences(self, config: dict, ignore: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
+    def config_differences(self, config: dict, ignore: tuple[str, ...] = (), absent: Any = None
+                           ) -> dict[str, tuple[Any, Any]]:
         """Settings whose values differ between ``config.json`` and ``config``.
 
         Nested dicts are compared key by key, so the result names the exact settings, e.g.
@@ -652,6 +653,9 @@ class RunDir:
         ----------
         ignore
             Dotted keys (or top-level keys) to leave out of the comparison.
+        absent
+            What stands for a setting that one side does not have (an error message may want it
+            told apart from a JSON null).
         """
         stored = _flatten(json.loads(json.dumps(self.read_config())))
         given = _flatten(json.loads(json.dumps(config)))
@@ -662,7 +666,7 @@ class RunDir:
                 continue
             old, new = stored.get(key, missing), given.get(key, missing)
             if old != new:
-                differences[key] = (None if old is missing else old, None if new is missing else new)
+                differences[key] = (absent if old is missing else old, absent if new is missing else new)
         return differences
 
     def append_log(self, row: dict) -> None:

@@ -383,7 +383,7 @@ def _resume_differences(run: RunDir, config: dict[str, Any]) -> dict[str, tuple[
         ignore.append("dataset.name")
     if folder is None:  # written before runs recorded the folder: the spelling alone is compared
         ignore.append("dataset.folder")
-    return run.config_differences(config, ignore=tuple(ignore))
+    return run.config_differences(config, ignore=tuple(ignore), absent="(not set)")
 
 
 def _extend(run: RunDir, epochs: int) -> None:
