@@ -43,6 +43,7 @@ import probe
 import zoo
 from analyses import layer_identification, list_measures
 from probe.study._transfer_experiments import subset_dataset
+from zoo.models.supervised import training_augmentation
 
 KORNBLITH = {"linear-cka": 99.3, "rbf-cka": 99.1, "svcca": 15.1}
 # Measures invariant to invertible linear maps: undefined on layers wider than the stimulus count.
@@ -82,13 +83,15 @@ def trained_seeds(seeds: int, epochs: int, dataset: str, augment: dict | None, o
     runs = [out / f"cnn10-{dataset}-seed{seed}" for seed in range(seeds)]
     missing = [(run, dataset, epochs, seed, augment, max(1, threads // parallel))
                for seed, run in enumerate(runs) if not (run / "model.safetensors").exists()]
-    with multiprocessing.get_context("spawn").Pool(min(parallel, len(missing) or 1)) as pool:
-        pool.starmap(train_seed, missing)
+    if missing:  # a re-run over trained seeds starts no worker processes
+        with multiprocessing.get_context("spawn").Pool(min(parallel, len(missing))) as pool:
+            pool.starmap(train_seed, missing)
+    wanted = training_augmentation(augment)
     models, accuracies = [], []
     for run in runs:
         models.append(zoo.load(run))
-        if models[-1].config.get("augment") != (augment and zoo.augmentation_from(augment).to_dict()):
-            raise SystemExit(f"{run} was trained with augmentation {models[-1].config.get('augment')}, not {augment}; "
+        if models[-1].augmentation != wanted:
+            raise SystemExit(f"{run} was trained with augmentation {models[-1].augmentation}, not {wanted}; "
                              f"give another --out")
         accuracies.append(float(pd.read_csv(run / "log.csv")["test_accuracy"].iloc[-1]))
     return models, accuracies
