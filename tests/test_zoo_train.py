@@ -108,6 +108,50 @@ def test_settings_reach_the_model_and_the_optimiser(tmp_path):
     assert zoo.RunDir.open(result.run_dir).read_config()["training"]["lr"] == 0.02
 
 
+def test_sgd_takes_a_nesterov_momentum_step_on_the_whole_batch(tmp_path, monkeypatch):
+    # One epoch of one full batch: the first Nesterov step from an empty momentum buffer moves each weight by
+    # lr (1 + momentum) times its gradient, plus the L2 term for the decayed weight matrices.
+    initial = {}
+    build_optimizer = _train._optimizer
+
+    def remember_initial_weights(model, hyper):
+        initial.update({name: p.detach().clone() for name, p in model.named_parameters()})
+        return build_optimizer(model, hyper)
+
+    monkeypatch.setattr(_train, "_optimizer", remember_initial_weights)
+    lr, decay = 0.05, 0.01
+    result = zoo.train("ae-linear", out=tmp_path / "run", epochs=1, optimizer="sgd", lr=lr, weight_decay=decay,
+                       batch_size=4096, progress=False)
+    model = zoo.create_model("ae-linear", input_shape=(1, 8, 8), code_dim=result.model.config["code_dim"])
+    model.load_state_dict(initial, strict=False)
+    train_set = zoo.load_dataset("digits", split="train")
+    images, labels = train_set.get_batch(torch.arange(len(train_set)))  # normalised, as training sees them
+    loss, _ = _registry.model_entry("ae-linear").objective(model.train(), images, labels)
+    loss.backward()
+    trained = dict(result.model.cpu().named_parameters())
+    for name, p in model.named_parameters():
+        gradient = p.grad + (decay * p.detach() if p.dim() >= 2 else 0)
+        expected = p.detach() - lr * (1 + _train.SGD_MOMENTUM) * gradient
+        assert torch.allclose(trained[name].detach(), expected, atol=1e-6), name
+    assert zoo.RunDir.open(result.run_dir).read_config()["training"]["optimizer"] == "sgd"
+
+
+def test_an_unknown_optimizer_names_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="unknown optimizer 'sgdd'; did you mean 'sgd'"):
+        zoo.train("mlp", out=tmp_path / "run", epochs=1, optimizer="sgdd", **FAST)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_written_before_the_optimizer_setting_resumes_as_adamw(tmp_path):
+    run = zoo.train("ae-linear", out=tmp_path / "run", epochs=1, **FAST).run_dir
+    config = zoo.RunDir.open(run).read_config()
+    del config["training"]["optimizer"]  # as runs were written before there was a choice
+    zoo.RunDir.open(run).write_config(config)
+    zoo.train("ae-linear", out=run, epochs=2, resume=True, **FAST)
+    with pytest.raises(ValueError, match=r"'training.optimizer': \('\(not set\)', 'sgd'\)"):
+        zoo.train("ae-linear", out=run, epochs=3, resume=True, optimizer="sgd", **FAST)
+
+
 def test_unlabelled_data_trains_an_autoencoder_without_knn(tmp_path):
     result = zoo.train("ae-conv", dataset="natural-patches", dataset_options={"n_patches": 256, "patch_size": 8},
                        out=tmp_path / "run", epochs=1, **FAST)

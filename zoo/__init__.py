@@ -70,6 +70,8 @@ from zoo._text import (
     tokenize,
 )
 from zoo._train import (
+    OPTIMIZERS,
+    SGD_MOMENTUM,
     TrainingDivergedError,
     TrainResult,
     default_run_dir,
@@ -123,6 +125,8 @@ __all__ = [
     "get_objective",
     "model_entry",
     "train_defaults",
+    "OPTIMIZERS",
+    "SGD_MOMENTUM",
     "TrainDefaults",
     # training and evaluation
     "train",

@@ -45,13 +45,17 @@ class TrainDefaults:
     epochs
         Passes over the training set.
     lr
-        Peak learning rate of AdamW (reached after the warm-up, then cosine decay to ``lr * 0.01``).
+        Peak learning rate (reached after the warm-up, then cosine decay to ``lr * 0.01``).
     batch_size
         Images per step.
     weight_decay
-        AdamW's decoupled weight decay.
+        Weight decay of the weight matrices and kernels (not of biases and norm scales): AdamW's decoupled
+        decay, or SGD's L2 penalty.
     warmup_epochs
         Linear warm-up length, as a fraction of ``epochs`` when below 1 or in epochs otherwise.
+    optimizer
+        ``"adamw"``, or ``"sgd"``: SGD with Nesterov momentum 0.9, the recipe of most CNN papers (it wants
+        a larger ``lr``, e.g. 0.1 at batch size 128).
     """
 
     epochs: int = 20
@@ -59,6 +63,7 @@ class TrainDefaults:
     batch_size: int = 128
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.05
+    optimizer: str = "adamw"
 
 
 @dataclass(frozen=True)

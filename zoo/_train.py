@@ -47,7 +47,7 @@ from zoo._registry import ModelEntry, TrainDefaults, check_model_config, create_
 from zoo._settings import MAX_PARAMETERS, check_setting
 from zoo._text import TextInfo, TokenDataset
 
-__all__ = ["TrainResult", "TrainingDivergedError", "default_run_dir", "seed_everything", "train"]
+__all__ = ["OPTIMIZERS", "SGD_MOMENTUM", "TrainResult", "TrainingDivergedError", "default_run_dir", "seed_everything", "train"]
 
 _TRAINING_KEYS = {f.name for f in fields(TrainDefaults)} - {"epochs"}
 # The type of every training setting that zoo.train checks (None allowed where it means "the default").
@@ -59,6 +59,11 @@ _TRAINING_TYPES = {
     "dataset_options": dict | None,
 }
 _FINAL_LR_FRACTION = 0.01
+OPTIMIZERS = ("adamw", "sgd")
+SGD_MOMENTUM = 0.9
+# Settings added after runs were first written, with the value that the older runs (which lack them) used.
+_LATER_SETTINGS = {"training.optimizer": "adamw"}
+_NOT_SET = "(not set)"
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -111,15 +116,18 @@ def default_run_dir(model_name: str, dataset: str, seed: int) -> Path:
 
 
 def _check_training_settings(settings: dict[str, Any]) -> None:
-    """Check the type and range of each training setting (``lr`` > 0, sizes and counts >= 1, ...).
+    """Check the type and range of each training setting (``lr`` > 0, sizes and counts >= 1, ...) and that the
+    optimizer is one of ``OPTIMIZERS``.
 
     Raises
     ------
     ValueError
-        Naming the setting, its value and what it must be.
+        Naming the setting, its value and what it must be (an unknown optimizer: the nearest valid names).
     """
     for key, value in settings.items():
         check_setting("training setting", key, value, _TRAINING_TYPES[key])
+    if settings.get("optimizer", OPTIMIZERS[0]) not in OPTIMIZERS:
+        raise unknown_name_error("optimizer", settings["optimizer"], OPTIMIZERS)
 
 
 def _model_config(model_name: str, info, settings: dict[str, Any], max_parameters: int | None) -> dict[str, Any]:
@@ -187,12 +195,14 @@ def _lr_schedule(total_steps: int, warmup_steps: int):
     return factor
 
 
-def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def _optimizer(model: nn.Module, hyper: TrainDefaults) -> torch.optim.Optimizer:
     # Biases, norm scales and embeddings-like vectors are not decayed (as in most vision recipes).
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    groups = [{"params": decay, "weight_decay": hyper.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if hyper.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=hyper.lr, momentum=SGD_MOMENTUM, nesterov=True)
+    return torch.optim.AdamW(groups, lr=hyper.lr)
 
 
 def train(
@@ -245,7 +255,7 @@ def train(
     max_parameters
         Refuse settings that build a larger model (see ``zoo.check_model_config``; None: no limit).
     **settings
-        Training settings (``lr``, ``batch_size``, ``weight_decay``, ``warmup_epochs``) and model
+        Training settings (``lr``, ``batch_size``, ``weight_decay``, ``warmup_epochs``, ``optimizer``) and model
         options (e.g. ``code_dim=8``).
 
     Returns
@@ -383,7 +393,9 @@ def _resume_differences(run: RunDir, config: dict[str, Any]) -> dict[str, tuple[
         ignore.append("dataset.name")
     if folder is None:  # written before runs recorded the folder: the spelling alone is compared
         ignore.append("dataset.folder")
-    return run.config_differences(config, ignore=tuple(ignore), absent="(not set)")
+    differences = run.config_differences(config, ignore=tuple(ignore), absent=_NOT_SET)
+    return {key: (stored_value, given) for key, (stored_value, given) in differences.items()
+            if not (stored_value == _NOT_SET and key in _LATER_SETTINGS and given == _LATER_SETTINGS[key])}
 
 
 def _extend(run: RunDir, epochs: int) -> None:
@@ -434,7 +446,7 @@ def _train_locked(run: RunDir, model: nn.Module, entry: ModelEntry, hyper: Train
         "dataset": dataset,
     }
     objective = entry.objective
-    optimizer = _optimizer(model, hyper.lr, hyper.weight_decay)
+    optimizer = _optimizer(model, hyper)
     n_train = len(train_set)
     drop_last = n_train >= hyper.batch_size  # equal batches (BatchNorm, NT-Xent) when the data allow
     steps_per_epoch = n_train // hyper.batch_size if drop_last else 1

@@ -62,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="model or training setting, repeatable; VALUE is read as JSON when it parses (3, 0.1, [64,32], true), "
-        "else as a string",
+        help="model or training setting (lr, batch_size, weight_decay, warmup_epochs, optimizer=adamw|sgd, or the "
+        "model's own), repeatable; VALUE is read as JSON when it parses (3, 0.1, [64,32], true), else as a string",
     )
     parser.add_argument(
         "--dataset-option",
