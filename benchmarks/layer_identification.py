@@ -24,7 +24,8 @@ recorded on a seeded subset of the test images (every layer but the logits, flat
     .venv/bin/python benchmarks/layer_identification.py --seeds 10 --epochs 8 --stimuli 2000 --threads 2 --parallel 2
 
 Training takes about 67 minutes on 2 CPU cores, scoring 13 more. Run folders go to
-``runs/layer-identification-sgd`` and are reused (a re-run only records and scores); the table is written to ``benchmarks/results/layer_identification.csv``.
+``runs/layer-identification-sgd`` and are reused (a re-run only records and scores); the table is written to
+``benchmarks/results/layer_identification.csv``.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def trained_seeds(seeds: int, epochs: int, dataset: str, augment: dict | None, o
         stored = {"optimizer": training.get("optimizer", "adamw"), "lr": training["lr"],
                   "weight_decay": training["weight_decay"], "epochs": training["epochs"]}
         if stored != {**stored, **optimizer, "epochs": epochs}:
-            raise SystemExit(f"{run} was trained with {stored}, not {optimizer} for {epochs} epochs; give another --out")
+            raise SystemExit(f"{run} was trained with {stored}, not {optimizer} for {epochs} epochs; "
+                             "give another --out")
         accuracies.append(float(pd.read_csv(run / "log.csv")["test_accuracy"].iloc[-1]))
     return models, accuracies
 

@@ -47,7 +47,8 @@ from zoo._registry import ModelEntry, TrainDefaults, check_model_config, create_
 from zoo._settings import MAX_PARAMETERS, check_setting
 from zoo._text import TextInfo, TokenDataset
 
-__all__ = ["OPTIMIZERS", "SGD_MOMENTUM", "TrainResult", "TrainingDivergedError", "default_run_dir", "seed_everything", "train"]
+__all__ = ["OPTIMIZERS", "SGD_MOMENTUM", "TrainResult", "TrainingDivergedError", "default_run_dir", "seed_everything",
+           "train"]
 
 _TRAINING_KEYS = {f.name for f in fields(TrainDefaults)} - {"epochs"}
 # The type of every training setting that zoo.train checks (None allowed where it means "the default").
