@@ -178,7 +178,7 @@ def test_a_classifier_augments_only_while_training(name):
     model = zoo.create_model(name, input_shape=(1, 8, 8), augment={"flip": True, "max_shift": 0.2})
     assert model.config["augment"] == zoo.augmentation_from({"flip": True, "max_shift": 0.2}).to_dict()
     plain = zoo.create_model(name, input_shape=(1, 8, 8))
-    assert plain.augmentation is None and "augment" not in plain.config  # configs written before the option match
+    assert plain.augmentation is None and plain.config["augment"] is None
     images, labels = torch.randn(32, 1, 8, 8), torch.arange(32) % 10
     model.train()
     torch.manual_seed(0)
@@ -200,6 +200,19 @@ def test_a_run_trained_with_augmentation_keeps_it_and_resumes_only_with_it(tmp_p
         zoo.train("cnn10", "digits", epochs=2, resume=True, **options)
     zoo.train("cnn10", "digits", epochs=2, resume=True, augment={"flip": True}, **options)
     assert len(zoo.RunDir(tmp_path / "run").read_log_rows()) == 2
+
+
+def test_a_run_written_before_the_augment_option_resumes_without_augmentation(tmp_path):
+    options = dict(out=tmp_path / "run", progress=False, device="cpu", width=4)
+    zoo.train("cnn10", "digits", epochs=1, **options)
+    config = zoo.RunDir(tmp_path / "run").read_config()
+    assert config["model"]["augment"] is None
+    del config["model"]["augment"]  # as runs were written before the option existed
+    zoo.RunDir(tmp_path / "run").write_config(config)
+    zoo.train("cnn10", "digits", epochs=2, resume=True, **options)
+    assert zoo.load(tmp_path / "run").augmentation is None
+    with pytest.raises(ValueError, match=r"'model.augment.flip': \('\(not set\)', True\)"):
+        zoo.train("cnn10", "digits", epochs=3, resume=True, augment={"flip": True}, **options)
 
 
 def test_train_defaults_are_registered_per_model():

@@ -63,7 +63,7 @@ _FINAL_LR_FRACTION = 0.01
 OPTIMIZERS = ("adamw", "sgd")
 SGD_MOMENTUM = 0.9
 # Settings added after runs were first written, with the value that the older runs (which lack them) used.
-_LATER_SETTINGS = {"training.optimizer": "adamw"}
+_LATER_SETTINGS = {"training.optimizer": "adamw", "model.augment": None}
 _NOT_SET = "(not set)"
 
 

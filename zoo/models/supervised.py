@@ -60,10 +60,9 @@ def training_augmentation(augment: dict | None) -> Augmentation | None:
     return augmentation_from(augment) if augment else None
 
 
-def augment_config(augmentation: Augmentation | None) -> dict:
-    """The model config's ``augment`` entry: none without augmentation, so that a run trained before the
-    option existed (its config.json has no ``augment``) still resumes with the same settings."""
-    return {} if augmentation is None else {"augment": augmentation.to_dict()}
+def augment_config(augmentation: Augmentation | None) -> dict | None:
+    """The model config's ``augment`` entry: the augmentation's fields, or None without augmentation."""
+    return None if augmentation is None else augmentation.to_dict()
 
 
 @register_model("cnn", defaults=TrainDefaults(epochs=20, lr=3e-3, batch_size=64, weight_decay=5e-4), **_SUPERVISED)
@@ -92,7 +91,7 @@ class SmallCNN(ZooModel):
         channels, height, width_px = check_input_shape(input_shape, min_side=2)
         self.augmentation = training_augmentation(augment)
         self.config = {"input_shape": [channels, height, width_px], "n_classes": n_classes, "width": width, "hidden": hidden,
-                       **augment_config(self.augmentation)}
+                       "augment": augment_config(self.augmentation)}
         self.features = nn.Sequential(conv_trunk(channels, width))
         self.fc1 = nn.Linear(4 * width * 4, hidden)
         self.relu_fc1 = nn.ReLU()
@@ -142,7 +141,7 @@ class Tiny10CNN(ZooModel):
         channels, height, width_px = check_input_shape(input_shape, min_side=4)
         self.augmentation = training_augmentation(augment)
         self.config = {"input_shape": [channels, height, width_px], "n_classes": n_classes, "width": width,
-                       **augment_config(self.augmentation)}
+                       "augment": augment_config(self.augmentation)}
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         previous = channels
         for i, (multiple, stride, kernel) in enumerate(_TINY10_CONVS, start=1):
