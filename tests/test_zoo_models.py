@@ -203,7 +203,7 @@ def test_a_run_trained_with_augmentation_keeps_it_and_resumes_only_with_it(tmp_p
 
 
 def test_a_run_written_before_the_augment_option_resumes_without_augmentation(tmp_path):
-    options = dict(out=tmp_path / "run", progress=False, device="cpu", width=4)
+    options = {"out": tmp_path / "run", "progress": False, "device": "cpu", "width": 4}
     zoo.train("cnn10", "digits", epochs=1, **options)
     config = zoo.RunDir(tmp_path / "run").read_config()
     assert config["model"]["augment"] is None
