@@ -16,7 +16,7 @@ from reports._colors import model_colors
 from reports._language_section import masked_lm_section
 from reports._function_section import function_views_section
 from reports._layers_section import layers_section
-from reports._neighbours_section import neighbours_section
+from reports._neighbours_section import neighbour_mosaic, neighbours_section
 from reports._render import (
     figure_to_data_uri,
     image_grid,
@@ -56,6 +56,7 @@ __all__ = [
     "words_section",
     "masked_lm_section",
     "captions_section",
+    "neighbour_mosaic",
     "neighbours_section",
     "function_views_section",
     "code_plane_section",

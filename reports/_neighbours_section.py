@@ -2,51 +2,87 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 from markupsafe import Markup, escape
+from matplotlib.colors import to_rgb
+from PIL import Image
 
-from reports._render import figure_to_data_uri, render_fragment
+from reports._render import _to_uint8_image, figure_to_data_uri, render_fragment
 from reports._report import Section
 
-__all__ = ["neighbours_section"]
+__all__ = ["neighbour_mosaic", "neighbours_section"]
 
 _SAME, _OTHER = "#1b9e77", "#d95f02"  # frame colours: neighbour of the query's class, of another class
+_TILE = 80  # pixels per image in a gallery (nearest-neighbour up, area-averaged down)
+_FRAME = 4  # pixels of the coloured frame around each neighbour
+_GAP = 10  # white pixels between tiles
+_DPI = 96
+
+
+def _tile(image: np.ndarray) -> np.ndarray:
+    """One stimulus as a ``_TILE`` x ``_TILE`` RGB array in [0, 1]: small images stay crisp (each pixel
+    repeated), large ones are area-averaged."""
+    pixels = Image.fromarray(_to_uint8_image(image)).convert("RGB")
+    small = max(pixels.size) * 2 <= _TILE
+    pixels = pixels.resize((_TILE, _TILE), Image.Resampling.NEAREST if small else Image.Resampling.BOX)
+    return np.asarray(pixels, dtype=np.float64) / 255
+
+
+def neighbour_mosaic(results: Sequence[Any], query_row: int, images: np.ndarray) -> np.ndarray:
+    """The pixels of one gallery: a row per layer, the query then its neighbours, each neighbour framed
+    green when of the query's class and orange otherwise (no frame without labels).
+
+    Returns
+    -------
+    numpy.ndarray
+        RGB array in [0, 1] of shape (rows * step - _GAP, (k + 1) * step - _GAP, 3), where
+        step = _TILE + 2 * _FRAME + _GAP.
+    """
+    k = results[0].neighbours.shape[1]
+    box, step = _TILE + 2 * _FRAME, _TILE + 2 * _FRAME + _GAP
+    mosaic = np.ones((len(results) * step - _GAP, (k + 1) * step - _GAP, 3))
+    same, other = (np.asarray(to_rgb(colour)) for colour in (_SAME, _OTHER))
+    for row, result in enumerate(results):
+        query = int(result.queries[query_row])
+        for column, index in enumerate([query, *result.neighbours[query_row].tolist()]):
+            top, left = row * step, column * step
+            if column and result.labels is not None:
+                mosaic[top : top + box, left : left + box] = same if result.labels[index] == result.labels[query] else other
+            mosaic[top + _FRAME : top + _FRAME + _TILE, left + _FRAME : left + _FRAME + _TILE] = _tile(images[index])
+    return mosaic
 
 
 def _gallery(results: Sequence[Any], query_row: int, images: np.ndarray, class_names: Sequence[str] | None) -> str:
-    """One figure: a row per layer, the query then its neighbours, framed by whether their class matches."""
-    import matplotlib.pyplot as plt
-
-    k = results[0].neighbours.shape[1]
-    fig, axes = plt.subplots(len(results), k + 1, figsize=(1.0 * (k + 1) + 1.6, 1.05 * len(results)), squeeze=False)
-    grey = images.ndim == 3
+    """One figure: the mosaic drawn pixel for pixel, the similarity above each neighbour, the layers on the left.
+    (One image in one axes: a grid of axes, one per stimulus, took seconds per gallery to draw.)"""
+    mosaic = neighbour_mosaic(results, query_row, images)
+    height, width = mosaic.shape[:2]
+    step = _TILE + 2 * _FRAME + _GAP
+    # the axes take the mosaic's size at the figure's resolution, so that each pixel is drawn once
+    fig = plt.figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(mosaic, interpolation="nearest")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xticks([])
+    centres = np.arange(len(results)) * step + (step - _GAP) / 2
+    ax.set_yticks(centres, [result.layer if result.layer else result.model for result in results], fontsize=8)
+    ax.tick_params(axis="y", length=0)
     for row, result in enumerate(results):
-        query = int(result.queries[query_row])
-        shown = [query, *result.neighbours[query_row].tolist()]
-        for column, index in enumerate(shown):
-            ax = axes[row, column]
-            ax.imshow(images[index], cmap="gray" if grey else None, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if column and result.labels is not None:
-                colour = _SAME if result.labels[index] == result.labels[query] else _OTHER
-                for spine in ax.spines.values():
-                    spine.set_edgecolor(colour)
-                    spine.set_linewidth(2.5)
-            if column:
-                ax.set_title(f"{result.scores[query_row, column - 1]:.2f}", fontsize=7, pad=2)
-        label = result.layer if result.layer else result.model
-        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        for column, score in enumerate(result.scores[query_row], start=1):
+            ax.text(column * step + (step - _GAP) / 2, row * step - 1, f"{score:.2f}", ha="center", va="bottom",
+                    fontsize=7)
     query = int(results[0].queries[query_row])
     name = ""
     if results[0].labels is not None:
         label = int(results[0].labels[query])
         name = f" ({class_names[label]})" if class_names is not None and 0 <= label < len(class_names) else f" ({label})"
-    axes[0, 0].set_title(f"query{name}", fontsize=7, pad=2)
-    fig.subplots_adjust(wspace=0.08, hspace=0.25)
-    return figure_to_data_uri(fig)
+    ax.text((step - _GAP) / 2, -1, f"query{name}", ha="center", va="bottom", fontsize=7)
+    return figure_to_data_uri(fig, dpi=_DPI)
 
 
 def neighbours_section(results: Sequence[Any], images: np.ndarray, *, title: str = "Nearest stimuli",
