@@ -28,9 +28,9 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_out(args.out, args.force)  # before importing torch and the study code: a refusal comes at once
     from probe.study import run_demo
 
-    _check_out(args.out, args.force)
     started = time.perf_counter()
     result = run_demo(args.out, quick=args.quick, seed=args.seed, device=args.device, progress=args.progress)
     total = time.perf_counter() - started
