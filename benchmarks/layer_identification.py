@@ -26,7 +26,7 @@ recorded on a seeded subset of the test images (every layer but the logits, flat
 
 Training takes about 67 minutes on 2 CPU cores, scoring 13 more. Run folders go to
 ``runs/layer-identification-sgd-8`` (``-<epochs>``) and are reused (a re-run only records and scores); the
-table is written to ``benchmarks/results/layer_identification.csv``.
+table is written to ``benchmarks/results/`` (``layer-identification-sgd-8-10-seeds-2000-stimuli.csv``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ import probe
 import zoo
 from analyses import layer_identification, list_measures
 from probe.study._transfer_experiments import subset_dataset
-from zoo.models.supervised import training_augmentation
 
 KORNBLITH = {"linear-cka": 99.3, "rbf-cka": 99.1, "svcca": 15.1}
 # Measures invariant to invertible linear maps: undefined on layers wider than the stimulus count.
@@ -73,39 +72,40 @@ def principal_scores(X: np.ndarray, components: int) -> np.ndarray:
 
 
 def train_seed(run: Path, dataset: str, epochs: int, seed: int, augment: dict | None, optimizer: dict,
-               threads: int) -> None:
-    """Train one seed into ``run`` (resuming a killed run), on ``threads`` CPU threads."""
+               threads: int) -> zoo.TrainResult:
+    """Train one seed into ``run`` on ``threads`` CPU threads. A run folder with a checkpoint is resumed: a killed
+    run trains on, and a finished one is returned as it is. ``zoo.train`` refuses either when it was started with
+    other settings (naming them), and this function refuses one planned for another length, which ``zoo.train``
+    would otherwise train further (its learning-rate schedule restarted part-way: not the run asked for)."""
     torch.set_num_threads(threads)
     resume = (run / "state").exists()
-    zoo.train("cnn10", dataset, out=run, epochs=epochs, seed=seed, device="cpu", resume=resume, force=not resume,
-              progress=False, eval_every=epochs, augment=augment, **optimizer)
+    if resume:
+        planned = zoo.RunDir.open(run).read_config()["training"]["epochs"]
+        if planned != epochs:
+            raise SystemExit(f"{run} was started for {planned} epochs, not {epochs}; give another --out")
+    try:
+        return zoo.train("cnn10", dataset, out=run, epochs=epochs, seed=seed, device="cpu", resume=resume,
+                         force=not resume, progress=False, eval_every=epochs, augment=augment, **optimizer)
+    except ValueError as err:  # another optimizer, learning rate, augmentation, ...: zoo.train names them
+        raise SystemExit(f"{err}; or give another --out") from None
+
+
+def _train_in_worker(*args) -> None:
+    train_seed(*args)  # the trained network stays in its run folder rather than being pickled back
 
 
 def trained_seeds(seeds: int, epochs: int, dataset: str, augment: dict | None, optimizer: dict, out: Path,
                   threads: int, parallel: int) -> tuple[list[torch.nn.Module], list[float]]:
     """Each seed's network (trained here, ``parallel`` at a time, unless its run folder holds it) and its final
-    test accuracy. A run folder trained with another augmentation, optimizer or length is refused."""
+    test accuracy. A run folder trained with other settings is refused (``train_seed``)."""
     runs = [out / f"cnn10-{dataset}-seed{seed}" for seed in range(seeds)]
-    missing = [(run, dataset, epochs, seed, augment, optimizer, max(1, threads // parallel))
-               for seed, run in enumerate(runs) if not (run / "model.safetensors").exists()]
-    if missing:  # a re-run over trained seeds starts no worker processes
-        with multiprocessing.get_context("spawn").Pool(min(parallel, len(missing))) as pool:
-            pool.starmap(train_seed, missing, chunksize=1)  # the default chunks of two leave a core idle at the end
-    wanted = training_augmentation(augment)
-    models, accuracies = [], []
-    for run in runs:
-        models.append(zoo.load(run))
-        if models[-1].augmentation != wanted:
-            raise SystemExit(f"{run} was trained with augmentation {models[-1].augmentation}, not {wanted}; "
-                             f"give another --out")
-        training = zoo.RunDir.open(run).read_config()["training"]
-        stored = {"optimizer": training.get("optimizer", "adamw"), "lr": training["lr"],
-                  "weight_decay": training["weight_decay"], "epochs": training["epochs"]}
-        if stored != {**stored, **optimizer, "epochs": epochs}:
-            raise SystemExit(f"{run} was trained with {stored}, not {optimizer} for {epochs} epochs; "
-                             "give another --out")
-        accuracies.append(float(pd.read_csv(run / "log.csv")["test_accuracy"].iloc[-1]))
-    return models, accuracies
+    calls = [(run, dataset, epochs, seed, augment, optimizer) for seed, run in enumerate(runs)]
+    unfinished = [(*call, max(1, threads // parallel)) for call in calls if not (call[0] / "model.safetensors").exists()]
+    if unfinished:  # a re-run over trained seeds starts no worker processes
+        with multiprocessing.get_context("spawn").Pool(min(parallel, len(unfinished))) as pool:
+            pool.starmap(_train_in_worker, unfinished, chunksize=1)  # the default chunks of two leave a core idle at the end
+    finished = [train_seed(*call, threads) for call in calls]  # each checks its settings; none trains again
+    return [result.model for result in finished], [float(result.metrics["test_accuracy"]) for result in finished]
 
 
 def optimizer_settings(optimizer: str, lr: float | None, weight_decay: float | None) -> dict:
@@ -206,9 +206,11 @@ def main() -> None:
         per_layer = result.per_layer[result.per_layer["measure"] == "linear-cka"]
         print(f"linear CKA per layer ({setting}):", ", ".join(f"{r.layer} {100 * r.accuracy:.0f}%"
                                                              for _, r in per_layer.iterrows()))
-    out = Path("benchmarks/results")
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "layer_identification.csv", index=False)
+    # named by its settings: a quick check on fewer seeds or stimuli does not replace the full table
+    results_path = Path("benchmarks/results") / f"{out.name}-{args.seeds}-seeds-{args.stimuli}-stimuli.csv"
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(results_path, index=False)
+    print(f"table written to {results_path}")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB; load average "
           f"{os.getloadavg()[0]:.2f}")
 
