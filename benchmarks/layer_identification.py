@@ -71,8 +71,8 @@ def principal_scores(X: np.ndarray, components: int) -> np.ndarray:
     return (U[:, :components] * S[:components]).numpy()
 
 
-def train_seed(run: Path, dataset: str, epochs: int, seed: int, augment: dict | None, optimizer: dict,
-               threads: int) -> zoo.TrainResult:
+def train_seed(run: Path, dataset: str, dataset_options: dict, epochs: int, seed: int, augment: dict | None,
+               optimizer: dict, threads: int) -> zoo.TrainResult:
     """Train one seed into ``run`` on ``threads`` CPU threads. A run folder with a checkpoint is resumed: a killed
     run trains on, and a finished one is returned as it is. ``zoo.train`` refuses either when it was started with
     other settings (naming them), and this function refuses one planned for another length, which ``zoo.train``
@@ -85,7 +85,8 @@ def train_seed(run: Path, dataset: str, epochs: int, seed: int, augment: dict | 
             raise SystemExit(f"{run} was started for {planned} epochs, not {epochs}; give another --out")
     try:
         return zoo.train("cnn10", dataset, out=run, epochs=epochs, seed=seed, device="cpu", resume=resume,
-                         force=not resume, progress=False, eval_every=epochs, augment=augment, **optimizer)
+                         force=not resume, progress=False, eval_every=epochs, augment=augment, dataset_options=dataset_options,
+                         **optimizer)
     except ValueError as err:  # another optimizer, learning rate, augmentation, ...: zoo.train names them
         raise SystemExit(f"{err}; or give another --out") from None
 
@@ -94,12 +95,12 @@ def _train_in_worker(*args) -> None:
     train_seed(*args)  # the trained network stays in its run folder rather than being pickled back
 
 
-def trained_seeds(seeds: int, epochs: int, dataset: str, augment: dict | None, optimizer: dict, out: Path,
-                  threads: int, parallel: int) -> tuple[list[torch.nn.Module], list[float]]:
+def trained_seeds(seeds: int, epochs: int, dataset: str, dataset_options: dict, augment: dict | None,
+                  optimizer: dict, out: Path, threads: int, parallel: int) -> tuple[list[torch.nn.Module], list[float]]:
     """Each seed's network (trained here, ``parallel`` at a time, unless its run folder holds it) and its final
     test accuracy. A run folder trained with other settings is refused (``train_seed``)."""
     runs = [out / f"cnn10-{dataset}-seed{seed}" for seed in range(seeds)]
-    calls = [(run, dataset, epochs, seed, augment, optimizer) for seed, run in enumerate(runs)]
+    calls = [(run, dataset, dataset_options, epochs, seed, augment, optimizer) for seed, run in enumerate(runs)]
     unfinished = [(*call, max(1, threads // parallel)) for call in calls if not (call[0] / "model.safetensors").exists()]
     if unfinished:  # a re-run over trained seeds starts no worker processes
         with multiprocessing.get_context("spawn").Pool(min(parallel, len(unfinished))) as pool:
@@ -123,6 +124,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--dataset-options", type=json.loads, default={},
+                        help='options of zoo.load_dataset for both splits, as JSON, e.g. \'{"crop": 32, "n_crops": 12000}\' '
+                        "for 32 px colour crops of the photos dataset")
     parser.add_argument("--stimuli", type=int, default=2000)
     parser.add_argument("--components", type=int, default=256)
     parser.add_argument("--augment", type=json.loads, default={"max_shift": 0.1, "flip": True},
@@ -140,18 +144,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--parallel", type=int, default=1, help="seeds trained at once, threads split between them")
     parser.add_argument("--out", default=None,
-                        help="run folders (default: runs/layer-identification-<optimizer>-<epochs>[-no-augment])")
+                        help="run folders (default: runs/layer-identification-[<dataset>-]<optimizer>-<epochs>"
+                        "[-no-augment], the dataset named when not Fashion-MNIST)")
     parser.add_argument("--measures", nargs="*", default=None, help="default: every measure")
     parser.add_argument("--no-pcs", action="store_true", help="score the raw layers only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    out = Path(args.out or f"runs/layer-identification-{args.optimizer}-{args.epochs}"
+    on = "" if args.dataset == "fashion-mnist" else f"{args.dataset}-"
+    out = Path(args.out or f"runs/layer-identification-{on}{args.optimizer}-{args.epochs}"
                + ("" if args.augment else "-no-augment"))
     optimizer = optimizer_settings(args.optimizer, args.lr, args.weight_decay)
-    models, accuracy = trained_seeds(args.seeds, args.epochs, args.dataset, args.augment, optimizer, out,
-                                     args.threads, args.parallel)
-    test = zoo.load_dataset(args.dataset, split="test")
+    models, accuracy = trained_seeds(args.seeds, args.epochs, args.dataset, args.dataset_options, args.augment,
+                                     optimizer, out, args.threads, args.parallel)
+    test = zoo.load_dataset(args.dataset, split="test", **args.dataset_options)
     rows = np.sort(np.random.default_rng(0).permutation(len(test))[: args.stimuli])
     stimuli = subset_dataset(test, rows)
     layers = models[0].recordable_layers()
@@ -162,7 +168,7 @@ def main() -> None:
         recording = probe.record(model, stimuli, layers, reduce="flatten", device="cpu", progress=False)
         raw[f"seed{seed}"] = {layer: np.asarray(recording[layer], dtype=np.float32) for layer in layers}
     widths = {layer: raw["seed0"][layer].shape[1] for layer in layers}
-    print(f"{args.seeds} x cnn10 (Tiny-10) on {args.dataset}, {args.epochs} epochs, {optimizer}, "
+    print(f"{args.seeds} x cnn10 (Tiny-10) on {args.dataset} {args.dataset_options or ''}, {args.epochs} epochs, {optimizer}, "
           f"augmentation {args.augment}; "
           f"{len(rows)} test stimuli; "
           f"{args.threads} threads; load average {os.getloadavg()[0]:.2f}; trained/loaded and recorded in "
