@@ -36,6 +36,15 @@ def neighbour_mosaic(results: Sequence[Any], query_row: int, images: np.ndarray)
     """The pixels of one gallery: a row per layer, the query then its neighbours, each neighbour framed
     green when of the query's class and orange otherwise (no frame without labels).
 
+    Parameters
+    ----------
+    results
+        ``analyses.StimulusNeighbours``, one per row, all with the same queries.
+    query_row
+        Which of their queries (an index into ``queries``).
+    images
+        The stimuli, shape (n_stimuli, H, W) or (n_stimuli, H, W, 3), values in [0, 1].
+
     Returns
     -------
     numpy.ndarray
