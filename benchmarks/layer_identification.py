@@ -85,8 +85,8 @@ def train_seed(run: Path, dataset: str, dataset_options: dict, epochs: int, seed
             raise SystemExit(f"{run} was started for {planned} epochs, not {epochs}; give another --out")
     try:
         return zoo.train("cnn10", dataset, out=run, epochs=epochs, seed=seed, device="cpu", resume=resume,
-                         force=not resume, progress=False, eval_every=epochs, augment=augment, dataset_options=dataset_options,
-                         **optimizer)
+                         force=not resume, progress=False, eval_every=epochs, augment=augment,
+                         dataset_options=dataset_options, **optimizer)
     except ValueError as err:  # another optimizer, learning rate, augmentation, ...: zoo.train names them
         raise SystemExit(f"{err}; or give another --out") from None
 
@@ -96,15 +96,18 @@ def _train_in_worker(*args) -> None:
 
 
 def trained_seeds(seeds: int, epochs: int, dataset: str, dataset_options: dict, augment: dict | None,
-                  optimizer: dict, out: Path, threads: int, parallel: int) -> tuple[list[torch.nn.Module], list[float]]:
+                  optimizer: dict, out: Path, threads: int,
+                  parallel: int) -> tuple[list[torch.nn.Module], list[float]]:
     """Each seed's network (trained here, ``parallel`` at a time, unless its run folder holds it) and its final
     test accuracy. A run folder trained with other settings is refused (``train_seed``)."""
     runs = [out / f"cnn10-{dataset}-seed{seed}" for seed in range(seeds)]
     calls = [(run, dataset, dataset_options, epochs, seed, augment, optimizer) for seed, run in enumerate(runs)]
-    unfinished = [(*call, max(1, threads // parallel)) for call in calls if not (call[0] / "model.safetensors").exists()]
+    unfinished = [(*call, max(1, threads // parallel)) for call in calls
+                  if not (call[0] / "model.safetensors").exists()]
     if unfinished:  # a re-run over trained seeds starts no worker processes
         with multiprocessing.get_context("spawn").Pool(min(parallel, len(unfinished))) as pool:
-            pool.starmap(_train_in_worker, unfinished, chunksize=1)  # the default chunks of two leave a core idle at the end
+            # one seed at a time: the default chunks of two leave a core idle at the end
+            pool.starmap(_train_in_worker, unfinished, chunksize=1)
     finished = [train_seed(*call, threads) for call in calls]  # each checks its settings; none trains again
     return [result.model for result in finished], [float(result.metrics["test_accuracy"]) for result in finished]
 
@@ -125,8 +128,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--dataset-options", type=json.loads, default={},
-                        help='options of zoo.load_dataset for both splits, as JSON, e.g. \'{"crop": 32, "n_crops": 12000}\' '
-                        "for 32 px colour crops of the photos dataset")
+                        help="options of zoo.load_dataset for both splits, as JSON, e.g. "
+                        '\'{"crop": 32, "n_crops": 12000}\' for 32 px colour crops of the photos dataset')
     parser.add_argument("--stimuli", type=int, default=2000)
     parser.add_argument("--components", type=int, default=256)
     parser.add_argument("--augment", type=json.loads, default={"max_shift": 0.1, "flip": True},
@@ -168,7 +171,8 @@ def main() -> None:
         recording = probe.record(model, stimuli, layers, reduce="flatten", device="cpu", progress=False)
         raw[f"seed{seed}"] = {layer: np.asarray(recording[layer], dtype=np.float32) for layer in layers}
     widths = {layer: raw["seed0"][layer].shape[1] for layer in layers}
-    print(f"{args.seeds} x cnn10 (Tiny-10) on {args.dataset} {args.dataset_options or ''}, {args.epochs} epochs, {optimizer}, "
+    print(f"{args.seeds} x cnn10 (Tiny-10) on {args.dataset} {args.dataset_options or ''}, {args.epochs} epochs, "
+          f"{optimizer}, "
           f"augmentation {args.augment}; "
           f"{len(rows)} test stimuli; "
           f"{args.threads} threads; load average {os.getloadavg()[0]:.2f}; trained/loaded and recorded in "

@@ -60,7 +60,8 @@ def neighbour_mosaic(results: Sequence[Any], query_row: int, images: np.ndarray)
         for column, index in enumerate([query, *result.neighbours[query_row].tolist()]):
             top, left = row * step, column * step
             if column and result.labels is not None:
-                mosaic[top : top + box, left : left + box] = same if result.labels[index] == result.labels[query] else other
+                of_the_class = result.labels[index] == result.labels[query]
+                mosaic[top : top + box, left : left + box] = same if of_the_class else other
             mosaic[top + _FRAME : top + _FRAME + _TILE, left + _FRAME : left + _FRAME + _TILE] = _tile(images[index])
     return mosaic
 

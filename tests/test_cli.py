@@ -9,7 +9,8 @@ from probe.cli import COMMANDS, build_parser, main
 
 
 def test_python_dash_m_probe_prints_help():
-    done = subprocess.run([sys.executable, "-m", "probe", "--help"], check=False, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "probe", "--help"], check=False, capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0
     for verb in COMMANDS:
         assert verb in done.stdout
