@@ -25,8 +25,9 @@ recorded on a seeded subset of the test images (every layer but the logits, flat
     .venv/bin/python benchmarks/layer_identification.py --seeds 10 --epochs 8 --stimuli 2000 --threads 2 --parallel 2
 
 Training takes about 67 minutes on 2 CPU cores, scoring 13 more. Run folders go to
-``runs/layer-identification-sgd-8`` (``-<epochs>``) and are reused (a re-run only records and scores); the
-table is written to ``benchmarks/results/`` (``layer-identification-sgd-8-10-seeds-2000-stimuli.csv``).
+``runs/layer-identification-sgd-8`` (``-<epochs>``) and are reused: a re-run only records and scores, and a seed
+stopped part-way (also by SIGTERM or Ctrl-C) resumes from its last checkpoint. The table is written to
+``benchmarks/results/`` (``layer-identification-sgd-8-10-seeds-2000-stimuli.csv``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import json
 import multiprocessing
 import os
 import resource
+import signal
 import time
 from pathlib import Path
 
@@ -95,6 +97,13 @@ def _train_in_worker(*args) -> None:
     train_seed(*args)  # the trained network stays in its run folder rather than being pickled back
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    # SIGTERM would end this process at once and leave its pool's workers training; as an exception it leaves the
+    # pool's with-block, which terminates them (their checkpoints are kept: a re-run resumes them)
+    raise SystemExit(f"stopped by signal {signum}: the seeds' training workers are stopped too; a re-run resumes "
+                     "them from their last checkpoints")
+
+
 def trained_seeds(seeds: int, epochs: int, dataset: str, dataset_options: dict, augment: dict | None,
                   optimizer: dict, out: Path, threads: int,
                   parallel: int) -> tuple[list[torch.nn.Module], list[float]]:
@@ -152,6 +161,7 @@ def main() -> None:
     parser.add_argument("--measures", nargs="*", default=None, help="default: every measure")
     parser.add_argument("--no-pcs", action="store_true", help="score the raw layers only")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     on = "" if args.dataset == "fashion-mnist" else f"{args.dataset}-"
