@@ -100,6 +100,11 @@ def test_debiased_cka_equals_analyses_cka_also_on_layers_wider_than_the_stimulus
 def test_an_unknown_measure_names_the_nearest_and_how_to_list_them():
     with pytest.raises(KeyError, match=r"'linear-ckaa'.*linear-cka.*list_measures"):
         compare_representations(np.eye(4), np.eye(4), "linear-ckaa")
+    with pytest.raises(KeyError, match=r"'procrustse'.*procrustes.*list_measures"):
+        analyses.get_measure("procrustse")
+    # a known name gives its registry entry, and an entry is passed through as it is
+    assert all(analyses.get_measure(name) is MEASURES[name] for name in analyses.list_measures())
+    assert analyses.get_measure(MEASURES["svcca"]) is MEASURES["svcca"]
 
 
 def test_the_map_equals_every_pair_computed_alone_within_and_across_models():
