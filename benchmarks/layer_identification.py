@@ -185,7 +185,8 @@ def main() -> None:
         recording = probe.record(model, stimuli, layers, reduce="flatten", device="cpu", progress=False)
         raw[f"seed{seed}"] = {layer: np.asarray(recording[layer], dtype=np.float32) for layer in layers}
     widths = {layer: raw["seed0"][layer].shape[1] for layer in layers}
-    print(f"{args.seeds} x cnn10 (Tiny-10) on {args.dataset} {args.dataset_options or ''}, {args.epochs} epochs, "
+    options = f" {args.dataset_options}" if args.dataset_options else ""
+    print(f"{args.seeds} x cnn10 (Tiny-10) on {args.dataset}{options}, {args.epochs} epochs, "
           f"{optimizer}, "
           f"augmentation {args.augment}; "
           f"{len(rows)} test stimuli; "
