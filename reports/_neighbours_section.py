@@ -11,7 +11,7 @@ from markupsafe import Markup, escape
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from reports._render import _to_uint8_image, figure_to_data_uri, render_fragment
+from reports._render import _to_uint8_image, figure_to_data_uri, image_grid, render_fragment
 from reports._report import Section
 
 __all__ = ["neighbour_mosaic", "neighbours_section"]
@@ -20,6 +20,8 @@ _SAME, _OTHER = "#1b9e77", "#d95f02"  # frame colours: neighbour of the query's 
 _TILE = 80  # pixels per image in a gallery (nearest-neighbour up, area-averaged down)
 _FRAME = 4  # pixels of the coloured frame around each neighbour
 _GAP = 10  # white pixels between tiles
+_BOX = _TILE + 2 * _FRAME  # a tile with its frame
+_STEP = _BOX + _GAP  # from one tile to the next, across and down
 _DPI = 96
 
 
@@ -48,22 +50,19 @@ def neighbour_mosaic(results: Sequence[Any], query_row: int, images: np.ndarray)
     Returns
     -------
     numpy.ndarray
-        RGB array in [0, 1] of shape (rows * step - _GAP, (k + 1) * step - _GAP, 3), where
-        step = _TILE + 2 * _FRAME + _GAP.
+        RGB array in [0, 1] of shape (rows * _STEP - _GAP, (k + 1) * _STEP - _GAP, 3).
     """
-    k = results[0].neighbours.shape[1]
-    box, step = _TILE + 2 * _FRAME, _TILE + 2 * _FRAME + _GAP
-    mosaic = np.ones((len(results) * step - _GAP, (k + 1) * step - _GAP, 3))
     same, other = (np.asarray(to_rgb(colour)) for colour in (_SAME, _OTHER))
-    for row, result in enumerate(results):
+    framed = []
+    for result in results:
         query = int(result.queries[query_row])
         for column, index in enumerate([query, *result.neighbours[query_row].tolist()]):
-            top, left = row * step, column * step
+            box = np.ones((_BOX, _BOX, 3))  # the query's frame stays white
             if column and result.labels is not None:
-                of_the_class = result.labels[index] == result.labels[query]
-                mosaic[top : top + box, left : left + box] = same if of_the_class else other
-            mosaic[top + _FRAME : top + _FRAME + _TILE, left + _FRAME : left + _FRAME + _TILE] = _tile(images[index])
-    return mosaic
+                box[:] = same if result.labels[index] == result.labels[query] else other
+            box[_FRAME : _FRAME + _TILE, _FRAME : _FRAME + _TILE] = _tile(images[index])
+            framed.append(box)
+    return image_grid(np.stack(framed), n_columns=results[0].neighbours.shape[1] + 1, padding=_GAP, fill=1.0)
 
 
 def _gallery(results: Sequence[Any], query_row: int, images: np.ndarray, class_names: Sequence[str] | None) -> str:
@@ -71,7 +70,6 @@ def _gallery(results: Sequence[Any], query_row: int, images: np.ndarray, class_n
     (One image in one axes: a grid of axes, one per stimulus, took seconds per gallery to draw.)"""
     mosaic = neighbour_mosaic(results, query_row, images)
     height, width = mosaic.shape[:2]
-    step = _TILE + 2 * _FRAME + _GAP
     # the axes take the mosaic's size at the figure's resolution, so that each pixel is drawn once
     fig = plt.figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI)
     ax = fig.add_axes((0, 0, 1, 1))
@@ -79,19 +77,18 @@ def _gallery(results: Sequence[Any], query_row: int, images: np.ndarray, class_n
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.set_xticks([])
-    centres = np.arange(len(results)) * step + (step - _GAP) / 2
+    centres = np.arange(len(results)) * _STEP + _BOX / 2
     ax.set_yticks(centres, [result.layer if result.layer else result.model for result in results], fontsize=8)
     ax.tick_params(axis="y", length=0)
     for row, result in enumerate(results):
         for column, score in enumerate(result.scores[query_row], start=1):
-            ax.text(column * step + (step - _GAP) / 2, row * step - 1, f"{score:.2f}", ha="center", va="bottom",
-                    fontsize=7)
+            ax.text(column * _STEP + _BOX / 2, row * _STEP - 1, f"{score:.2f}", ha="center", va="bottom", fontsize=7)
     query = int(results[0].queries[query_row])
     name = ""
     if results[0].labels is not None:
         label = int(results[0].labels[query])
         name = f" ({class_names[label]})" if class_names is not None and 0 <= label < len(class_names) else f" ({label})"
-    ax.text((step - _GAP) / 2, -1, f"query{name}", ha="center", va="bottom", fontsize=7)
+    ax.text(_BOX / 2, -1, f"query{name}", ha="center", va="bottom", fontsize=7)
     return figure_to_data_uri(fig, dpi=_DPI)
 
 
