@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -170,16 +171,16 @@ def test_augmentation_from_sets_only_the_named_transforms():
         zoo.augmentation_from({"flips": True})
 
 
-@pytest.mark.parametrize("name", ["cnn", "cnn10"])
-def test_a_classifier_augments_only_while_training(name):
+@pytest.mark.parametrize("name, side", [("cnn", 8), ("cnn10", 12)])
+def test_a_classifier_augments_only_while_training(name, side):
     from zoo.models.supervised import classification_objective, training_augmentation
 
     assert training_augmentation(None) is None and training_augmentation({}) is None
-    model = zoo.create_model(name, input_shape=(1, 8, 8), augment={"flip": True, "max_shift": 0.2})
+    model = zoo.create_model(name, input_shape=(1, side, side), augment={"flip": True, "max_shift": 0.2})
     assert model.config["augment"] == zoo.augmentation_from({"flip": True, "max_shift": 0.2}).to_dict()
-    plain = zoo.create_model(name, input_shape=(1, 8, 8))
+    plain = zoo.create_model(name, input_shape=(1, side, side))
     assert plain.augmentation is None and plain.config["augment"] is None
-    images, labels = torch.randn(32, 1, 8, 8), torch.arange(32) % 10
+    images, labels = torch.randn(32, 1, side, side), torch.arange(32) % 10
     model.train()
     torch.manual_seed(0)
     loss, _ = classification_objective(model, images, labels)
@@ -193,7 +194,8 @@ def test_a_classifier_augments_only_while_training(name):
 
 
 def test_a_run_trained_with_augmentation_keeps_it_and_resumes_only_with_it(tmp_path):
-    options = dict(out=tmp_path / "run", progress=False, device="cpu", width=4)
+    # 8x8 digits: too small for the unpadded 7th conv
+    options = {"out": tmp_path / "run", "progress": False, "device": "cpu", "width": 4, "conv7_padding": "same"}
     zoo.train("cnn10", "digits", epochs=1, augment={"flip": True}, **options)
     assert zoo.load(tmp_path / "run").augmentation == zoo.Augmentation(flip=True)
     with pytest.raises(ValueError, match="model.augment.flip"):
@@ -203,7 +205,7 @@ def test_a_run_trained_with_augmentation_keeps_it_and_resumes_only_with_it(tmp_p
 
 
 def test_a_run_written_before_the_augment_option_resumes_without_augmentation(tmp_path):
-    options = {"out": tmp_path / "run", "progress": False, "device": "cpu", "width": 4}
+    options = {"out": tmp_path / "run", "progress": False, "device": "cpu", "width": 4, "conv7_padding": "same"}
     zoo.train("cnn10", "digits", epochs=1, **options)
     config = zoo.RunDir(tmp_path / "run").read_config()
     assert config["model"]["augment"] is None
@@ -218,3 +220,64 @@ def test_a_run_written_before_the_augment_option_resumes_without_augmentation(tm
 def test_train_defaults_are_registered_per_model():
     assert all(zoo.train_defaults(name).epochs >= 1 for name in zoo.list_models())
     assert zoo.train_defaults("ae-linear").weight_decay == 0.0  # the PCA comparison needs an unregularised optimum
+
+
+def _map_sides(model: nn.Module, side: int) -> list[int]:
+    x = torch.randn(2, 1, side, side)
+    sides = []
+    for name, layer in model.features.named_children():
+        x = layer(x)
+        if name.startswith("relu"):
+            sides.append(x.shape[-1])
+    return sides
+
+
+def test_cnn10_has_the_tiny10_layout_with_an_unpadded_seventh_conv():
+    # Kornblith et al. 2019, Table E.1: 3x3 convs at 16, 16, 32 (stride 2), 32, 32, 64 (stride 2), 64 (valid
+    # padding), a 1x1 at 64; the map sides follow from the strides and the one unpadded 3x3 conv
+    model = zoo.create_model("cnn10", input_shape=(1, 28, 28))
+    assert model.config["conv7_padding"] == "valid"
+    assert [model.features.get_submodule(f"conv{i}").out_channels for i in range(1, 9)] == [16, 16, 32, 32, 32, 64,
+                                                                                           64, 64]
+    assert _map_sides(model, 28) == [28, 28, 14, 14, 14, 7, 5, 5]
+    assert _map_sides(zoo.create_model("cnn10", input_shape=(1, 32, 32)), 32) == [32, 32, 16, 16, 16, 8, 6, 6]
+    padded = zoo.create_model("cnn10", input_shape=(1, 28, 28), conv7_padding="same")
+    assert _map_sides(padded, 28) == [28, 28, 14, 14, 14, 7, 7, 7]
+    assert _map_sides(zoo.create_model("cnn10", input_shape=(1, 9, 9)), 9)[-1] == 1  # the smallest it takes
+    with pytest.raises(ValueError, match="at least 9x9; give conv7_padding='same'"):
+        zoo.create_model("cnn10", input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="conv7_padding must be one of"):
+        zoo.create_model("cnn10", conv7_padding="full")
+
+
+def _labelled_image_folder(root) -> str:
+    """Two classes of random 12x12 grey images, train/ and test/: big enough for cnn10's unpadded conv."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8)).save(root / split / label / f"{i}.png")
+    return f"imagefolder:{root}"
+
+
+def test_a_cnn10_run_written_before_conv7_padding_loads_and_resumes_as_it_was_trained(tmp_path):
+    dataset = _labelled_image_folder(tmp_path / "images")
+    options = {"out": tmp_path / "run", "progress": False, "device": "cpu", "width": 4,
+               "dataset_options": {"image_size": 12, "grayscale": True}}
+    trained = zoo.train("cnn10", dataset, epochs=1, conv7_padding="same", **options).model.eval()
+    run = zoo.RunDir(tmp_path / "run")
+    config = run.read_config()
+    del config["model"]["conv7_padding"]  # as runs were written before the option existed
+    run.write_config(config)
+    loaded = zoo.load(tmp_path / "run")
+    assert loaded.config["conv7_padding"] == "same" and loaded.features.conv7.padding == (1, 1)
+    x = torch.randn(3, 1, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), trained(x))
+    with pytest.raises(ValueError, match=r"'model.conv7_padding': \('same', 'valid'\)"):
+        zoo.train("cnn10", dataset, epochs=2, resume=True, **options)  # the default is the paper's layout now
+    zoo.train("cnn10", dataset, epochs=2, resume=True, conv7_padding="same", **options)
+    assert len(run.read_log_rows()) == 2

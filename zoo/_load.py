@@ -59,7 +59,7 @@ def load(
         If ``config.json`` holds invalid settings, or the weights file is damaged, holds NaN or
         infinity, or holds weights of another architecture.
     """
-    from zoo import create_model  # the registry is built by the model modules, imported lazily
+    from zoo import create_model, model_entry  # the registry is built by the model modules, imported lazily
 
     run = RunDir.open(run_dir)
     config = run.read_config(verify=verify)
@@ -87,6 +87,7 @@ def load(
         recover = ("recover by re-running the training with zoo.train(..., resume=True) (it restarts from the last "
                    "checkpoint in state/) or by retraining with zoo.train(..., force=True)")
     try:
+        options = {**model_entry(name).older_configs, **options}  # options its config.json predates
         model = create_model(name, max_parameters=max_parameters, **options)
     except UnknownNameError as err:
         message = f"cannot rebuild the model from {str(run.config_path)!r}: {err}"

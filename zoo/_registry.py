@@ -8,7 +8,7 @@ Adding a model is one decorated class in ``zoo/models/<family>.py``::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
@@ -75,12 +75,14 @@ class ModelEntry:
     family: str
     objective: Objective
     defaults: TrainDefaults
+    older_configs: Mapping[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, objective: Objective, defaults: TrainDefaults | None = None, family: str | None = None):
+def register_model(name: str, *, objective: Objective, defaults: TrainDefaults | None = None, family: str | None = None,
+                   older_configs: Mapping[str, Any] | None = None):
     """Class decorator that registers a model under ``name``.
 
     Parameters
@@ -93,6 +95,10 @@ def register_model(name: str, *, objective: Objective, defaults: TrainDefaults |
         Training hyper-parameters for ``zoo.train``.
     family
         Defaults to the class's ``family`` attribute.
+    older_configs
+        Options added to the architecture after runs of it were written, with the value that those runs (whose
+        ``config.json`` lacks the option) were built with, so that they load as they were trained rather than
+        with the option's newer default.
 
     Raises
     ------
@@ -106,7 +112,8 @@ def register_model(name: str, *, objective: Objective, defaults: TrainDefaults |
         model_family = family or getattr(builder, "family", None)
         if not model_family:
             raise ValueError(f"model {name!r} needs a family: set a `family` class attribute or pass family=")
-        _REGISTRY[name] = ModelEntry(name, builder, model_family, objective, defaults or TrainDefaults())
+        _REGISTRY[name] = ModelEntry(name, builder, model_family, objective, defaults or TrainDefaults(),
+                                      dict(older_configs or {}))
         return builder
 
     return decorate

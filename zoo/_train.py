@@ -395,8 +395,15 @@ def _resume_differences(run: RunDir, config: dict[str, Any]) -> dict[str, tuple[
     if folder is None:  # written before runs recorded the folder: the spelling alone is compared
         ignore.append("dataset.folder")
     differences = run.config_differences(config, ignore=tuple(ignore), absent=_NOT_SET)
-    return {key: (stored_value, given) for key, (stored_value, given) in differences.items()
-            if not (stored_value == _NOT_SET and key in _LATER_SETTINGS and given == _LATER_SETTINGS[key])}
+    older_model = model_entry(config["model"]["name"]).older_configs
+    later = {**_LATER_SETTINGS, **{f"model.{key}": value for key, value in older_model.items()}}
+    named = {}
+    for key, (stored_value, given) in differences.items():
+        if stored_value == _NOT_SET and key in later:  # written before the setting existed: it had the older value
+            stored_value = later[key]
+        if stored_value != given:
+            named[key] = (stored_value, given)
+    return named
 
 
 def _extend(run: RunDir, epochs: int) -> None:

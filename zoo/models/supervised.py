@@ -108,44 +108,58 @@ class SmallCNN(ZooModel):
         return ["features.relu1", "features.relu2", "features.relu3", "relu_fc1", "fc2"]
 
 
-# (output channels, stride, kernel) of Tiny-10's eight conv layers (Kornblith et al. 2019, appendix): two 3x3 at 16,
-# a strided 3x3 and two 3x3 at 32, a strided 3x3 and a 3x3 at 64, a 1x1 at 64.
+# (output channels, stride, kernel) of Tiny-10's eight conv layers (Kornblith et al. 2019, Table E.1): two 3x3 at 16,
+# a strided 3x3 and two 3x3 at 32, a strided 3x3 and a 3x3 at 64 (valid padding), a 1x1 at 64.
 _TINY10_CONVS = ((1, 1, 3), (1, 1, 3), (2, 2, 3), (2, 1, 3), (2, 1, 3), (4, 2, 3), (4, 1, 3), (4, 1, 1))
+_TINY10_UNPADDED = 7  # the conv whose padding is ``conv7_padding``
+CONV_PADDINGS = ("valid", "same")
 
 
-@register_model("cnn10", defaults=TrainDefaults(epochs=10, lr=3e-3, batch_size=128, weight_decay=5e-4), **_SUPERVISED)
+# Runs written before conv7_padding existed were built with "same" padding there: they load as they were trained.
+@register_model("cnn10", defaults=TrainDefaults(epochs=10, lr=3e-3, batch_size=128, weight_decay=5e-4),
+                older_configs={"conv7_padding": "same"}, **_SUPERVISED)
 class Tiny10CNN(ZooModel):
     """The plain 10-layer CNN of the layer-identification test (Kornblith et al. 2019, "Tiny-10").
 
     Eight conv-BN-ReLU layers (``width``, ``width``, strided ``2 width``, ``2 width``, ``2 width``, strided
-    ``4 width``, ``4 width``, and a 1x1 ``4 width``), global average pooling and a linear read-out: ten
-    recordable layers, ``relu1`` ... ``relu8``, ``pool`` and ``logits``.
+    ``4 width``, ``4 width`` without padding, and a 1x1 ``4 width``), global average pooling and a linear
+    read-out: ten recordable layers, ``relu1`` ... ``relu8``, ``pool`` and ``logits``. On 28x28 images the maps
+    are 28, 28, 14, 14, 14, 7, 5 and 5 pixels wide (32, 32, 16, 16, 16, 8, 6, 6 on CIFAR's 32x32).
 
     Parameters
     ----------
     input_shape
-        (C, H, W) of the images (at least 4x4).
+        (C, H, W) of the images (at least 9x9 with ``conv7_padding="valid"``, else 4x4).
     n_classes
         Number of output classes.
     width
         Channels of the first two conv layers (16 in the paper).
     augment
         Training augmentation (see ``training_augmentation``); None: none.
+    conv7_padding
+        ``"valid"`` (no padding: the paper's layout, the default) or ``"same"`` (padding 1, which keeps the map's
+        size; the zoo's layout before this option existed, with which older runs load).
     """
 
     family = "supervised"
 
     def __init__(self, input_shape: Sequence[int] = (1, 28, 28), n_classes: int = 10, width: int = 16,
-                 augment: dict | None = None):
+                 augment: dict | None = None, conv7_padding: str = "valid"):
         super().__init__()
+        if conv7_padding not in CONV_PADDINGS:
+            raise ValueError(f"conv7_padding must be one of {CONV_PADDINGS}, not {conv7_padding!r}")
         channels, height, width_px = check_input_shape(input_shape, min_side=4)
+        if conv7_padding == "valid" and min(height, width_px) < 9:
+            raise ValueError(f"input_shape {tuple(input_shape)}: the unpadded 7th conv of cnn10 needs images of at "
+                             "least 9x9; give conv7_padding='same' for smaller ones")
         self.augmentation = training_augmentation(augment)
         self.config = {"input_shape": [channels, height, width_px], "n_classes": n_classes, "width": width,
-                       "augment": augment_config(self.augmentation)}
+                       "augment": augment_config(self.augmentation), "conv7_padding": conv7_padding}
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         previous = channels
         for i, (multiple, stride, kernel) in enumerate(_TINY10_CONVS, start=1):
-            layers[f"conv{i}"] = nn.Conv2d(previous, multiple * width, kernel, stride, padding=kernel // 2, bias=False)
+            padding = 0 if i == _TINY10_UNPADDED and conv7_padding == "valid" else kernel // 2
+            layers[f"conv{i}"] = nn.Conv2d(previous, multiple * width, kernel, stride, padding=padding, bias=False)
             layers[f"bn{i}"] = nn.BatchNorm2d(multiple * width)
             layers[f"relu{i}"] = nn.ReLU()
             previous = multiple * width
