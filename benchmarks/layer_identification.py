@@ -31,8 +31,9 @@ recorded on a seeded subset of the test images (every layer but the logits, flat
     .venv/bin/python benchmarks/layer_identification.py --seeds 10 --epochs 8 --stimuli 2000 --threads 2 --parallel 2
 
 Training takes about 65 minutes on 2 CPU cores, scoring 15 more. Run folders go to
-``runs/layer-identification-sgd-8`` (``-<epochs>``; ``-conv7_padding-same`` with that model option) and are reused: a re-run only records and scores, and a seed
-stopped part-way (also by SIGTERM or Ctrl-C) resumes from its last checkpoint. The table is written to
+``runs/layer-identification-sgd-8`` (``-<epochs>``; ``-conv7_padding-same`` with that model option) and are
+reused: a re-run only records and scores, and a seed stopped part-way (also by SIGTERM or Ctrl-C) resumes from its
+last checkpoint. The table is written to
 ``benchmarks/results/`` (``layer-identification-sgd-8-10-seeds-2000-stimuli.csv``).
 """
 

@@ -62,8 +62,9 @@ _TRAINING_TYPES = {
 _FINAL_LR_FRACTION = 0.01
 OPTIMIZERS = ("adamw", "sgd")
 SGD_MOMENTUM = 0.9
-# Settings added after runs were first written, with the value that the older runs (which lack them) used.
-_LATER_SETTINGS = {"training.optimizer": "adamw", "model.augment": None}
+# Training settings added after runs were first written, with the value that the older runs (which lack them) used;
+# a model's own such options are in its registry entry (``older_configs``).
+_LATER_SETTINGS = {"training.optimizer": "adamw"}
 _NOT_SET = "(not set)"
 
 
@@ -383,10 +384,11 @@ def _dataset_record(dataset: str, dataset_options: dict[str, Any]) -> dict[str, 
     return record
 
 
-def _resume_differences(run: RunDir, config: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def _resume_differences(run: RunDir, config: dict[str, Any], entry: ModelEntry) -> dict[str, tuple[Any, Any]]:
     """Settings that differ from the stored run's, besides ``epochs`` (which a resumed run may extend) and
     the spelling of an image folder that is the same folder (an absolute path, or one relative to another
-    working directory)."""
+    working directory). A setting that the stored run predates counts with the value it had then
+    (``_LATER_SETTINGS``, the model's ``older_configs``)."""
     stored = run.read_config().get("dataset")
     ignore = ["training.epochs"]
     folder = stored.get("folder") if isinstance(stored, dict) else None
@@ -395,8 +397,7 @@ def _resume_differences(run: RunDir, config: dict[str, Any]) -> dict[str, tuple[
     if folder is None:  # written before runs recorded the folder: the spelling alone is compared
         ignore.append("dataset.folder")
     differences = run.config_differences(config, ignore=tuple(ignore), absent=_NOT_SET)
-    older_model = model_entry(config["model"]["name"]).older_configs
-    later = {**_LATER_SETTINGS, **{f"model.{key}": value for key, value in older_model.items()}}
+    later = {**_LATER_SETTINGS, **{f"model.{key}": value for key, value in entry.older_configs.items()}}
     named = {}
     for key, (stored_value, given) in differences.items():
         if stored_value == _NOT_SET and key in later:  # written before the setting existed: it had the older value
@@ -471,7 +472,7 @@ def _train_locked(run: RunDir, model: nn.Module, entry: ModelEntry, hyper: Train
         if not resume:
             run.write_config(config)
             return 0, [], None
-        differences = _resume_differences(run, config)
+        differences = _resume_differences(run, config, entry)
         if differences:
             raise ValueError(
                 f"cannot resume {str(run.path)!r} with other settings: {differences} (stored, given); "

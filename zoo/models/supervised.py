@@ -65,7 +65,9 @@ def augment_config(augmentation: Augmentation | None) -> dict | None:
     return None if augmentation is None else augmentation.to_dict()
 
 
-@register_model("cnn", defaults=TrainDefaults(epochs=20, lr=3e-3, batch_size=64, weight_decay=5e-4), **_SUPERVISED)
+# Runs written before the augment option trained on the images as they are: they load and resume without augmentation.
+@register_model("cnn", defaults=TrainDefaults(epochs=20, lr=3e-3, batch_size=64, weight_decay=5e-4),
+                older_configs={"augment": None}, **_SUPERVISED)
 class SmallCNN(ZooModel):
     """Three 3x3 conv layers (BatchNorm, ReLU) and a two-layer classifier head.
 
@@ -115,9 +117,10 @@ _TINY10_UNPADDED = 7  # the conv whose padding is ``conv7_padding``
 CONV_PADDINGS = ("valid", "same")
 
 
-# Runs written before conv7_padding existed were built with "same" padding there: they load as they were trained.
+# Runs written before an option existed load and resume as they were trained: without augmentation, and with
+# "same" padding in the 7th conv.
 @register_model("cnn10", defaults=TrainDefaults(epochs=10, lr=3e-3, batch_size=128, weight_decay=5e-4),
-                older_configs={"conv7_padding": "same"}, **_SUPERVISED)
+                older_configs={"augment": None, "conv7_padding": "same"}, **_SUPERVISED)
 class Tiny10CNN(ZooModel):
     """The plain 10-layer CNN of the layer-identification test (Kornblith et al. 2019, "Tiny-10").
 
