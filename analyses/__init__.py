@@ -47,7 +47,14 @@ from analyses._measure_inference import (
     permutation_test_measure,
 )
 from analyses._measure_maps import MeasureDisagreement, MeasureMaps, measure_disagreement, measure_matrices
-from analyses._measures import MEASURES, Measure, compare_representations, get_measure, list_measures
+from analyses._measures import (
+    MEASURES,
+    Measure,
+    compare_representations,
+    get_measure,
+    list_measures,
+    rbf_cka_measure,
+)
 from analyses._neighbour_alignment import cknna, mutual_knn
 from analyses._noise_ceiling import NoiseCeiling, noise_ceiling, pool_rdms
 from analyses._shape_metrics import procrustes_distance, regression_r2, shape_distance
@@ -141,6 +148,7 @@ __all__ = [
     "Measure",
     "list_measures",
     "get_measure",
+    "rbf_cka_measure",
     "compare_representations",
     "canonical_correlations",
     "cca_similarity",

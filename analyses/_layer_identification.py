@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,11 @@ class LayerIdentification:
         The seeds' names and the layers compared, in order.
     seconds
         Measure -> time to prepare every layer of every seed and fill the cross-seed blocks.
+    values
+        Measure -> {(seed a, seed b): the measure between every layer of a (rows) and every layer of b
+        (columns)}, for every ordered pair of seeds.
+    measures
+        Measure name -> the ``Measure`` it was scored with.
     """
 
     accuracy: pd.DataFrame
@@ -101,10 +106,35 @@ class LayerIdentification:
     seeds: list[str]
     layers: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
+    values: dict[str, dict[tuple[str, str], np.ndarray]] = field(default_factory=dict, repr=False)
+    measures: dict[str, Measure] = field(default_factory=dict, repr=False)
 
     def to_frame(self) -> pd.DataFrame:
         """The accuracy table (one row per measure, best first)."""
         return self.accuracy.copy()
+
+    def symmetrized(self) -> LayerIdentification:
+        """The check with every asymmetric measure scored on S + S^T, as Kornblith et al. 2019 score PWCCA and
+        linear regression in their Table 2.
+
+        Layer i of seed a and layer j of seed b are then compared by s(a_i, b_j) + s(b_j, a_i), so that the
+        answer no longer depends on which seed is the row. Symmetric measures are kept as they are; the others
+        keep their names, gain " (S + S^T)" in their labels, and their ranges and ceilings double.
+
+        Returns
+        -------
+        LayerIdentification
+            Re-scored from ``values``; nothing is computed again.
+        """
+        measures, values = {}, {}
+        for name, measure in self.measures.items():
+            if measure.symmetric:
+                measures[name], values[name] = measure, self.values[name]
+                continue
+            measures[name] = replace(measure, label=f"{measure.label} (S + S^T)", low=2 * measure.low,
+                                     high=2 * measure.high, symmetric=True)
+            values[name] = {(a, b): block + self.values[name][b, a].T for (a, b), block in self.values[name].items()}
+        return _identification(measures, values, self.seeds, self.layers, dict(self.skipped), dict(self.seconds))
 
 
 def _seed_layers(seeds: Mapping[str, Any]) -> tuple[list[str], list[str], dict[str, list[Entry]]]:
@@ -275,7 +305,7 @@ def _identification(measures: dict[str, Measure], blocks: dict[str, dict[tuple[s
         pd.DataFrame(confusion_rows, columns=["measure", "layer", "picked", "count"]),
         SeedCeiling(pd.DataFrame(ceiling_rows, columns=["measure", "kind", "layer", "mean", "sd", "min", "max",
                                                         "n_pairs"])),
-        skipped, list(seed_names), list(layers), seconds,
+        skipped, list(seed_names), list(layers), seconds, blocks, measures,
     )
 
 

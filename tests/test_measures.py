@@ -2,7 +2,9 @@
 each checked against the single-pair functions called in a loop (and scipy for rank correlations)."""
 
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.spatial
 import scipy.stats
 
 import analyses
@@ -185,6 +187,59 @@ def test_layer_identification_equals_the_loop_over_seed_pairs_and_layers():
     per_layer = result.per_layer[result.per_layer["measure"] == "linear-cka"]
     assert per_layer["accuracy"].mean() == pytest.approx(result.accuracy.set_index("measure").loc["linear-cka",
                                                                                                    "accuracy"])
+
+
+def test_symmetrized_identification_scores_asymmetric_measures_on_both_directions_summed():
+    seeds = {f"seed{s}": _layers(seed=s, widths=(6, 6, 6, 6)) for s in range(3)}
+    result = layer_identification(seeds, ["linear-cka", "regression", "pwcca"], progress=False)
+    symmetrized = result.symmetrized()
+    layers = list(seeds["seed0"])
+    for measure in ("regression", "pwcca"):
+        hits = 0
+        for a in seeds:
+            for b in seeds:
+                if a == b:
+                    continue
+                for i, layer in enumerate(layers):
+                    both = [compare_representations(seeds[a][layer], seeds[b][other], measure)
+                            + compare_representations(seeds[b][other], seeds[a][layer], measure) for other in layers]
+                    hits += int(both[i] > np.delete(both, i).max())
+        assert symmetrized.accuracy.set_index("measure").loc[measure, "accuracy"] == pytest.approx(hits / 24)
+        assert symmetrized.measures[measure].label.endswith("(S + S^T)") and symmetrized.measures[measure].high == 2
+        same = [compare_representations(seeds[a]["l0"], seeds[b]["l0"], measure)
+                + compare_representations(seeds[b]["l0"], seeds[a]["l0"], measure)
+                for a, b in (("seed0", "seed1"), ("seed0", "seed2"), ("seed1", "seed2"))]
+        assert symmetrized.ceiling.band("l0", measure) == pytest.approx((min(same), np.mean(same), max(same)))
+    pd.testing.assert_frame_equal(symmetrized.per_layer[symmetrized.per_layer["measure"] == "linear-cka"],
+                                  result.per_layer[result.per_layer["measure"] == "linear-cka"])
+    assert result.values["regression"]["seed0", "seed1"] == pytest.approx(
+        np.array([[regression_r2(seeds["seed0"][x], seeds["seed1"][y]) for y in layers] for x in layers]))
+
+
+def test_rbf_cka_at_another_bandwidth_equals_the_kernel_formula_and_is_taken_in_place_of_a_name():
+    layers = _layers(n=50)
+    X, Y = layers["l0"], layers["l1"]
+
+    def rbf_cka(X, Y, fraction):  # Kornblith et al. 2019, eq. 3-4, with the bandwidth a fraction of the median
+        grams = []
+        for A in (X, Y):
+            squared = scipy.spatial.distance.cdist(A, A, "sqeuclidean")
+            kernel = np.exp(-squared / (2 * fraction**2 * np.median(squared)))
+            centring = np.eye(len(A)) - 1 / len(A)
+            grams.append(centring @ kernel @ centring)
+        return np.sum(grams[0] * grams[1]) / np.sqrt(np.sum(grams[0] ** 2) * np.sum(grams[1] ** 2))
+
+    for fraction in (0.2, 0.4, 0.8):
+        measure = analyses.rbf_cka_measure(fraction)
+        assert measure.name == f"rbf-cka-{fraction}" and measure.kind == "similarity"
+        assert compare_representations(X, Y, measure) == pytest.approx(rbf_cka(X, Y, fraction), abs=1e-10)
+    assert compare_representations(X, Y, analyses.rbf_cka_measure(0.5)) == pytest.approx(
+        compare_representations(X, Y, "rbf-cka"), abs=1e-12)
+    maps = measure_matrices({"net": layers}, [analyses.rbf_cka_measure(0.4)], progress=False)
+    assert maps.maps["rbf-cka-0.4"].values[0, 1] == pytest.approx(rbf_cka(X, Y, 0.4), abs=1e-10)
+    for bad in (0, -0.4, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="median_fraction must be a positive finite number"):
+            analyses.rbf_cka_measure(bad)
 
 
 def test_a_tie_between_layers_is_a_miss_and_a_copy_of_a_network_is_identified_fully():
