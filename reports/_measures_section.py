@@ -21,8 +21,11 @@ from reports._similarity_section import FULL_SIZE_FROM, _matrix_heatmap
 
 __all__ = ["KORNBLITH_LAYER_IDENTIFICATION", "measures_section"]
 
-# Layer identification reported by Kornblith et al. 2019 (Table 2: ten 10-layer CNNs on CIFAR-10).
-KORNBLITH_LAYER_IDENTIFICATION = {"linear-cka": 0.993, "rbf-cka": 0.991, "svcca": 0.151}
+# Layer identification reported by Kornblith et al. 2019 (Table 2: ten 10-layer CNNs on CIFAR-10), for the measures
+# scored as ours are: their RBF CKA at 0.2, 0.4 and 0.8 x the median distance (the registry's rbf-cka, at 0.5 x, is
+# shown against 0.4 x), the mean squared CCA, SVCCA. Their PWCCA and regression are symmetrised, ours are not.
+KORNBLITH_LAYER_IDENTIFICATION = {"linear-cka": 0.993, "rbf-cka": 0.991, "rbf-cka-0.2": 0.806, "rbf-cka-0.4": 0.991,
+                                  "rbf-cka-0.8": 0.993, "cca": 0.106, "svcca": 0.151}
 
 
 def _map_figure(matrix: Any, kind: str, low: float, high: float) -> str:
@@ -162,7 +165,8 @@ def measures_section(
             "title": "Layer identification across seeds",
             "uri": _identification_figure(identification),
             "caption": "For every ordered pair of seeds and every layer: is the other seed's most alike layer the "
-            "same layer (strictly)? Measures ranked by it." + skipped,
+            "same layer (strictly)? Measures ranked by it. Kornblith et al. 2019 scored ten 10-layer CNNs on "
+            "CIFAR-10; their RBF CKA is at 0.4 × the median distance, ours at 0.5 ×." + skipped,
             "table": table_html(table),
         })
         if ceiling_scores is not None and len(ceiling_scores):
