@@ -135,6 +135,10 @@ def trained_seeds(seeds: int, epochs: int, dataset: str, dataset_options: dict, 
         with multiprocessing.get_context("spawn").Pool(min(parallel, len(unfinished))) as pool:
             # one seed at a time: the default chunks of two leave a core idle at the end
             pool.starmap(_train_in_worker, unfinished, chunksize=1)
+            # workers that exit on their own run their exit handlers, which release the semaphores they made (tqdm's
+            # lock, for one); the with-block alone terminates them, and the resource tracker reports those as leaked
+            pool.close()
+            pool.join()
     finished = [train_seed(*call, threads) for call in calls]  # each checks its settings; none trains again
     return [result.model for result in finished], [float(result.metrics["test_accuracy"]) for result in finished]
 

@@ -70,6 +70,24 @@ def _identification_figure(identification: Any) -> str:
     return figure_to_data_uri(fig)
 
 
+def _identification_table(identification: Any) -> tuple[pd.DataFrame, bool]:
+    """The accuracy table beside Kornblith et al.'s figures, with a "both directions" column (S + S^T) when some
+    measure is asymmetric; and whether it has that column."""
+    table = identification.accuracy.assign(
+        accuracy=lambda f: (100 * f["accuracy"]).round(1),
+        kornblith=lambda f: [100 * KORNBLITH_LAYER_IDENTIFICATION[m] if m in KORNBLITH_LAYER_IDENTIFICATION
+                             else None for m in f["measure"]],
+    )
+    columns = {"label": "measure", "accuracy": "identified (%)", "kornblith": "Kornblith 2019 (%)"}
+    asymmetric = {name for name, measure in identification.measures.items() if not measure.symmetric}
+    if asymmetric:
+        both = identification.symmetrized().accuracy.set_index("measure")["accuracy"]
+        table["both"] = [round(100 * both[m], 1) if m in asymmetric else None for m in table["measure"]]
+        columns["both"] = "both directions, S + Sᵀ (%)"
+    return table[["label", "accuracy", "correct", "total", *(["both"] if asymmetric else []), "kornblith"]].rename(
+        columns=columns), bool(asymmetric)
+
+
 def _ceiling_figure(ceiling: pd.DataFrame, scores: pd.DataFrame, measure_label: str, kind: str,
                     models: Sequence[str]) -> str:
     layers = list(dict.fromkeys(ceiling["layer"]))
@@ -154,19 +172,17 @@ def measures_section(
             "table": table_html(shown.drop(columns=["changes"])) if len(shown) else None,
         })
     if identification is not None and len(identification.accuracy):
-        table = identification.accuracy.assign(
-            accuracy=lambda f: (100 * f["accuracy"]).round(1),
-            kornblith=lambda f: [100 * KORNBLITH_LAYER_IDENTIFICATION[m] if m in KORNBLITH_LAYER_IDENTIFICATION
-                                 else None for m in f["measure"]],
-        )[["label", "accuracy", "correct", "total", "kornblith"]].rename(
-            columns={"label": "measure", "accuracy": "identified (%)", "kornblith": "Kornblith 2019 (%)"})
+        table, both_ways = _identification_table(identification)
         skipped = "".join(f" {name} was not computed: {reason}." for name, reason in identification.skipped.items())
         items.append({
             "title": "Layer identification across seeds",
             "uri": _identification_figure(identification),
             "caption": "For every ordered pair of seeds and every layer: is the other seed's most alike layer the "
             "same layer (strictly)? Measures ranked by it. Kornblith et al. 2019 scored ten 10-layer CNNs on "
-            "CIFAR-10; their RBF CKA is at 0.4 × the median distance, ours at 0.5 ×." + skipped,
+            "CIFAR-10; their RBF CKA is at 0.4 × the median distance, ours at 0.5 ×."
+            + (" An asymmetric measure compares a layer of one seed (X) with the other's layers (Y); its “both "
+               "directions” column scores X→Y and Y→X summed (S + Sᵀ), as Kornblith et al. score their PWCCA "
+               "(11.1 %) and linear regression (45.4 %)." if both_ways else "") + skipped,
             "table": table_html(table),
         })
         if ceiling_scores is not None and len(ceiling_scores):

@@ -74,6 +74,27 @@ def test_the_section_has_one_selector_button_per_map_and_lists_what_was_left_out
         measures_section(type(maps)({}, {"cca": "too few stimuli"}, {}))
 
 
+def test_the_identification_table_also_scores_asymmetric_measures_on_both_directions_summed():
+    reps = {f"s{seed}": _net(seed) for seed in range(3)}
+    maps = measure_matrices(reps, ["linear-cka", "regression"], progress=False)
+    identification = layer_identification(reps, ["linear-cka", "regression"], progress=False)
+    body = str(measures_section(maps, identification=identification).body)
+    assert "both directions, S + Sᵀ (%)" in body and "(S + Sᵀ)" in body
+    hits = 0
+    for a, net_a in reps.items():
+        for b, net_b in reps.items():
+            for i, layer in enumerate(net_a) if a != b else ():
+                both = [compare_representations(net_a[layer], net_b[other], "regression")
+                        + compare_representations(net_b[other], net_a[layer], "regression") for other in net_b]
+                hits += int(both[i] > np.delete(both, i).max())
+    row = re.search(r"<tr>(?:(?!</tr>).)*linear regression(?:(?!</tr>).)*</tr>", body, re.DOTALL).group(0)
+    _, one_way, _, _, both_ways, _ = [cell.strip() for cell in re.findall(r"<td[^>]*>([^<]*)</td>", row)]
+    assert both_ways == f"{100 * hits / 18:.1f}" != one_way
+    linear = layer_identification(reps, ["linear-cka"], progress=False)
+    assert "both directions" not in str(measures_section(measure_matrices(reps, ["linear-cka"], progress=False),
+                                                         identification=linear).body)
+
+
 def test_the_study_compares_every_measure_and_identifies_layers_across_seed_models(tmp_path):
     train = {"model": "cnn", "dataset": "digits", "epochs": 1}
     spec = {"title": "measures", "data": {"dataset": "digits", "split": "test", "limit": 120},
