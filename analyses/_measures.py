@@ -34,13 +34,14 @@ rsa-whitened        similarity  [-1, 1]    whitened Pearson (``corr_cov``) of th
 
 Asymmetric measures (``pwcca``, ``regression``, and ``cknna`` slightly) compare ``X`` (the row of a map) with ``Y`` (its column).
 ``rbf_cka_measure(fraction)`` gives RBF CKA at another bandwidth, which every function that takes measure
-names also takes.
+names also takes, by itself or by its name ``rbf-cka-<fraction>`` (e.g. ``rbf-cka-0.4``).
 A measure that is undefined for the given data raises ``ValueError`` saying why (for example CCA with
 fewer stimuli than the two layers' dimensions together); none returns NaN.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -269,18 +270,32 @@ def rbf_cka_measure(median_fraction: float) -> Measure:
                     _prepare_cka("rbf", fraction), _compare_cka)
 
 
+#: ``rbf-cka-<fraction>``: RBF CKA with its bandwidth at that fraction of the median distance (``get_measure``).
+RBF_CKA_NAME = re.compile(r"rbf-cka-((?=[0.]*[1-9])(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)")
+
+
 def list_measures() -> list[str]:
     """The names of every registered measure."""
     return list(MEASURES)
 
 
 def get_measure(name: str | Measure) -> Measure:
-    """The ``Measure`` registered under ``name``; an unknown name raises ``KeyError`` with the nearest ones."""
+    """The ``Measure`` registered under ``name``, or RBF CKA at another bandwidth for ``rbf-cka-<fraction>``
+    (``rbf_cka_measure``); an unknown name raises ``KeyError`` with the nearest ones."""
     if isinstance(name, Measure):
         return name
-    if name not in MEASURES:
-        raise unknown_name_error("similarity measure", name, list(MEASURES), listing="analyses.list_measures()")
-    return MEASURES[name]
+    if name in MEASURES:
+        return MEASURES[name]
+    fraction = RBF_CKA_NAME.fullmatch(str(name))
+    if fraction is not None:
+        try:
+            return rbf_cka_measure(float(fraction.group(1)))
+        except ValueError as error:
+            raise ValueError(f"similarity measure {name!r}: {error}, e.g. 'rbf-cka-0.4'") from None
+    error = unknown_name_error("similarity measure", name, list(MEASURES), listing="analyses.list_measures()")
+    error.message += (" RBF CKA at another bandwidth is named 'rbf-cka-<fraction>', with a positive fraction of "
+                      "the median distance, e.g. 'rbf-cka-0.4'.")
+    raise error
 
 
 def prepare_pair(X: Any, Y: Any) -> tuple[torch.Tensor, torch.Tensor]:

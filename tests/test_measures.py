@@ -242,6 +242,23 @@ def test_rbf_cka_at_another_bandwidth_equals_the_kernel_formula_and_is_taken_in_
             analyses.rbf_cka_measure(bad)
 
 
+def test_rbf_cka_at_another_bandwidth_is_also_named_rbf_cka_and_its_fraction():
+    layers = _layers(n=50)
+    X, Y = layers["l0"], layers["l1"]
+    for name, fraction in (("rbf-cka-0.4", 0.4), ("rbf-cka-0.40", 0.4), ("rbf-cka-.8", 0.8), ("rbf-cka-2e-1", 0.2),
+                           ("rbf-cka-10", 10.0)):
+        measure = analyses.get_measure(name)
+        assert measure.name == f"rbf-cka-{fraction:g}"
+        assert compare_representations(X, Y, name) == compare_representations(X, Y, analyses.rbf_cka_measure(fraction))
+    maps = measure_matrices({"net": layers}, ["rbf-cka-0.40", "rbf-cka-0.4", "linear-cka"], progress=False)
+    assert list(maps.maps) == ["rbf-cka-0.4", "linear-cka"]  # one measure, however its fraction is written
+    for bad in ("rbf-cka-0", "rbf-cka-0.0", "rbf-cka--0.4", "rbf-cka-x", "rbf-cka-0.4x"):
+        with pytest.raises(KeyError, match=r"'rbf-cka-<fraction>', with a positive fraction.*'rbf-cka-0.4'"):
+            analyses.get_measure(bad)
+    with pytest.raises(ValueError, match=r"'rbf-cka-1e999': median_fraction must be a positive finite number"):
+        analyses.get_measure("rbf-cka-1e999")
+
+
 def test_a_tie_between_layers_is_a_miss_and_a_copy_of_a_network_is_identified_fully():
     layers = _layers()
     tied = dict(layers, l2=layers["l1"])  # two layers identical: neither can be told apart

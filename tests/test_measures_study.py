@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from analyses import compare_representations, layer_identification, measure_disagreement, measure_matrices
-from probe.study import Study
+from probe.study import Study, StudySpecError
 from probe.study._measures_step import ceiling_scores, top_components
 from reports import measures_section
 
@@ -101,16 +101,19 @@ def test_the_study_compares_every_measure_and_identifies_layers_across_seed_mode
             "models": [{"name": "a", "run": "runs/a", "train": dict(train, seed=0)},
                        {"name": "b", "run": "runs/b", "train": dict(train, seed=1)},
                        {"name": "mlp", "run": "runs/mlp", "train": {"model": "mlp", "dataset": "digits", "epochs": 1}}],
-            "analyses": {"measures": {"measures": ["linear-cka", "cca", "mutual-knn"], "n_stimuli": 60,
-                                      "seed_models": ["a", "b"]}}}
+            "analyses": {"measures": {"measures": ["linear-cka", "rbf-cka-0.4", "cca", "mutual-knn"], "n_stimuli": 60,
+                                      "seed_models": ["a", "b"], "ceiling_measure": "rbf-cka-0.40"}}}
     result = Study.from_dict(spec, folder=tmp_path, out=tmp_path / "out").run(progress=False)
     assert result.failed == {}
     tables = result.tables
-    assert set(tables["measures-maps"]["measure"]) == {"linear-cka", "cca", "mutual-knn"}
-    assert set(tables["measures-identification"]["measure"]) == {"linear-cka", "cca", "mutual-knn"}
+    names = {"linear-cka", "rbf-cka-0.4", "cca", "mutual-knn"}
+    assert set(tables["measures-maps"]["measure"]) == set(tables["measures-identification"]["measure"]) == names
     assert (tables["measures-identification"]["total"] == 2 * 5).all()  # 2 ordered seed pairs x 5 cnn layers
     report = result.report.read_text()
     assert "Similarity measures" in report and "Layer identification" in report
+    # the ceiling of RBF CKA at the paper's 0.4 x median, however its fraction is written, beside the paper's 99.1 %
+    assert "Cross-model scores against the seed-to-seed ceiling" in report and "RBF CKA (0.4 x median)" in report
+    assert "99.1" in report
     findings = tables["findings"].set_index("topic")
     best = tables["measures-identification"].iloc[0]
     assert f"{100 * best['accuracy']:.0f} %" in findings.loc["Layer identification", "text"]
@@ -118,8 +121,12 @@ def test_the_study_compares_every_measure_and_identifies_layers_across_seed_mode
     most = int((conclusions["agreement"] >= 0.75).sum())
     assert f"{most} for at least three quarters" in findings.loc["Measures", "text"]
     spec["analyses"]["measures"]["seed_models"] = ["a", "nope"]
-    failed = Study.from_dict(spec, folder=tmp_path, out=tmp_path / "out2").run(progress=False).failed
-    assert "seed_models ['nope'] are not recorded models" in failed["measures"]
+    with pytest.raises(StudySpecError, match=r"analyses.measures.seed_models\[1\]: unknown model 'nope'"):
+        Study.from_dict(spec, folder=tmp_path, out=tmp_path / "out2")
+    spec["analyses"]["measures"]["seed_models"] = ["a", "b"]
+    study = Study.from_dict(spec, folder=tmp_path, out=tmp_path / "out2")
+    study.spec.analyses["measures"]["seed_models"] = ["a", "nope"]  # a spec changed after its check
+    assert "seed_models ['nope'] are not recorded models" in study.run(progress=False).failed["measures"]
 
 
 def test_a_reference_of_several_subjects_is_pooled_and_its_noise_ceiling_drawn(tmp_path):

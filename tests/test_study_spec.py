@@ -659,8 +659,46 @@ def test_the_names_kept_for_checking_without_torch_are_the_zoos(tmp_path):
     from probe.study._spec import MEASURE_NAMES
 
     assert list(MEASURE_NAMES) == list_measures()
+    from analyses._measures import RBF_CKA_NAME
+    from probe.study._spec import MEASURE_PATTERNS
+
+    assert [pattern for pattern, _ in MEASURE_PATTERNS] == [RBF_CKA_NAME.pattern]
     # once the zoo is imported, its own names and error are used
     live = _zoo()
     assert live.pretrained == tuple(zoo.list_pretrained()) and live.unknown_name_error is zoo.unknown_name_error
     message = problems(tmp_path, MINIMAL.replace("efficientnet-lite0", "efficientnet-lite"))
     assert "models[0].pretrained: unknown pretrained network 'efficientnet-lite'; did you mean" in message
+
+
+# Two models to compare as seeds of one architecture, and the measures analysis with some options.
+SEEDS = MINIMAL + """\
+[[models]]
+name = "lite2"
+pretrained = "efficientnet-lite0"
+[analyses.measures]
+"""
+
+
+def test_measures_are_named_as_the_registry_names_them_or_as_rbf_cka_at_a_positive_bandwidth(tmp_path):
+    spec = StudySpec.from_file(write(tmp_path, SEEDS + 'measures = ["linear-cka", "rbf-cka-0.4", "rbf-cka-.8"]\n'
+                                     'seed_models = ["lite", "lite2"]\nceiling_measure = "rbf-cka-0.40"\n'))
+    assert spec.analyses["measures"]["measures"] == ["linear-cka", "rbf-cka-0.4", "rbf-cka-.8"]
+    for bad in ("rbf-cka-0", "rbf-cka-x", "rbf-cka--1"):
+        message = problems(tmp_path, SEEDS + f'measures = ["{bad}"]\n')
+        assert f"analyses.measures.measures[0]: unknown value {bad!r}; did you mean 'rbf-cka'?" in message
+        assert "'rsa-whitened', 'rbf-cka-<fraction of the median distance>'." in message
+
+
+@pytest.mark.parametrize("options, expected", [
+    ('seed_models = ["lite"]', "analyses.measures.seed_models: needs at least two models"),
+    ('seed_models = ["lite", "lite3"]', "analyses.measures.seed_models[1]: unknown model 'lite3'; did you mean"),
+    ('models = ["lit"]', "analyses.measures.models[0]: unknown model 'lit'; did you mean 'lite'"),
+    ('measures = ["rsa"]\nseed_models = ["lite", "lite2"]',
+     ("analyses.measures.ceiling_measure: 'linear-cka' is not among the measures computed ('rsa'); add it to "
+      "measures or choose one of them")),
+    ('measures = ["rbf-cka-0.4"]\nseed_models = ["lite", "lite2"]\nceiling_measure = "rbf-cka-0.5"',
+     "analyses.measures.ceiling_measure: 'rbf-cka-0.5' is not among the measures computed"),
+])
+def test_the_measures_seed_models_are_two_of_the_studys_models_and_the_ceiling_measure_is_computed(
+        tmp_path, options, expected):
+    assert expected in problems(tmp_path, SEEDS + options + "\n")

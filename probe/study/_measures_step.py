@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analyses import MEASURES, layer_identification_from_maps, measure_disagreement, measure_matrices
+from analyses import MEASURES, get_measure, layer_identification_from_maps, measure_disagreement, measure_matrices
 from probe.study._context import StudyContext
 from probe.study._findings import Finding
 from probe.study._similarity_step import stimulus_subsample
@@ -94,6 +94,7 @@ def measures_analysis(
         The measure of the ceiling figure.
     """
     names = list(MEASURES) if measures == "all" else list(measures)
+    ceiling_measure = get_measure(ceiling_measure).name  # as the maps name it (rbf-cka-0.40 -> rbf-cka-0.4)
     seed_models = [] if seed_models == "none" else list(seed_models)
     groups = ctx.stimulus_groups(models)
     if not groups:

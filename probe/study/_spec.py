@@ -78,7 +78,10 @@ class Option:
     items
         For a list: the accepted types of its items; for a table: of its values.
     choices
-        The only strings allowed (for a string, or the items of a list).
+        The only strings allowed (for a string, or the items of a list), besides ``patterns``.
+    patterns
+        Regular expressions that a string may match in full in place of one of ``choices``, each with how it
+        reads in messages: ``((r"rbf-cka-[0-9.]+", "'rbf-cka-<fraction>'"),)``.
     gt, ge, lt
         Bounds of a number (or of the numbers of a list): greater than, at least, less than.
     words
@@ -95,6 +98,7 @@ class Option:
     help: str
     items: tuple[type, ...] | None = None
     choices: tuple[str, ...] | None = None
+    patterns: tuple[tuple[str, str], ...] = ()
     gt: float | None = None
     ge: float | None = None
     lt: float | None = None
@@ -111,6 +115,10 @@ class Option:
         words = [repr(w) for w in self.words]
         return _either(words + kinds)
 
+    def matches_pattern(self, value: str) -> bool:
+        """Whether ``value`` matches one of ``patterns`` in full."""
+        return any(re.fullmatch(pattern, value) for pattern, _ in self.patterns)
+
     def _kind(self, kind: type) -> str:
         if kind is list:
             inner = _either(self._item_kind(t, plural=True) for t in self.items or (str,))
@@ -121,7 +129,7 @@ class Option:
 
     def _item_kind(self, kind: type, plural: bool) -> str:
         if kind is str and self.choices is not None:
-            listed = ", ".join(map(repr, self.choices))
+            listed = ", ".join([*map(repr, self.choices), *(shown for _, shown in self.patterns)])
             return listed if plural else f"one of {listed}"
         noun = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "table", list: "list",
                 object: "value"}[kind]
@@ -158,6 +166,10 @@ def _either(options: Any) -> str:
 #: (``tests/test_study_spec.py`` compares them with the registry).
 MEASURE_NAMES = ("linear-cka", "debiased-cka", "rbf-cka", "cca", "svcca", "pwcca", "procrustes", "shape",
                  "mutual-knn", "cknna", "regression", "rsa", "rsa-whitened")
+#: Names a measure may also have: RBF CKA at another (positive) bandwidth, ``analyses.get_measure``'s
+#: ``RBF_CKA_NAME`` (``tests/test_study_spec.py`` checks that they agree).
+MEASURE_PATTERNS = ((r"rbf-cka-((?=[0.]*[1-9])(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)",
+                     "'rbf-cka-<fraction of the median distance>'"),)
 
 #: Every analysis a study can run, in the order they run, with its options: name -> {option: Option}.
 #: The runner (``probe.study._study``) and the template (``probe init-study``) read these defaults.
@@ -177,8 +189,8 @@ ANALYSES: dict[str, dict[str, Option]] = {
         "max_rdm_panels": Option((int,), 8, "RDM heatmaps shown per group of models", ge=0),
     },
     "measures": {
-        "measures": Option((list,), "all", "names of analyses.list_measures(), or 'all'", items=(str,),
-                           words=("all",), choices=MEASURE_NAMES),
+        "measures": Option((list,), "all", "names of analyses.list_measures() (and 'rbf-cka-<fraction>'), or 'all'",
+                           items=(str,), words=("all",), choices=MEASURE_NAMES, patterns=MEASURE_PATTERNS),
         "n_stimuli": Option((int,), 300, "a class-balanced subsample of this many stimuli", gt=3),
         "components": Option((int,), 64, "each layer reduced to this many top principal components first (0: none)",
                              ge=0),
@@ -186,7 +198,8 @@ ANALYSES: dict[str, dict[str, Option]] = {
                          "together); 'all'", items=(str,), words=("all",)),
         "seed_models": Option((list,), "none", "models that are seeds of one architecture (the same layers): layer "
                               "identification and the seed-to-seed ceiling; 'none'", items=(str,), words=("none",)),
-        "ceiling_measure": Option((str,), "linear-cka", "the measure of the ceiling figure", choices=MEASURE_NAMES),
+        "ceiling_measure": Option((str,), "linear-cka", "the measure of the ceiling figure (one of measures)",
+                                  choices=MEASURE_NAMES, patterns=MEASURE_PATTERNS),
     },
     "units": {
         "k": Option((int,), 9, "top-activating patches shown per unit", gt=0),
@@ -719,13 +732,14 @@ class _Checker:
     def closest(self, name: str, valid: Sequence[str]) -> tuple[str, ...]:
         return self.zoo.unknown_name_error("name", name, valid).closest
 
-    def unknown(self, key: str, what: str, name: str, valid: Sequence[str], where: str, plural: str) -> None:
+    def unknown(self, key: str, what: str, name: str, valid: Sequence[str], where: str, plural: str,
+                patterns: Sequence[tuple[str, str]] = ()) -> None:
         """``unknown key 'measure' in [analyses.similarity]; did you mean 'measures'? Valid keys: ...``."""
         closest = self.closest(name, valid)
         message = f"unknown {what} {name!r}" + (f" {where}" if where else "")
         message += f"; did you mean {', '.join(map(repr, closest))}?" if closest else "."
         if valid:
-            message += f" Valid {plural}: {', '.join(map(repr, valid))}."
+            message += f" Valid {plural}: {', '.join([*map(repr, valid), *(shown for _, shown in patterns)])}."
         else:
             message += " It takes no options." if plural == "keys" else f" There are no {plural}."
         self.add(key, message)
@@ -775,8 +789,8 @@ class _Checker:
 
     def scalar(self, key: str, value: Any, kind: type, option: Option, expected: str) -> Any:
         if kind is str:
-            if option.choices is not None and value not in option.choices:
-                self.unknown(key, "value", value, option.choices, "", "values")
+            if option.choices is not None and value not in option.choices and not option.matches_pattern(value):
+                self.unknown(key, "value", value, option.choices, "", "values", patterns=option.patterns)
                 return _MISSING
             if not value.strip():
                 self.add(key, f"expected {expected}, got an empty string")
@@ -795,8 +809,8 @@ class _Checker:
             self.add(key, f"expected {option.expected()}, got an empty list")
             return _MISSING
         items, ok = [], True
-        single = Option(option.items or (str,), None, "", choices=option.choices, gt=option.gt, ge=option.ge,
-                        lt=option.lt)
+        single = Option(option.items or (str,), None, "", choices=option.choices, patterns=option.patterns,
+                        gt=option.gt, ge=option.ge, lt=option.lt)
         for index, item in enumerate(value):
             kind = next((t for t in single.types if _is_a(item, t)), None)
             if kind is None:
@@ -1249,7 +1263,9 @@ def _analyses(check: _Checker, value: Any, models: list[ModelEntrySpec],
             chosen[name] = check.options(key, given, ANALYSES[name], f"in [{key}]")
     _subspace_layer(check, chosen.get("subspaces"), models, names)
     _transfer_options(check, chosen.get("transfer"), names)
-    for name in ("similarity", "transfer", "captions", "neighbours", "code_plane", "codes", "colorization"):
+    _measures_options(check, chosen.get("measures"), names)
+    for name in ("similarity", "measures", "transfer", "captions", "neighbours", "code_plane", "codes",
+                 "colorization"):
         _model_list(check, f"analyses.{name}.models", (chosen.get(name) or {}).get("models"), names)
     vectors = (chosen.get("words") or {}).get("vectors")
     if isinstance(vectors, list):
@@ -1281,6 +1297,29 @@ def _finetune_options(check: _Checker, options: dict[str, Any] | None) -> None:
                       "disjoint, so that the adaptation is to classes the encoders never saw")
         elif len(set(probe)) < 2:
             check.add("analyses.finetune.probe_classes", "needs at least two classes")
+
+
+def _measures_options(check: _Checker, options: dict[str, Any] | None, names: list[str]) -> None:
+    """``measures.seed_models`` names two or more of the study's models, and the ceiling's measure is computed."""
+    if options is None:
+        return
+    key, seeds = "analyses.measures", options["seed_models"]
+    if not isinstance(seeds, list):
+        return
+    _model_list(check, f"{key}.seed_models", seeds, names)
+    if len(seeds) < 2:
+        check.add(f"{key}.seed_models", "needs at least two models (seeds of one architecture), or 'none'")
+    measures, ceiling = options["measures"], options["ceiling_measure"]
+    computed = {_measure_key(m) for m in measures} if isinstance(measures, list) else None
+    if computed is not None and isinstance(ceiling, str) and _measure_key(ceiling) not in computed:
+        check.add(f"{key}.ceiling_measure", f"{ceiling!r} is not among the measures computed "
+                  f"({', '.join(map(repr, measures))}); add it to measures or choose one of them")
+
+
+def _measure_key(name: str) -> Any:
+    """A measure name, with RBF CKA's bandwidth read as a number (``rbf-cka-0.40`` is ``rbf-cka-0.4``)."""
+    bandwidth = re.fullmatch(MEASURE_PATTERNS[0][0], name)
+    return ("rbf-cka", float(bandwidth.group(1))) if bandwidth else name
 
 
 def _model_list(check: _Checker, key: str, value: Any, names: list[str]) -> None:
