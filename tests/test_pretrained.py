@@ -93,6 +93,43 @@ def test_load_by_tensor_order_matches_shapes_pairwise():
         zoo.load_state_dict_by_order(model, dict(list(source.state_dict().items())[:2]))
 
 
+def test_a_registered_network_loads_by_name_with_its_weights_and_preprocessing(monkeypatch):
+    from zoo import _pretrained
+
+    monkeypatch.setattr(_pretrained, "_PRETRAINED", dict(_pretrained._PRETRAINED))  # registered for this test only
+    torch.manual_seed(0)
+    source = _Renamed()
+    preprocessing = zoo.Preprocessing(input_size=(1, 3), mean=(0.5,), std=(0.25,), channels=1)
+    for name, state, by_order in (("tiny-by-name", nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)).state_dict(), False),
+                                  ("tiny-by-order", source.state_dict(), True)):
+        entry = zoo.PretrainedEntry(name, "a test", lambda: nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)),
+                                    lambda allow_download, state=state: state, lambda: preprocessing, by_order=by_order)
+        assert zoo.register_pretrained(entry) is entry and name in zoo.list_pretrained()
+        for model in (zoo.load_pretrained(name), zoo.load_model(f"pretrained:{name}")):
+            assert not model.training and model.preprocessing == preprocessing
+            assert torch.equal(model[0].weight, state["0.weight" if not by_order else "first.weight"])
+        with pytest.raises(ValueError, match=f"a pretrained network named '{name}' is already registered"):
+            zoo.register_pretrained(entry)
+    fresh = zoo.load_pretrained("tiny-by-order", random_weights=True)
+    assert not torch.equal(fresh[0].weight, source.first.weight)
+    with pytest.raises(zoo.UnknownNameError, match="did you mean 'tiny-by-order'"):
+        zoo.load_pretrained("tiny-by-ordr")
+
+
+def test_a_device_is_a_choice_and_an_impossible_one_says_what_to_use(monkeypatch):
+    from zoo import resolve_device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto") == resolve_device(None) == torch.device(expected)
+    assert resolve_device("cpu") == resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(zoo.UnknownNameError, match=r"unknown device 'tpu'.*'auto', 'cpu'"):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"'cuda:1' was requested but CUDA is not available; use device='cpu'"):
+        resolve_device("cuda:1")
+
+
 # -- one spelling for every model ----------------------------------------------------------------
 def test_zoo_names_bare_and_prefixed():
     for spec in ("mlp", "zoo:mlp"):
