@@ -113,6 +113,11 @@ class LayerIdentification:
         """The accuracy table (one row per measure, best first)."""
         return self.accuracy.copy()
 
+    @property
+    def asymmetric(self) -> list[str]:
+        """The measures scored whose value depends on which seed is the row (``symmetrized`` sums both ways)."""
+        return [name for name, measure in self.measures.items() if not measure.symmetric]
+
     def symmetrized(self) -> LayerIdentification:
         """The check with every asymmetric measure scored on S + S^T, as Kornblith et al. 2019 score PWCCA and
         linear regression in their Table 2.

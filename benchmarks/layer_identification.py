@@ -157,7 +157,7 @@ def score_table(measures: list[str], results: dict) -> list[dict]:
     """One row per measure (and one more per asymmetric measure, scored on S + S^T as in the paper): its accuracy
     in every setting, in percent, or why it has none."""
     symmetrized = {setting: result.symmetrized() for setting, result in results.items()}
-    asymmetric = [m for m in measures if any(m in r.measures and not r.measures[m].symmetric for r in results.values())]
+    asymmetric = [m for m in measures if any(m in r.asymmetric for r in results.values())]
     table = []
     for measure, both_ways in [(m, False) for m in measures] + [(m, True) for m in asymmetric]:
         label = f"{measure} (S + S^T)" if both_ways else measure

@@ -81,7 +81,7 @@ def _identification_table(identification: Any) -> tuple[pd.DataFrame, bool]:
                              else None for m in f["measure"]],
     )
     columns = {"label": "measure", "accuracy": "identified (%)", "kornblith": "Kornblith 2019 (%)"}
-    asymmetric = {name for name, measure in identification.measures.items() if not measure.symmetric}
+    asymmetric = set(identification.asymmetric)
     if asymmetric:
         both = identification.symmetrized().accuracy.set_index("measure")["accuracy"]
         table["both"] = [round(100 * both[m], 1) if m in asymmetric else None for m in table["measure"]]

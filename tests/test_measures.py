@@ -194,6 +194,10 @@ def test_symmetrized_identification_scores_asymmetric_measures_on_both_direction
     result = layer_identification(seeds, ["linear-cka", "regression", "pwcca"], progress=False)
     symmetrized = result.symmetrized()
     layers = list(seeds["seed0"])
+    X, Y = seeds["seed0"]["l0"], seeds["seed1"]["l1"]
+    swapped = [m for m in result.measures if compare_representations(X, Y, m) != pytest.approx(
+        compare_representations(Y, X, m), abs=1e-9)]
+    assert result.asymmetric == swapped == ["regression", "pwcca"] and symmetrized.asymmetric == []
     for measure in ("regression", "pwcca"):
         hits = 0
         for a in seeds:
