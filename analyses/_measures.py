@@ -292,10 +292,9 @@ def get_measure(name: str | Measure) -> Measure:
             return rbf_cka_measure(float(fraction.group(1)))
         except ValueError as error:
             raise ValueError(f"similarity measure {name!r}: {error}, e.g. 'rbf-cka-0.4'") from None
-    error = unknown_name_error("similarity measure", name, list(MEASURES), listing="analyses.list_measures()")
-    error.message += (" RBF CKA at another bandwidth is named 'rbf-cka-<fraction>', with a positive fraction of "
-                      "the median distance, e.g. 'rbf-cka-0.4'.")
-    raise error
+    raise unknown_name_error("similarity measure", name, list(MEASURES), listing="analyses.list_measures()",
+                             hint="RBF CKA at another bandwidth is named 'rbf-cka-<fraction>', with a positive "
+                             "fraction of the median distance, e.g. 'rbf-cka-0.4'.")
 
 
 def prepare_pair(X: Any, Y: Any) -> tuple[torch.Tensor, torch.Tensor]:

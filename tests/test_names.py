@@ -22,6 +22,11 @@ def test_message_names_the_ask_the_closest_and_how_to_list():
         "List them all with zoo.list_datasets()."
     )
     assert error.name == "digts" and error.closest == ("digits",)
+    hinted = zoo.unknown_name_error("dataset", "digts", ["digits"], listing="zoo.list_datasets()",
+                                    hint="Image folders are named 'imagefolder:PATH'.")
+    assert str(hinted) == hinted.args[0] == ("unknown dataset 'digts'; did you mean 'digits'? Valid names: 'digits'. "
+                                              "List them all with zoo.list_datasets(). Image folders are named "
+                                              "'imagefolder:PATH'.")
     assert isinstance(error, KeyError) and isinstance(error, ValueError) and isinstance(error, LookupError)
 
 

@@ -43,7 +43,8 @@ class UnknownNameError(KeyError, ValueError):
         return self.message
 
 
-def unknown_name_error(kind: str, name: object, valid: Iterable[object], *, listing: str | None = None) -> UnknownNameError:
+def unknown_name_error(kind: str, name: object, valid: Iterable[object], *, listing: str | None = None,
+                       hint: str | None = None) -> UnknownNameError:
     """Build the error for an unknown ``name`` among ``valid`` ones (to be raised by the caller).
 
     The message reads ``unknown KIND 'NAME'; did you mean 'A', 'B'? Valid names: ... List them all with
@@ -60,6 +61,8 @@ def unknown_name_error(kind: str, name: object, valid: Iterable[object], *, list
         Every valid name.
     listing
         How to list every valid name (a command or a call, e.g. ``"`probe layers RUN_OR_MODEL`"``).
+    hint
+        A last sentence for names that are valid without being listed (e.g. how a parametrised name is written).
 
     Returns
     -------
@@ -76,4 +79,6 @@ def unknown_name_error(kind: str, name: object, valid: Iterable[object], *, list
         message += f" Valid names: {', '.join(map(repr, valid[:MAX_LISTED]))}{more}."
     if listing is not None:
         message += f" List them all with {listing}."
+    if hint is not None:
+        message += f" {hint}"
     return UnknownNameError(message, name, closest)
