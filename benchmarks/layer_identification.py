@@ -59,7 +59,8 @@ import torch
 
 import probe
 import zoo
-from analyses import get_measure, layer_identification, list_measures, rbf_cka_measure
+from analyses import layer_identification, list_measures, rbf_cka_measure
+from analyses._measures import measure_options
 from probe.study._transfer_experiments import subset_dataset
 from reports._measures_section import KORNBLITH_LAYER_IDENTIFICATION, KORNBLITH_SYMMETRIZED
 
@@ -242,8 +243,8 @@ def main() -> None:
     print("test accuracy per seed: " + ", ".join(f"{a:.3f}" for a in accuracy))
 
     results = {}
-    named = [get_measure(m) for m in args.measures or list_measures()]
-    measures = named + [rbf_cka_measure(f) for f in args.rbf_fractions]
+    # Measure objects, each once (``--measures rbf-cka-0.4`` and the default fractions name one measure)
+    measures = measure_options([*(args.measures or list_measures()), *map(rbf_cka_measure, args.rbf_fractions)])
     defined_raw = [m for m in measures if m.name not in NEEDS_FEW_UNITS + SLOW_ON_WIDE_LAYERS]
     started = time.perf_counter()
     results["raw"] = layer_identification(raw, defined_raw, progress=False)
